@@ -1,0 +1,298 @@
+"""Named queries on the ledger. Every status change is a conditional UPDATE.
+
+Status machine: pending -> queued -> copying -> done; copying -> retrying -> queued;
+-> failed (gave up, or a permanent error); -> gone (the source answered 404/410).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg2.extras
+from psycopg2 import sql
+
+from db.connection import Connection, fetch_all, fetch_one
+
+KINDS = ("upscale", "regular", "image")
+# Which ledger kinds each backfill type covers (the user's HTTP call says "images").
+BACKFILL_TYPES: dict[str, tuple[str, ...]] = {
+    "upscale": ("upscale",),
+    "regular": ("regular",),
+    "images": ("image",),
+    "all": KINDS,
+}
+APP_TABLES = ("gen_videos", "gen_images")
+_PRIORITY = "CASE kind WHEN 'upscale' THEN 1 WHEN 'regular' THEN 2 ELSE 3 END"
+
+
+@dataclass(frozen=True)
+class LedgerRow:
+    id: int
+    source_url: str
+    kind: str
+    status: str
+    attempts: int
+    source_table: str | None
+    source_id: str | None
+    variant: str | None
+    fal_request_id: str | None
+    file_name: str | None
+    content_type: str | None
+    expected_size: int | None
+    upload_session_uri: str | None
+    upload_offset: int | None
+    source_created_at: datetime | None
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> LedgerRow:
+        return cls(**{f: record[f] for f in cls.__dataclass_fields__})
+
+
+_ROW_COLUMNS = ", ".join(LedgerRow.__dataclass_fields__)
+
+
+def app_files_exist(conn: Connection) -> bool:
+    with conn.cursor() as cur:
+        cur.execute("SELECT to_regclass('public.falback_app_files') IS NOT NULL AS present")
+        row = fetch_one(cur)
+        return bool(row and row["present"])
+
+
+def insert_from_app(conn: Connection, kinds: Sequence[str], limit: int, expiry_days: int) -> int:
+    """Create ledger rows for app files that have none, oldest first; return how many."""
+    with conn.cursor() as cur:
+        cur.execute(
+            f"""
+            INSERT INTO ledger (source_url, kind, source_table, source_id, variant,
+                                expected_size, source_created_at, expires_at)
+            SELECT f.url, f.kind, f.source_table, f.source_id, f.variant, f.size,
+                   f.created_at, f.created_at + make_interval(days => %(days)s)
+            FROM falback_app_files f
+            WHERE f.kind = ANY(%(kinds)s)
+              AND NOT EXISTS (SELECT 1 FROM ledger l WHERE l.source_url = f.url)
+            ORDER BY {_PRIORITY}, f.created_at, f.source_id
+            LIMIT %(limit)s
+            ON CONFLICT (source_url) DO NOTHING
+            """,
+            {"kinds": list(kinds), "limit": limit, "days": expiry_days},
+        )
+        return cur.rowcount
+
+
+def pending_rows(conn: Connection, kinds: Sequence[str], limit: int) -> list[dict[str, Any]]:
+    """Rows waiting for a job, highest priority first, closest to expiry first."""
+    with conn.cursor() as cur:
+        cur.execute(
+            f"""
+            SELECT id, kind, expected_size FROM ledger
+            WHERE status = 'pending' AND kind = ANY(%(kinds)s)
+            ORDER BY {_PRIORITY}, expires_at NULLS LAST, id
+            LIMIT %(limit)s
+            """,
+            {"kinds": list(kinds), "limit": limit},
+        )
+        return list(fetch_all(cur))
+
+
+def mark_queued(conn: Connection, ids: Sequence[int]) -> int:
+    with conn.cursor() as cur:
+        cur.execute(
+            "UPDATE ledger SET status = 'queued', queued_at = now(), updated_at = now()"
+            " WHERE id = ANY(%s) AND status = 'pending'",
+            (list(ids),),
+        )
+        return cur.rowcount
+
+
+def claim(conn: Connection, ledger_id: int, worker: str, lease_seconds: int) -> LedgerRow | None:
+    """Take the row for one copy attempt, or None if another worker owns it or it is final.
+
+    A 'copying' row whose lease ran out belongs to a worker that died; it can be taken.
+    """
+    with conn.cursor() as cur:
+        cur.execute(
+            f"""
+            UPDATE ledger
+            SET status = 'copying', attempts = attempts + 1, claimed_by = %(worker)s,
+                lease_expires_at = now() + make_interval(secs => %(lease)s),
+                next_attempt_at = NULL, updated_at = now()
+            WHERE id = %(id)s
+              AND (status IN ('pending', 'queued', 'retrying')
+                   OR (status = 'copying' AND lease_expires_at < now()))
+            RETURNING {_ROW_COLUMNS}
+            """,
+            {"id": ledger_id, "worker": worker, "lease": lease_seconds},
+        )
+        record = fetch_one(cur)
+    return LedgerRow.from_record(record) if record else None
+
+
+def get(conn: Connection, ledger_id: int) -> dict[str, Any] | None:
+    with conn.cursor() as cur:
+        cur.execute("SELECT * FROM ledger WHERE id = %s", (ledger_id,))
+        record = fetch_one(cur)
+    return dict(record) if record else None
+
+
+def save_upload_state(conn: Connection, ledger_id: int, session_uri: str | None, offset: int) -> None:
+    with conn.cursor() as cur:
+        cur.execute(
+            "UPDATE ledger SET upload_session_uri = %s, upload_offset = %s, updated_at = now()"
+            " WHERE id = %s AND status = 'copying'",
+            (session_uri, offset, ledger_id),
+        )
+
+
+def record_done(
+    conn: Connection,
+    ledger_id: int,
+    *,
+    destination: str,
+    destination_id: str,
+    destination_url: str,
+    size: int,
+    md5: str,
+) -> bool:
+    with conn.cursor() as cur:
+        cur.execute(
+            """
+            UPDATE ledger
+            SET status = 'done', destination = %s, destination_id = %s, destination_url = %s,
+                size_bytes = %s, md5 = %s, last_error = NULL, done_at = now(), updated_at = now(),
+                claimed_by = NULL, lease_expires_at = NULL,
+                upload_session_uri = NULL, upload_offset = NULL
+            WHERE id = %s AND status = 'copying'
+            """,
+            (destination, destination_id, destination_url, size, md5, ledger_id),
+        )
+        return cur.rowcount == 1
+
+
+def record_retry(conn: Connection, ledger_id: int, error: str, delay_seconds: int) -> bool:
+    with conn.cursor() as cur:
+        cur.execute(
+            """
+            UPDATE ledger
+            SET status = 'retrying', last_error = %s, updated_at = now(),
+                next_attempt_at = now() + make_interval(secs => %s),
+                claimed_by = NULL, lease_expires_at = NULL
+            WHERE id = %s AND status = 'copying'
+            """,
+            (error, delay_seconds, ledger_id),
+        )
+        return cur.rowcount == 1
+
+
+def record_final(conn: Connection, ledger_id: int, status: str, error: str) -> bool:
+    """End the row as 'failed' or 'gone' with a readable reason."""
+    assert status in ("failed", "gone")
+    with conn.cursor() as cur:
+        cur.execute(
+            """
+            UPDATE ledger
+            SET status = %s, last_error = %s, updated_at = now(),
+                claimed_by = NULL, lease_expires_at = NULL, next_attempt_at = NULL
+            WHERE id = %s AND status = 'copying'
+            """,
+            (status, error, ledger_id),
+        )
+        return cur.rowcount == 1
+
+
+def sync_app_row(conn: Connection, source_table: str | None, source_id: str | None) -> None:
+    """Keep the app row's backup_* columns in step with its files' ledger rows.
+
+    backup_status sums up every file of the row (failed > in_progress > gone > completed;
+    pending while nothing has started); the URLs point at the copy of the row's main file
+    (the upscaled video when there is one): Drive copies in backup_drive_url, copies
+    elsewhere in backup_storage_url.
+    """
+    if source_table not in APP_TABLES or source_id is None:
+        return
+    with conn.cursor() as cur:
+        cur.execute(
+            f"""
+            SELECT f.variant, l.status, l.destination, l.destination_url, l.done_at, l.last_error
+            FROM falback_app_files f LEFT JOIN ledger l ON l.source_url = f.url
+            WHERE f.source_table = %s AND f.source_id = %s
+            ORDER BY {_PRIORITY.replace("kind", "f.kind")}
+            """,
+            (source_table, source_id),
+        )
+        files = fetch_all(cur)
+        if not files:
+            return
+        statuses = [f["status"] for f in files]
+        main = files[0]
+        if "failed" in statuses:
+            status = "failed"
+        elif all(s in (None, "pending") for s in statuses):
+            status = "pending"
+        elif any(s not in ("done", "gone") for s in statuses):
+            status = "in_progress"
+        elif "gone" in statuses:
+            status = "gone"
+        else:
+            status = "completed"
+        errors = [f"{f['variant']}: {f['last_error']}" for f in files if f["status"] in ("failed", "gone")]
+        done = main["status"] == "done"
+        cur.execute(
+            sql.SQL(
+                "UPDATE {} SET backup_status = %s, backup_drive_url = %s, backup_storage_url = %s,"
+                " backed_up_at = %s, backup_error = %s WHERE id = %s"
+            ).format(sql.Identifier(source_table)),
+            (
+                status,
+                main["destination_url"] if done and main["destination"] == "drive" else None,
+                main["destination_url"] if done and main["destination"] != "drive" else None,
+                max((f["done_at"] for f in files if f["done_at"]), default=None),
+                "; ".join(errors) or None,
+                source_id,
+            ),
+        )
+
+
+def status_report(conn: Connection) -> list[dict[str, Any]]:
+    """Per kind: files, backed up, failed, gone, in progress, bytes done and remaining."""
+    with conn.cursor() as cur:
+        cur.execute(
+            f"""
+            SELECT kind,
+                   count(*) AS files,
+                   count(*) FILTER (WHERE status = 'done') AS backed_up,
+                   count(*) FILTER (WHERE status = 'failed') AS failed,
+                   count(*) FILTER (WHERE status = 'gone') AS gone,
+                   count(*) FILTER (WHERE status IN ('pending', 'queued', 'copying', 'retrying'))
+                       AS in_progress,
+                   coalesce(sum(size_bytes) FILTER (WHERE status = 'done'), 0)::bigint AS bytes_done,
+                   coalesce(sum(coalesce(size_bytes, expected_size, 0))
+                       FILTER (WHERE status NOT IN ('done', 'gone')), 0)::bigint AS bytes_remaining
+            FROM ledger GROUP BY kind ORDER BY {_PRIORITY}
+            """
+        )
+        return [dict(r) for r in fetch_all(cur)]
+
+
+def not_in_ledger(conn: Connection) -> list[dict[str, Any]]:
+    """App files with no ledger row yet, per kind (counted as not started)."""
+    if not app_files_exist(conn):
+        return []
+    with conn.cursor() as cur:
+        cur.execute(
+            """
+            SELECT f.kind, count(*) AS files, coalesce(sum(f.size), 0)::bigint AS bytes
+            FROM falback_app_files f
+            WHERE NOT EXISTS (SELECT 1 FROM ledger l WHERE l.source_url = f.url)
+            GROUP BY f.kind
+            """
+        )
+        return [dict(r) for r in fetch_all(cur)]
+
+
+def execute_values(conn: Connection, query: str, rows: Sequence[tuple[Any, ...]]) -> None:
+    """Batch insert helper for tests and benchmarks."""
+    with conn.cursor() as cur:
+        psycopg2.extras.execute_values(cur, query, rows, page_size=1000)

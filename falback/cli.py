@@ -1,0 +1,150 @@
+"""The `falback` command: migrate, backfill, status, worker, up."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from redis import Redis
+
+from db import ledger
+from db.connection import connection
+from db.migrate import migrate
+from falback.config import Config, ConfigError
+from falback.logs import setup_logging
+from falback.services import running_services
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="falback", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("migrate", help="apply database migrations (safe to run twice)")
+    fill = commands.add_parser("backfill", help="enqueue existing files, most valuable first")
+    fill.add_argument("--type", required=True, choices=list(ledger.BACKFILL_TYPES))
+    fill.add_argument("--limit", required=True, type=int)
+    fill.add_argument("--dry-run", action="store_true", help="show what would be enqueued")
+    commands.add_parser("status", help="backup progress per file type")
+    work = commands.add_parser("worker", help="run an RQ worker on the backup queues")
+    work.add_argument("--burst", action="store_true", help="exit when the queues are empty")
+    up = commands.add_parser("up", help="run every Procfile process (embedded servers if unset)")
+    up.add_argument("--port", type=int, default=8000)
+    up.add_argument("--demo", action="store_true",
+                    help="add sample app tables whose files come from a local stand-in CDN")
+    args = parser.parse_args(argv)
+
+    setup_logging()
+    try:
+        config = Config.from_env()
+    except ConfigError as e:
+        print(f"falback: configuration error: {e}", file=sys.stderr)
+        return 2
+    with running_services(config) as config:
+        assert config.database_url and config.redis_url
+        if args.command == "migrate":
+            applied = migrate(config.database_url)
+            print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none needed'}")
+            return 0
+        if args.command == "backfill":
+            return _backfill(config, args.type, args.limit, args.dry_run)
+        if args.command == "status":
+            return _status(config)
+        if args.command == "worker":
+            return _worker(config, args.burst)
+        return _up(config, args.port, args.demo)
+
+
+def _backfill(config: Config, type_: str, limit: int, dry_run: bool) -> int:
+    from jobs.backfill import BackfillError, backfill, validate
+
+    assert config.database_url and config.redis_url
+    try:
+        validate(config, type_, limit)
+        with connection(config.database_url) as conn:
+            summary = backfill(
+                config, conn, Redis.from_url(config.redis_url), type_, limit, dry_run=dry_run,
+                progress=lambda done, total: print(f"enqueued {done}/{total}", flush=True),
+            )
+    except BackfillError as e:
+        print(f"falback backfill: {e}", file=sys.stderr)
+        return 2
+    verb = "would enqueue" if dry_run else "enqueued"
+    print(f"{verb} {summary.files} file(s), {_size(summary.bytes)}"
+          f" ({summary.new_ledger_rows} new ledger rows)")
+    for kind, figures in summary.per_kind.items():
+        print(f"  {kind:<8} {figures['files']:>8} files {_size(figures['bytes']):>10}")
+    return 0
+
+
+def _status(config: Config) -> int:
+    assert config.database_url
+    with connection(config.database_url) as conn:
+        rows = ledger.status_report(conn)
+        unseen = {r["kind"]: r for r in ledger.not_in_ledger(conn)}
+    header = (f"{'type':<8} {'files':>7} {'backed up':>9} {'failed':>6} {'gone':>5}"
+              f" {'active':>6} {'new':>5} {'done %':>7} {'bytes done':>11} {'remaining':>10}")
+    print(header)
+    for row in rows or [{"kind": k} for k in unseen]:
+        new = unseen.get(row["kind"], {})
+        files = row.get("files", 0) + new.get("files", 0)
+        done = row.get("backed_up", 0)
+        print(f"{row['kind']:<8} {files:>7} {done:>9} {row.get('failed', 0):>6}"
+              f" {row.get('gone', 0):>5} {row.get('in_progress', 0):>6} {new.get('files', 0):>5}"
+              f" {100 * done / files if files else 0:>6.1f}%"
+              f" {_size(row.get('bytes_done', 0)):>11}"
+              f" {_size(row.get('bytes_remaining', 0) + new.get('bytes', 0)):>10}")
+    return 0
+
+
+def _worker(config: Config, burst: bool) -> int:
+    from rq import Worker
+
+    from jobs import backup
+    from jobs.queues import queues
+
+    assert config.redis_url
+    backup.configure(config)
+    redis = Redis.from_url(config.redis_url)
+    worker = Worker(queues(redis), connection=redis)
+    worker.work(with_scheduler=True, burst=burst)
+    return 0
+
+
+def _up(config: Config, port: int, demo: bool) -> int:
+    from falback import supervisor
+
+    assert config.database_url
+    migrate(config.database_url)
+    extra_env: dict[str, str] = {}
+    cdn = None
+    if demo:
+        from falback.demo import seed
+        from falback.fakecdn import FakeCdn
+
+        cdn = FakeCdn().start()
+        seed(config.database_url, cdn)
+        extra_env = {"FALBACK_SOURCE_HOSTS": "127.0.0.1",
+                     "FALBACK_ALLOW_LOOPBACK_SOURCES": "true"}
+    token = supervisor.admin_token(config)
+    print(f"falback on http://127.0.0.1:{port}  (admin token: {token})\n"
+          f"  curl -X POST http://127.0.0.1:{port}/backfill -H 'Authorization: Bearer {token}'"
+          f" -H 'Content-Type: application/json' -d '{{\"type\": \"upscale\", \"limit\": 10}}'",
+          flush=True)
+    try:
+        return supervisor.run(config, extra_env, port)
+    finally:
+        if cdn is not None:
+            cdn.stop()
+
+
+def _size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

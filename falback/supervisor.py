@@ -1,0 +1,93 @@
+"""`falback up`: run every Procfile process in the foreground, like `honcho start`.
+
+Starts embedded servers when DATABASE_URL / REDIS_URL are unset, applies migrations,
+then runs each Procfile line with those URLs in its environment, prefixing its output
+with the process name. Ctrl-C (or SIGTERM) stops them all, then the servers.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from types import FrameType
+
+from falback.config import Config
+
+PROCFILE = Path(__file__).resolve().parent.parent / "Procfile"
+
+
+def read_procfile(path: Path = PROCFILE) -> dict[str, str]:
+    processes = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            name, _, command = line.partition(":")
+            processes[name.strip()] = command.strip()
+    return processes
+
+
+def admin_token(config: Config) -> str:
+    """The configured admin token, or one made up once and kept in the data folder."""
+    if config.admin_token:
+        return config.admin_token
+    path = config.data_dir / "admin-token"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(24))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def run(config: Config, extra_env: dict[str, str], port: int) -> int:
+    assert config.database_url and config.redis_url
+    env = dict(os.environ, **extra_env)
+    env.update(DATABASE_URL=config.database_url, REDIS_URL=config.redis_url,
+               PORT=str(port), FALBACK_ADMIN_TOKEN=admin_token(config), PYTHONUNBUFFERED="1")
+    bin_dir = str(Path(sys.executable).parent)
+    env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
+    children: dict[str, subprocess.Popen[bytes]] = {}
+    for name, command in read_procfile().items():
+        children[name] = subprocess.Popen(
+            command, shell=True, env=env, cwd=PROCFILE.parent, start_new_session=True,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )
+        threading.Thread(target=_relay_output, args=(name, children[name]), daemon=True).start()
+
+    stopping = threading.Event()
+
+    def stop(_signum: int, _frame: FrameType | None) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    exit_code = 0
+    while not stopping.is_set():
+        for name, child in children.items():
+            if child.poll() is not None:
+                print(f"{name} exited with code {child.returncode}; stopping the rest", flush=True)
+                exit_code = child.returncode or 1
+                stopping.set()
+        stopping.wait(0.5)
+    for child in children.values():
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGTERM)
+    deadline = time.monotonic() + 20
+    for child in children.values():
+        try:
+            child.wait(timeout=max(deadline - time.monotonic(), 0.1))
+        except subprocess.TimeoutExpired:
+            os.killpg(child.pid, signal.SIGKILL)
+    return exit_code
+
+
+def _relay_output(name: str, child: subprocess.Popen[bytes]) -> None:
+    assert child.stdout is not None
+    for line in child.stdout:
+        sys.stdout.write(f"{name:>7} | {line.decode(errors='replace')}")
+        sys.stdout.flush()

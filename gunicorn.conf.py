@@ -1,0 +1,19 @@
+"""gunicorn settings for the web process (Procfile `web`).
+
+gthread workers: each request is short (verify, one INSERT, one Redis write), so a few
+processes with a handful of threads each cover webhook bursts; `timeout` stays under the
+15 s fal allows for a first delivery.
+"""
+
+import os
+
+bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"
+worker_class = "gthread"
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+threads = int(os.environ.get("WEB_THREADS", "4"))
+timeout = 15
+graceful_timeout = 20
+keepalive = 5
+max_requests = 10000
+max_requests_jitter = 1000
+accesslog = "-"

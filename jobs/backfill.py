@@ -1,0 +1,95 @@
+"""Backfill: put files that already exist in the app tables on the backup queues.
+
+Most valuable first (upscaled videos, then regular videos, then images) and, within a
+type, oldest first (closest to expiry). Ledger rows are created in one INSERT ... SELECT
+and jobs enqueued in Redis pipelines of BATCH_SIZE, so a large table costs a handful of
+round trips, not one per row. Running it twice enqueues nothing new.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from redis import Redis
+
+from db import ledger
+from db.connection import Connection
+from falback.config import Config
+from jobs.queues import chunked, enqueue_batch
+
+BATCH_SIZE = 1000
+Progress = Callable[[int, int], None]
+
+
+class BackfillError(ValueError):
+    """Bad input or nothing to back up from; the message says which."""
+
+
+@dataclass
+class BackfillSummary:
+    type: str
+    limit: int
+    dry_run: bool
+    new_ledger_rows: int = 0
+    files: int = 0
+    bytes: int = 0
+    per_kind: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "type": self.type, "limit": self.limit, "dry_run": self.dry_run,
+            "new_ledger_rows": self.new_ledger_rows, "files": self.files,
+            "bytes": self.bytes, "per_kind": self.per_kind,
+        }  # fmt: skip
+
+
+def validate(config: Config, type_: object, limit: object) -> tuple[str, int]:
+    if type_ not in ledger.BACKFILL_TYPES:
+        raise BackfillError(f"type must be one of {', '.join(ledger.BACKFILL_TYPES)}; got {type_!r}")
+    if isinstance(limit, bool) or not isinstance(limit, int):
+        raise BackfillError(f"limit must be a whole number; got {limit!r}")
+    if not 1 <= limit <= config.max_backfill_limit:
+        raise BackfillError(f"limit must be between 1 and {config.max_backfill_limit}; got {limit}")
+    return str(type_), limit
+
+
+def backfill(
+    config: Config,
+    conn: Connection,
+    redis: Redis,
+    type_: str,
+    limit: int,
+    *,
+    dry_run: bool = False,
+    progress: Progress | None = None,
+) -> BackfillSummary:
+    kinds = ledger.BACKFILL_TYPES[type_]
+    if not ledger.app_files_exist(conn):
+        raise BackfillError(
+            "no app tables found (gen_videos / gen_images); run `falback migrate` after they exist"
+        )
+    summary = BackfillSummary(type_, limit, dry_run)
+    summary.new_ledger_rows = ledger.insert_from_app(conn, kinds, limit, config.expiry_days)
+    rows = ledger.pending_rows(conn, kinds, limit)
+    for row in rows:
+        kind = summary.per_kind.setdefault(row["kind"], {"files": 0, "bytes": 0})
+        kind["files"] += 1
+        kind["bytes"] += row["expected_size"] or 0
+    summary.files = len(rows)
+    summary.bytes = sum(k["bytes"] for k in summary.per_kind.values())
+    if dry_run:
+        conn.rollback()
+        return summary
+    conn.commit()
+    # Rows are committed before their jobs exist; if this process dies in between they
+    # stay 'pending' and the next backfill or sweep enqueues them.
+    done = 0
+    for batch in chunked([(r["id"], r["kind"]) for r in rows], BATCH_SIZE):
+        enqueue_batch(redis, config, batch)
+        ledger.mark_queued(conn, [ledger_id for ledger_id, _ in batch])
+        conn.commit()
+        done += len(batch)
+        if progress:
+            progress(done, len(rows))
+    return summary

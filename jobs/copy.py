@@ -1,0 +1,43 @@
+"""Stream one file from its source to a destination, hashing as it goes."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+
+from db.ledger import LedgerRow
+from jobs.destinations.base import Destination, SaveState, StoredFile
+from jobs.fetch import SourceFetcher
+
+log = logging.getLogger(__name__)
+
+
+def copy_file(
+    row: LedgerRow, fetcher: SourceFetcher, destination: Destination, save_state: SaveState
+) -> StoredFile:
+    """Copy `row`'s source to `destination` in constant memory and return the verified copy.
+
+    A copy an earlier attempt completed is found and returned, never made twice. When the
+    destination already holds the first `offset` bytes (a resumed upload), the source is
+    still read from byte 0 so the MD5 covers the whole file, but those bytes are not sent
+    again.
+    """
+    existing = destination.find(row)
+    if existing is not None:
+        log.info("ledger %d: already at %s as %s", row.id, destination.name, existing.id)
+        return existing
+    stream = fetcher.open(row.source_url)
+    upload = destination.open(row, stream.total, save_state)
+    digest = hashlib.md5(usedforsecurity=False)
+    size = 0
+    try:
+        for chunk in stream.chunks():
+            digest.update(chunk)
+            end = size + len(chunk)
+            if end > upload.offset:
+                upload.write(chunk[max(upload.offset - size, 0) :])
+            size = end
+        return upload.finish(size, digest.hexdigest())
+    except BaseException:
+        upload.abandon()
+        raise

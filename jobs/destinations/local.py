@@ -1,0 +1,84 @@
+"""A local folder as the destination: the embedded default when Drive is not configured.
+
+Layout: `<backup_dir>/<kind>/<YYYY-MM>/<ledger id>-<name>`. A file is written under a
+temporary name and renamed into place only after its size and MD5, read back from disk,
+match what was streamed from the source; so a file at its final path is always whole.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from db.ledger import LedgerRow
+from jobs.destinations.base import SaveState, StoredFile, month_of, readable_name
+from jobs.errors import VerifyError
+
+_READ_SIZE = 1024 * 1024
+
+
+class LocalFolder:
+    name = "local"
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+
+    def path_for(self, row: LedgerRow) -> Path:
+        return self.root / row.kind / month_of(row) / readable_name(row)
+
+    def find(self, row: LedgerRow) -> StoredFile | None:
+        path = self.path_for(row)
+        if not path.is_file():
+            return None
+        size, md5 = _measure(path)
+        return self._stored(path, size, md5)
+
+    def open(self, row: LedgerRow, size: int | None, save_state: SaveState) -> LocalUpload:
+        path = self.path_for(row)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return LocalUpload(self, path)
+
+    def _stored(self, path: Path, size: int, md5: str) -> StoredFile:
+        return StoredFile("local", str(path.relative_to(self.root)), path.as_uri(), size, md5)
+
+
+class LocalUpload:
+    offset = 0
+
+    def __init__(self, folder: LocalFolder, path: Path) -> None:
+        self.folder = folder
+        self.path = path
+        self.temp = path.with_name(f".{path.name}.{os.getpid()}.part")
+        self.file = self.temp.open("wb")
+
+    def write(self, chunk: bytes) -> None:
+        self.file.write(chunk)
+
+    def finish(self, size: int, md5: str) -> StoredFile:
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.file.close()
+        written_size, written_md5 = _measure(self.temp)
+        if (written_size, written_md5) != (size, md5):
+            self.temp.unlink(missing_ok=True)
+            raise VerifyError(
+                f"local copy does not match the source: {written_size} bytes md5 {written_md5},"
+                f" expected {size} bytes md5 {md5}"
+            )
+        os.replace(self.temp, self.path)
+        return self.folder._stored(self.path, size, md5)
+
+    def abandon(self) -> None:
+        self.file.close()
+        self.temp.unlink(missing_ok=True)
+
+
+def _measure(path: Path) -> tuple[int, str]:
+    digest = hashlib.md5(usedforsecurity=False)
+    size = 0
+    with path.open("rb") as f:
+        while block := f.read(_READ_SIZE):
+            digest.update(block)
+            size += len(block)
+    return size, digest.hexdigest()

@@ -1,0 +1,33 @@
+"""How a copy attempt can fail. Transient errors are retried with backoff; permanent
+ones end the ledger row with a readable reason and are never retried."""
+
+from __future__ import annotations
+
+
+class CopyError(Exception):
+    """Base class; the message is stored on the ledger row, so it must be readable and
+    must never contain a secret."""
+
+    permanent = False
+
+
+class TransientError(CopyError):
+    """Worth trying again later: timeouts, 5xx, 429, a dropped connection."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class PermanentError(CopyError):
+    """Trying again cannot help: a blocked host, a 403, a malformed URL."""
+
+    permanent = True
+
+
+class SourceGone(PermanentError):
+    """The source answered 404 or 410: it expired at fal, there is nothing to copy."""
+
+
+class VerifyError(TransientError):
+    """The copy at the destination does not match what was read from the source."""

@@ -1,0 +1,39 @@
+"""The web process: a Flask app factory (gunicorn serves `listener:create_app()`)."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask
+from redis import Redis
+
+from falback.config import Config, ConfigError
+from falback.logs import setup_logging
+
+
+def create_app(config: Config | None = None) -> Flask:
+    config = config or Config.from_env()
+    if not config.database_url or not config.redis_url:
+        raise ConfigError(
+            "the web process needs DATABASE_URL and REDIS_URL"
+            " (`falback up` sets them to embedded servers when they are unset)"
+        )
+    setup_logging()
+    app = Flask(__name__)
+    app.config["FALBACK"] = config
+    # Enough for any webhook; larger bodies get 413 before they are read.
+    app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024
+    # redis-py pools are fork-safe, so one client per app is fine under gunicorn.
+    app.extensions["falback_redis"] = Redis.from_url(
+        config.redis_url, socket_timeout=5, socket_connect_timeout=5
+    )
+
+    from listener import admin, dashboard, health
+    from listener.db import init_app
+
+    init_app(app)
+    app.register_blueprint(health.bp)
+    app.register_blueprint(admin.bp)
+    dashboard.mount(app, config)
+    logging.getLogger(__name__).info("web app ready")
+    return app

@@ -1,0 +1,53 @@
+"""Admin API: POST /backfill (the user's existing call) and GET /status."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Blueprint, Response, jsonify, request
+
+from db import ledger
+from jobs.backfill import BackfillError, backfill, validate
+from jobs.queues import counts
+from listener.auth import admin_denied
+from listener.db import get_config, get_db, get_redis
+
+bp = Blueprint("admin", __name__)
+log = logging.getLogger(__name__)
+
+
+@bp.before_request
+def require_admin() -> Response | None:
+    return admin_denied()
+
+
+@bp.post("/backfill")
+def post_backfill() -> tuple[Response, int]:
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        return jsonify(error='body must be a JSON object like {"type": "upscale", "limit": 10}'), 400
+    unknown = set(body) - {"type", "limit", "dry_run"}
+    if unknown:
+        return jsonify(error=f"unknown fields: {', '.join(sorted(unknown))}"), 400
+    dry_run = body.get("dry_run", False)
+    if not isinstance(dry_run, bool):
+        return jsonify(error="dry_run must be true or false"), 400
+    config = get_config()
+    try:
+        type_, limit = validate(config, body.get("type"), body.get("limit"))
+        summary = backfill(config, get_db(), get_redis(), type_, limit, dry_run=dry_run)
+    except BackfillError as e:
+        return jsonify(error=str(e)), 400
+    log.info("backfill %s limit %d: %d files enqueued (dry run: %s)",
+             type_, limit, summary.files, dry_run)
+    return jsonify(summary.as_dict()), 200
+
+
+@bp.get("/status")
+def get_status() -> Response:
+    conn = get_db()
+    return jsonify(
+        ledger=ledger.status_report(conn),
+        not_in_ledger=ledger.not_in_ledger(conn),
+        queues=counts(get_redis()),
+    )

@@ -1,0 +1,32 @@
+"""GET /healthz: 200 when Postgres and Redis both answer, else 503 naming what is down."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Blueprint, Response, jsonify
+
+from listener.db import get_db, get_redis
+
+bp = Blueprint("health", __name__)
+log = logging.getLogger(__name__)
+
+
+@bp.get("/healthz")
+def healthz() -> tuple[Response, int]:
+    checks: dict[str, str] = {}
+    try:
+        with get_db().cursor() as cur:
+            cur.execute("SELECT 1")
+        checks["postgres"] = "ok"
+    except Exception as e:
+        log.warning("healthz: postgres down: %s", e)
+        checks["postgres"] = "down"
+    try:
+        get_redis().ping()
+        checks["redis"] = "ok"
+    except Exception as e:
+        log.warning("healthz: redis down: %s", e)
+        checks["redis"] = "down"
+    healthy = all(v == "ok" for v in checks.values())
+    return jsonify(status="ok" if healthy else "unavailable", **checks), 200 if healthy else 503

@@ -1,0 +1,72 @@
+-- Compatibility with the app's own tables (the user's planning note): backup columns on
+-- gen_videos and gen_images, the falback_app_files view (every file the app tables hold,
+-- one row per URL column) and the backup_status_summary view. Re-applied on every
+-- `falback migrate`, so it catches up when the app tables appear after the ledger. Every
+-- statement is idempotent and skips a table that does not exist.
+DO $$
+DECLARE
+    t text;
+    parts text[] := ARRAY[]::text[];
+BEGIN
+    FOREACH t IN ARRAY ARRAY['gen_videos', 'gen_images'] LOOP
+        IF to_regclass('public.' || t) IS NOT NULL THEN
+            EXECUTE format(
+                'ALTER TABLE public.%I
+                    ADD COLUMN IF NOT EXISTS backup_status text,
+                    ADD COLUMN IF NOT EXISTS backup_drive_url text,
+                    ADD COLUMN IF NOT EXISTS backup_storage_url text,
+                    ADD COLUMN IF NOT EXISTS backed_up_at timestamptz,
+                    ADD COLUMN IF NOT EXISTS backup_error text', t);
+        END IF;
+    END LOOP;
+
+    IF to_regclass('public.gen_videos') IS NOT NULL THEN
+        parts := parts || ARRAY[
+            $q$SELECT 'gen_videos'::text AS source_table, id::text AS source_id,
+                      'upscale'::text AS variant, 'upscale'::text AS kind,
+                      upscale_video_url AS url, upscale_file_size::bigint AS size, created_at
+               FROM public.gen_videos WHERE upscale_video_url IS NOT NULL$q$,
+            $q$SELECT 'gen_videos', id::text, 'regular', 'regular',
+                      video_url, file_size::bigint, created_at
+               FROM public.gen_videos WHERE video_url IS NOT NULL$q$];
+    END IF;
+    IF to_regclass('public.gen_images') IS NOT NULL THEN
+        parts := array_append(parts, $q$SELECT 'gen_images', id::text, 'image', 'image',
+                                    image_url, file_size::bigint, created_at
+                             FROM public.gen_images WHERE image_url IS NOT NULL$q$);
+    END IF;
+    IF cardinality(parts) = 0 THEN
+        RETURN;
+    END IF;
+
+    EXECUTE 'DROP VIEW IF EXISTS public.backup_status_summary';
+    EXECUTE 'CREATE OR REPLACE VIEW public.falback_app_files AS '
+        || array_to_string(parts, ' UNION ALL ');
+    -- One row per file type, highest priority first. Files with no ledger row yet count
+    -- as not started.
+    EXECUTE $v$
+        CREATE VIEW public.backup_status_summary AS
+        SELECT f.kind AS file_type,
+               count(*) AS total_files,
+               count(*) FILTER (WHERE l.status = 'done') AS backed_up,
+               count(*) FILTER (WHERE l.status IN ('pending', 'queued', 'copying', 'retrying')) AS in_progress,
+               count(*) FILTER (WHERE l.id IS NULL) AS not_started,
+               count(*) FILTER (WHERE l.status = 'failed') AS failed,
+               count(*) FILTER (WHERE l.status = 'gone') AS gone,
+               round(100.0 * count(*) FILTER (WHERE l.status = 'done') / count(*), 2)
+                   AS completion_percentage,
+               coalesce(sum(coalesce(l.size_bytes, f.size)), 0) AS total_bytes,
+               coalesce(sum(l.size_bytes) FILTER (WHERE l.status = 'done'), 0) AS backed_up_bytes,
+               pg_size_pretty(coalesce(sum(coalesce(l.size_bytes, f.size)) FILTER (
+                   WHERE l.status IS DISTINCT FROM 'done' AND l.status IS DISTINCT FROM 'gone'), 0))
+                   AS size_remaining,
+               min(coalesce(l.expires_at, f.created_at + interval '7 days')) FILTER (
+                   WHERE l.status IS DISTINCT FROM 'done' AND l.status IS DISTINCT FROM 'gone')
+                   AS next_expiry
+        FROM public.falback_app_files f
+        LEFT JOIN public.ledger l ON l.source_url = f.url
+        GROUP BY f.kind
+        ORDER BY CASE f.kind WHEN 'upscale' THEN 1 WHEN 'regular' THEN 2 ELSE 3 END
+    $v$;
+END
+$$;
