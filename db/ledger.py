@@ -14,7 +14,7 @@ from typing import Any
 import psycopg2.extras
 from psycopg2 import sql
 
-from db.connection import Connection, fetch_all, fetch_one
+from db.connection import Connection, Row, fetch_all, fetch_one
 
 KINDS = ("upscale", "regular", "image")
 # Which ledger kinds each backfill type covers (the user's HTTP call says "images").
@@ -80,6 +80,35 @@ def insert_from_app(conn: Connection, kinds: Sequence[str], limit: int, expiry_d
             {"kinds": list(kinds), "limit": limit, "days": expiry_days},
         )
         return cur.rowcount
+
+
+def upsert_app_row(conn: Connection, source_table: str, source_id: str, expiry_days: int) -> list[Row]:
+    """Create (or link) the ledger rows for one app row's files; return their id, kind, status.
+
+    A row a webhook created before the app row existed gets its link here.
+    """
+    with conn.cursor() as cur:
+        cur.execute(
+            """
+            INSERT INTO ledger (source_url, kind, source_table, source_id, variant,
+                                expected_size, source_created_at, expires_at)
+            SELECT f.url, f.kind, f.source_table, f.source_id, f.variant, f.size,
+                   f.created_at, f.created_at + make_interval(days => %(days)s)
+            FROM falback_app_files f
+            WHERE f.source_table = %(table)s AND f.source_id = %(id)s
+            ON CONFLICT (source_url) DO UPDATE
+            SET source_table = coalesce(ledger.source_table, excluded.source_table),
+                source_id = coalesce(ledger.source_id, excluded.source_id),
+                variant = coalesce(ledger.variant, excluded.variant),
+                expected_size = coalesce(ledger.expected_size, excluded.expected_size),
+                source_created_at = coalesce(ledger.source_created_at, excluded.source_created_at),
+                expires_at = least(ledger.expires_at, excluded.expires_at),
+                updated_at = now()
+            RETURNING id, kind, status, expected_size
+            """,
+            {"table": source_table, "id": source_id, "days": expiry_days},
+        )
+        return fetch_all(cur)
 
 
 def pending_rows(conn: Connection, kinds: Sequence[str], limit: int) -> list[dict[str, Any]]:

@@ -89,6 +89,30 @@ class Config:
         )
         return config
 
+    def as_env(self) -> dict[str, str]:
+        """The environment that makes `from_env` rebuild this config (for child processes)."""
+        env = {
+            "FALBACK_DATA_DIR": str(self.data_dir),
+            "FALBACK_MAX_BACKFILL_LIMIT": str(self.max_backfill_limit),
+            "FALBACK_SOURCE_HOSTS": ",".join(self.source_hosts),
+            "FALBACK_ALLOW_LOOPBACK_SOURCES": str(self.allow_loopback_sources).lower(),
+            "FALBACK_CONNECT_TIMEOUT": str(self.connect_timeout),
+            "FALBACK_READ_TIMEOUT": str(self.read_timeout),
+            "FALBACK_FETCH_CHUNK_SIZE": str(self.fetch_chunk_size),
+            "FALBACK_FETCH_RESUME_ATTEMPTS": str(self.fetch_resume_attempts),
+            "FALBACK_BACKUP_DIR": str(self.backup_dir),
+            "FALBACK_MAX_ATTEMPTS": str(self.max_attempts),
+            "FALBACK_RETRY_BASE_SECONDS": str(self.retry_base_seconds),
+            "FALBACK_JOB_TIMEOUT": str(self.job_timeout_seconds),
+            "FALBACK_EXPIRY_DAYS": str(self.expiry_days),
+            **self.google,
+        }
+        for name, value in (("DATABASE_URL", self.database_url), ("REDIS_URL", self.redis_url),
+                            ("FALBACK_ADMIN_TOKEN", self.admin_token)):
+            if value:
+                env[name] = value
+        return env
+
     def replace(self, **changes: object) -> Config:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
 

@@ -2,13 +2,12 @@
 
 Most valuable first (upscaled videos, then regular videos, then images) and, within a
 type, oldest first (closest to expiry). Ledger rows are created in one INSERT ... SELECT
-and jobs enqueued in Redis pipelines of BATCH_SIZE, so a large table costs a handful of
+and jobs enqueued in Redis pipelines of 1,000, so a large table costs a handful of
 round trips, not one per row. Running it twice enqueues nothing new.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from redis import Redis
@@ -16,10 +15,7 @@ from redis import Redis
 from db import ledger
 from db.connection import Connection
 from falback.config import Config
-from jobs.queues import chunked, enqueue_batch
-
-BATCH_SIZE = 1000
-Progress = Callable[[int, int], None]
+from jobs.intake import Progress, enqueue_rows
 
 
 class BackfillError(ValueError):
@@ -81,15 +77,5 @@ def backfill(
     if dry_run:
         conn.rollback()
         return summary
-    conn.commit()
-    # Rows are committed before their jobs exist; if this process dies in between they
-    # stay 'pending' and the next backfill or sweep enqueues them.
-    done = 0
-    for batch in chunked([(r["id"], r["kind"]) for r in rows], BATCH_SIZE):
-        enqueue_batch(redis, config, batch)
-        ledger.mark_queued(conn, [ledger_id for ledger_id, _ in batch])
-        conn.commit()
-        done += len(batch)
-        if progress:
-            progress(done, len(rows))
+    enqueue_rows(conn, redis, config, [(r["id"], r["kind"]) for r in rows], progress)
     return summary

@@ -1,0 +1,147 @@
+"""Fixtures: real embedded Postgres and Redis for the session, a fresh database per test
+(cloned from a migrated template), a stand-in for fal's CDN, and the Flask app."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg2
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from redis import Redis
+
+from db.connection import Connection, connect
+from db.migrate import apply_sample_schema
+from falback.config import Config
+from falback.embedded import EmbeddedPostgres, EmbeddedRedis
+from falback.fakecdn import FakeCdn
+
+ADMIN_TOKEN = "test-admin-token"
+_TEMPLATE = "falback_template"
+_counter = itertools.count()
+
+
+class Servers:
+    def __init__(self, postgres: EmbeddedPostgres, postgres_url: str, redis: EmbeddedRedis) -> None:
+        self.postgres = postgres
+        self.postgres_url = postgres_url
+        self.redis = redis
+
+    def database_url(self, name: str) -> str:
+        # pgserver URLs look like postgresql://postgres:@/postgres?host=/path
+        return self.postgres_url.replace("@/postgres?", f"@/{name}?")
+
+
+@pytest.fixture(scope="session")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
+    root = tmp_path_factory.mktemp("servers")
+    root.chmod(0o755)  # pgserver runs postgres as its own system user when we are root
+    postgres = EmbeddedPostgres(root / "postgres")
+    url = postgres.start()
+    redis = EmbeddedRedis(root / "redis", persistent=False)
+    redis.start()
+    admin = psycopg2.connect(url)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f"DROP DATABASE IF EXISTS {_TEMPLATE}")
+        cur.execute(f"CREATE DATABASE {_TEMPLATE}")
+    admin.close()
+    servers = Servers(postgres, url, redis)
+    apply_sample_schema(servers.database_url(_TEMPLATE))
+    yield servers
+    redis.stop()
+    postgres.stop()
+
+
+@pytest.fixture
+def database_url(servers: Servers) -> Iterator[str]:
+    """A new database with migrations and the sample app tables, dropped afterwards."""
+    name = f"test_{os.getpid()}_{next(_counter)}"
+    admin = psycopg2.connect(servers.postgres_url)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {name} TEMPLATE {_TEMPLATE}")
+    yield servers.database_url(name)
+    with admin.cursor() as cur:
+        cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    admin.close()
+
+
+@pytest.fixture
+def redis_url(servers: Servers) -> str:
+    Redis.from_url(servers.redis.url).flushall()
+    return servers.redis.url
+
+
+@pytest.fixture
+def redis(redis_url: str) -> Iterator[Redis]:
+    client = Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def conn(database_url: str) -> Iterator[Connection]:
+    connection = connect(database_url)
+    yield connection
+    connection.close()
+
+
+@pytest.fixture
+def cdn() -> Iterator[FakeCdn]:
+    with FakeCdn() as server:
+        yield server
+
+
+@pytest.fixture
+def config(database_url: str, redis_url: str, tmp_path: Path) -> Config:
+    return Config(
+        database_url=database_url,
+        redis_url=redis_url,
+        data_dir=tmp_path / "data",
+        admin_token=ADMIN_TOKEN,
+        source_hosts=("127.0.0.1",),
+        allow_loopback_sources=True,
+        backup_dir=tmp_path / "backups",
+        max_attempts=3,
+        retry_base_seconds=1,
+        read_timeout=5.0,
+        connect_timeout=2.0,
+    )
+
+
+@pytest.fixture
+def app(config: Config) -> Flask:
+    return create_app_for(config)
+
+
+def create_app_for(config: Config) -> Flask:
+    from listener import create_app
+
+    app = create_app(config)
+    app.testing = True
+    return app
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+def admin_headers() -> dict[str, str]:
+    return {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+def run_worker(config: Config, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run a real `falback worker --burst` process until the queues are empty."""
+    env = dict(os.environ, **config.as_env())
+    return subprocess.run(
+        [sys.executable, "-m", "falback.cli", "worker", "--burst"],
+        env=env, capture_output=True, text=True, timeout=timeout, check=True,
+    )
