@@ -39,7 +39,8 @@ class Config:
     allow_loopback_sources: bool = False
     connect_timeout: float = 10.0
     read_timeout: float = 60.0
-    fetch_chunk_size: int = 1024 * 1024
+    # Bytes read per step; what a cut-off read had not yet returned is fetched again.
+    fetch_chunk_size: int = 256 * 1024
     fetch_resume_attempts: int = 5
 
     # Destination: a local folder unless Drive credentials are configured.

@@ -166,10 +166,10 @@ class SourceFetcher:
         response = self.request(url)
         return SourceStream(self, url, response, _content_length(response))
 
-    def request(self, url: str, start: int = 0) -> requests.Response:
-        """GET `url` (from byte `start`), following redirects by hand so that each hop is
-        checked; raise a classified error for anything but 200/206."""
-        headers = {"Range": f"bytes={start}-"} if start else {}
+    def request(self, url: str, start: int | None = None) -> requests.Response:
+        """GET `url` (from byte `start` with a Range request), following redirects by hand
+        so that each hop is checked; raise a classified error for anything but 200/206."""
+        headers = {"Range": f"bytes={start}-"} if start is not None else {}
         for _ in range(MAX_REDIRECTS + 1):
             self.check_url(url)
             try:

@@ -1,0 +1,72 @@
+#!/usr/bin/env python3
+"""Set up and run falback from a fresh clone; needs only Python 3.11+ (no root).
+
+    python3 dev.py run [--demo] [--port N]   run every process (embedded servers if unset)
+    python3 dev.py test [pytest args]        run the test suite
+    python3 dev.py lint                      ruff and mypy
+
+The first call creates `.venv/` and installs requirements-dev.txt; later calls reinstall
+only when a requirements file changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+STAMP = VENV / ".requirements-hash"
+
+
+def requirements_hash() -> str:
+    digest = hashlib.sha256()
+    for name in ("requirements.txt", "requirements-dev.txt", "pyproject.toml"):
+        digest.update((ROOT / name).read_bytes())
+    return digest.hexdigest()
+
+
+def ensure_venv() -> None:
+    if sys.version_info < (3, 11):
+        sys.exit(f"falback needs Python 3.11 or newer; this is {sys.version.split()[0]}")
+    wanted = requirements_hash()
+    if STAMP.exists() and STAMP.read_text() == wanted:
+        return
+    if not (BIN / "python").exists():
+        print("creating .venv ...", flush=True)
+        venv.create(VENV, with_pip=True)
+    pip = [str(BIN / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    print("installing requirements-dev.txt ...", flush=True)
+    subprocess.run([*pip, "-r", str(ROOT / "requirements-dev.txt")], check=True)
+    subprocess.run([*pip, "--no-deps", "-e", str(ROOT)], check=True)
+    STAMP.write_text(wanted)
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in ("run", "test", "lint"):
+        print(__doc__)
+        return 2
+    ensure_venv()
+    python = str(BIN / "python")
+    command, rest = argv[0], argv[1:]
+    if command == "run":
+        return subprocess.call([python, "-m", "falback.cli", "up", *rest], cwd=ROOT)
+    if command == "test":
+        code = subprocess.call([python, "-m", "pytest", *rest], cwd=ROOT)
+        # pytest's 5 means "no tests collected": a broken suite, not a pass.
+        return 1 if code == 5 else code
+    lint = subprocess.call([python, "-m", "ruff", "check", "."], cwd=ROOT)
+    types = subprocess.call([python, "-m", "mypy", "falback", "db", "jobs", "listener"], cwd=ROOT)
+    return lint or types
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,170 @@
+"""Fetching sources: streaming, Range resume, classified errors and the SSRF guard."""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import tracemalloc
+from pathlib import Path
+
+import pytest
+
+from falback.config import Config
+from falback.fakecdn import FakeCdn
+from jobs.errors import PermanentError, SourceGone, TransientError
+from jobs.fetch import SourceFetcher, address_allowed, host_allowed
+
+
+@pytest.fixture
+def fetch_config(tmp_path: Path) -> Config:
+    return Config(source_hosts=("127.0.0.1",), allow_loopback_sources=True, read_timeout=2.0,
+                  connect_timeout=2.0, fetch_resume_attempts=2, backup_dir=tmp_path)
+
+
+def md5_of(fetcher: SourceFetcher, url: str) -> tuple[int, str]:
+    digest = hashlib.md5(usedforsecurity=False)
+    size = 0
+    for chunk in fetcher.open(url).chunks():
+        digest.update(chunk)
+        size += len(chunk)
+    return size, digest.hexdigest()
+
+
+def test_it_streams_the_whole_file(fetch_config: Config, cdn: FakeCdn) -> None:
+    url = cdn.add("/files/b/x/a.mp4", 3_000_000)
+    fetcher = SourceFetcher(fetch_config)
+    stream = fetcher.open(url)
+    assert stream.total == 3_000_000
+    stream.response.close()
+    assert md5_of(fetcher, url) == (3_000_000, cdn.file(url).md5())
+
+
+def test_it_resumes_a_cut_off_body_with_range(fetch_config: Config, cdn: FakeCdn) -> None:
+    url = cdn.add("/files/b/x/cut.mp4", 2_000_000, truncate_at=700_000, truncate_times=1)
+    assert md5_of(SourceFetcher(fetch_config), url) == (2_000_000, cdn.file(url).md5())
+    # The resume starts after the last whole chunk read before the cut.
+    chunk = fetch_config.fetch_chunk_size
+    assert cdn.file(url).requests == ["", f"bytes={700_000 // chunk * chunk}-"]
+
+
+def test_it_gives_up_on_a_body_that_is_always_cut_off(fetch_config: Config, cdn: FakeCdn) -> None:
+    url = cdn.add("/files/b/x/cut.mp4", 2_000_000, truncate_at=700_000)
+    with pytest.raises(TransientError, match="cut off at byte 524288 of 2000000 after 2 resumes"):
+        md5_of(SourceFetcher(fetch_config), url)
+    assert len(cdn.file(url).requests) == 3
+
+
+def test_a_source_that_ignores_range_restarts_the_copy(fetch_config: Config, cdn: FakeCdn) -> None:
+    url = cdn.add("/files/b/x/norange.mp4", 1_000_000, truncate_at=300_000, ranges=False)
+    with pytest.raises(TransientError, match="ignored the Range request"):
+        md5_of(SourceFetcher(fetch_config), url)
+
+
+def test_a_slow_body_times_out_and_resumes(fetch_config: Config, cdn: FakeCdn) -> None:
+    config = fetch_config.replace(read_timeout=0.3)
+    url = cdn.add("/files/b/x/slow.mp4", 200_000, slow_delay=1.0, truncate_at=10**9)
+    with pytest.raises(TransientError, match="cut off"):
+        md5_of(SourceFetcher(config), url)
+
+
+@pytest.mark.parametrize(
+    ("status", "error", "message"),
+    [
+        (404, SourceGone, "answered 404: the file has expired"),
+        (410, SourceGone, "answered 410"),
+        (500, TransientError, "answered 500"),
+        (429, TransientError, "answered 429"),
+        (403, PermanentError, "answered 403"),
+    ],
+)
+def test_status_codes_are_classified(
+    fetch_config: Config, cdn: FakeCdn, status: int, error: type[Exception], message: str
+) -> None:
+    url = cdn.add("/files/b/x/s.mp4", 10, status=status)
+    with pytest.raises(error, match=message) as raised:
+        SourceFetcher(fetch_config).open(url)
+    if status == 500:
+        assert not isinstance(raised.value, PermanentError)
+
+
+def test_it_refuses_hosts_off_the_allowlist(fetch_config: Config, cdn: FakeCdn) -> None:
+    fetcher = SourceFetcher(fetch_config.replace(source_hosts=("*.fal.media",)))
+    with pytest.raises(PermanentError, match="host 127.0.0.1 is not in FALBACK_SOURCE_HOSTS"):
+        fetcher.open(cdn.add("/files/b/x/a.png", 10))
+    with pytest.raises(PermanentError, match="not an http"):
+        fetcher.open("file:///etc/passwd")
+    with pytest.raises(PermanentError, match="credentials"):
+        fetcher.open("https://user:pw@v3.fal.media/files/x")
+
+
+def test_loopback_is_blocked_by_default_even_when_the_host_is_allowed(
+    fetch_config: Config, cdn: FakeCdn
+) -> None:
+    url = cdn.add("/files/b/x/a.png", 10).replace("127.0.0.1", "localhost")
+    fetcher = SourceFetcher(fetch_config.replace(source_hosts=("localhost",), allow_loopback_sources=False))
+    with pytest.raises(PermanentError, match="non-public address"):
+        fetcher.open(url)
+    assert cdn.file(url.replace("localhost", "127.0.0.1")).requests == []
+
+
+def test_redirects_are_checked_at_every_hop(fetch_config: Config, cdn: FakeCdn) -> None:
+    target = cdn.add("/files/b/x/real.png", 1000)
+    hop = cdn.add("/files/b/x/hop.png", 0, redirect_to=target)
+    assert md5_of(SourceFetcher(fetch_config), hop) == (1000, cdn.file(target).md5())
+
+    metadata = cdn.add("/files/b/x/evil.png", 0, redirect_to="http://169.254.169.254/latest/meta-data/")
+    with pytest.raises(PermanentError, match="host 169.254.169.254 is not in"):
+        SourceFetcher(fetch_config).open(metadata)
+    # Even with the metadata address allowlisted by mistake, the address guard refuses it.
+    careless = SourceFetcher(fetch_config.replace(source_hosts=("127.0.0.1", "169.254.169.254")))
+    with pytest.raises(PermanentError, match="non-public address"):
+        careless.open(metadata)
+
+    loop = cdn.add("/files/b/x/loop.png", 0, redirect_to="/files/b/x/loop.png")
+    with pytest.raises(PermanentError, match="more than 5 redirects"):
+        SourceFetcher(fetch_config).open(loop)
+
+
+@pytest.mark.parametrize(
+    ("address", "loopback_ok", "allowed"),
+    [
+        ("8.8.8.8", False, True),
+        ("2606:4700::1111", False, True),
+        ("127.0.0.1", False, False),
+        ("127.0.0.1", True, True),
+        ("::1", False, False),
+        ("10.1.2.3", True, False),
+        ("172.16.0.1", True, False),
+        ("192.168.1.1", True, False),
+        ("169.254.169.254", True, False),
+        ("100.64.0.1", True, False),
+        ("0.0.0.0", True, False),
+        ("::ffff:10.0.0.1", True, False),
+        ("::ffff:127.0.0.1", False, False),
+        ("fd00::1", True, False),
+        ("fe80::1", True, False),
+        ("224.0.0.1", True, False),
+    ],
+)
+def test_address_guard(address: str, loopback_ok: bool, allowed: bool) -> None:
+    assert address_allowed(ipaddress.ip_address(address), loopback_ok) is allowed
+
+
+def test_host_patterns() -> None:
+    hosts = ("fal.media", "*.fal.media")
+    assert host_allowed("v3b.fal.media", hosts) and host_allowed("FAL.media.", hosts)
+    assert not host_allowed("evilfal.media", hosts) and not host_allowed("fal.media.evil.com", hosts)
+
+
+def test_memory_stays_flat_while_streaming(fetch_config: Config, cdn: FakeCdn) -> None:
+    """64 MiB streamed through the fetcher allocates no more than a few chunks."""
+    url = cdn.add("/files/b/x/big.mp4", 64 * 1024 * 1024)
+    fetcher = SourceFetcher(fetch_config)
+    tracemalloc.start()
+    try:
+        size, _ = md5_of(fetcher, url)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert size == 64 * 1024 * 1024
+    assert peak < 8 * 1024 * 1024, f"peak {peak} bytes"
