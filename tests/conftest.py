@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -39,8 +41,10 @@ class Servers:
 
 
 @pytest.fixture(scope="session")
-def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
-    root = tmp_path_factory.mktemp("servers")
+def servers() -> Iterator[Servers]:
+    # Not under pytest's tmp_path: pytest prunes old base folders, and a concurrent run
+    # would delete the data folder of a live server.
+    root = Path(tempfile.mkdtemp(prefix="falback-test-"))
     root.chmod(0o755)  # pgserver runs postgres as its own system user when we are root
     postgres = EmbeddedPostgres(root / "postgres")
     url = postgres.start()
@@ -57,6 +61,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
     yield servers
     redis.stop()
     postgres.stop()
+    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture

@@ -1,0 +1,181 @@
+"""The backup job: claims, idempotency, retries and the final states of a ledger row."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+
+from redis import Redis
+from rq import Queue
+
+from db import ledger
+from db.connection import Connection, fetch_all
+from falback.config import Config
+from falback.fakecdn import FakeCdn
+from jobs.backfill import backfill
+from jobs.queues import BACKUP_FUNC, enqueue_batch, enqueue_one, job_id
+from tests.conftest import run_worker
+from tests.helpers import add_image, add_video, ledger_rows
+
+FAILED_QUERY = """
+SELECT id, generation_model, file_size, backup_status, created_at
+FROM gen_videos
+WHERE backup_status = 'failed'
+ORDER BY file_size DESC;
+"""
+
+
+def backfill_all(config: Config, conn: Connection, redis: Redis) -> None:
+    backfill(config, conn, redis, "all", 1000)
+
+
+def app_row(conn: Connection, table: str, row_id: int) -> dict[str, object]:
+    with conn.cursor() as cur:
+        cur.execute(f"SELECT * FROM {table} WHERE id = %s", (row_id,))
+        rows = fetch_all(cur)
+    conn.commit()
+    return rows[0]
+
+
+def test_claim_is_exclusive(config: Config, conn: Connection, cdn: FakeCdn, redis: Redis) -> None:
+    add_image(conn, cdn, 1)
+    backfill_all(config, conn, redis)
+    row_id = ledger_rows(conn)[0]["id"]
+    first = ledger.claim(conn, row_id, "worker-a", 60)
+    second = ledger.claim(conn, row_id, "worker-b", 60)
+    conn.commit()
+    assert first is not None and first.attempts == 1
+    assert second is None
+    # A lease that ran out belongs to a dead worker: the row can be taken again.
+    with conn.cursor() as cur:
+        cur.execute("UPDATE ledger SET lease_expires_at = now() - interval '1 second'")
+    third = ledger.claim(conn, row_id, "worker-c", 60)
+    conn.commit()
+    assert third is not None and third.attempts == 2
+
+
+def test_the_same_job_enqueued_twice_runs_once(
+    config: Config, conn: Connection, cdn: FakeCdn, redis: Redis
+) -> None:
+    add_image(conn, cdn, 1)
+    backfill_all(config, conn, redis)
+    row = ledger_rows(conn)[0]
+    assert enqueue_one(redis, config, row["id"], "image") is False
+    assert enqueue_batch(redis, config, [(row["id"], "image")]) == []
+    assert redis.llen("rq:queue:backup-images") == 1
+    run_worker(config)
+    [done] = ledger_rows(conn)
+    assert done["status"] == "done" and done["attempts"] == 1
+    assert len(list(config.backup_dir.rglob("*-image-1.png"))) == 1
+
+
+def test_two_workers_on_one_row_copy_it_once(
+    config: Config, conn: Connection, cdn: FakeCdn, redis: Redis
+) -> None:
+    """Two jobs for the same row (as RQ's at-least-once delivery can produce) and two
+    workers at once: one copies, the other finds the row claimed."""
+    add_video(conn, cdn, 1, upscale_size=2_000_000, slow_delay=0.01)
+    backfill(config, conn, redis, "upscale", 10)
+    row = ledger_rows(conn)[0]
+    Queue("backup-upscale", connection=redis).enqueue_call(
+        BACKUP_FUNC, args=(row["id"],), job_id=f"duplicate-{row['id']}"
+    )
+    results: list[subprocess.CompletedProcess[str]] = []
+    workers = [threading.Thread(target=lambda: results.append(run_worker(config))) for _ in range(2)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    outputs = "".join(r.stdout + r.stderr for r in results)
+    assert outputs.count("not claimable") == 1, outputs
+    [done] = ledger_rows(conn)
+    assert done["status"] == "done" and done["attempts"] == 1
+    assert len(list(config.backup_dir.rglob("*_up.mp4"))) == 1
+    assert len(cdn.file(done["source_url"]).requests) == 1
+
+
+def test_a_gone_source_ends_as_gone(config: Config, conn: Connection, cdn: FakeCdn, redis: Redis) -> None:
+    video_id = add_video(conn, cdn, 1, status=404)
+    backfill_all(config, conn, redis)
+    run_worker(config)
+    [row] = ledger_rows(conn)
+    assert row["status"] == "gone" and row["attempts"] == 1
+    assert row["last_error"] == "source answered 404: the file has expired at 127.0.0.1"
+    video = app_row(conn, "gen_videos", video_id)
+    assert video["backup_status"] == "gone"
+    assert video["backup_error"] == "regular: source answered 404: the file has expired at 127.0.0.1"
+
+
+def test_a_source_truncated_every_time_fails_after_max_attempts(
+    config: Config, conn: Connection, cdn: FakeCdn, redis: Redis
+) -> None:
+    video_id = add_video(conn, cdn, 1, size=1_000_000, truncate_at=400_000)
+    backfill_all(config, conn, redis)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        run_worker(config)  # burst: each run takes what is due; retries come back after backoff
+        if ledger_rows(conn)[0]["status"] in ("done", "failed"):
+            break
+        time.sleep(0.5)
+    [row] = ledger_rows(conn)
+    assert row["status"] == "failed"
+    assert row["attempts"] == config.max_attempts == 3
+    assert row["last_error"].startswith("gave up after 3 attempts: source body cut off at byte 262144")
+    assert not list(config.backup_dir.rglob("*.mp4")) and not list(config.backup_dir.rglob(".*.part"))
+    with conn.cursor() as cur:
+        cur.execute(FAILED_QUERY)
+        failed = fetch_all(cur)
+    conn.commit()
+    assert [(r["id"], r["backup_status"]) for r in failed] == [(video_id, "failed")]
+
+
+def test_a_transient_error_is_retried_then_succeeds(
+    config: Config, conn: Connection, cdn: FakeCdn, redis: Redis
+) -> None:
+    url_id = add_image(conn, cdn, 1, size=50_000, status=503)
+    backfill_all(config, conn, redis)
+    run_worker(config)
+    [row] = ledger_rows(conn)
+    assert row["status"] == "retrying" and row["last_error"] == "source answered 503 from 127.0.0.1"
+    assert row["next_attempt_at"] is not None
+    assert app_row(conn, "gen_images", url_id)["backup_status"] == "in_progress"
+    cdn.file(row["source_url"]).status = None
+    deadline = time.monotonic() + 30
+    while ledger_rows(conn)[0]["status"] != "done" and time.monotonic() < deadline:
+        time.sleep(0.5)
+        run_worker(config)
+    [row] = ledger_rows(conn)
+    assert row["status"] == "done" and row["attempts"] == 2 and row["last_error"] is None
+    assert app_row(conn, "gen_images", url_id)["backup_status"] == "completed"
+
+
+def test_a_blocked_host_is_a_permanent_failure(
+    config: Config, conn: Connection, cdn: FakeCdn, redis: Redis
+) -> None:
+    add_image(conn, cdn, 1)
+    backfill_all(config, conn, redis)
+    run_worker(config.replace(source_hosts=("*.fal.media",)))
+    [row] = ledger_rows(conn)
+    assert row["status"] == "failed" and row["attempts"] == 1
+    assert row["last_error"] == "host 127.0.0.1 is not in FALBACK_SOURCE_HOSTS (*.fal.media)"
+
+
+def test_a_copy_already_at_the_destination_is_not_made_again(
+    config: Config, conn: Connection, cdn: FakeCdn, redis: Redis
+) -> None:
+    """A worker that died after writing the file but before recording it: the retry finds
+    the verified copy instead of fetching the source again."""
+    add_image(conn, cdn, 1, size=30_000)
+    backfill_all(config, conn, redis)
+    run_worker(config)
+    [row] = ledger_rows(conn)
+    with conn.cursor() as cur:
+        cur.execute("UPDATE ledger SET status = 'queued' WHERE id = %s", (row["id"],))
+    conn.commit()
+    redis.delete(f"rq:job:{job_id(row['id'])}")
+    assert enqueue_one(redis, config, row["id"], "image")
+    run_worker(config)
+    [again] = ledger_rows(conn)
+    assert again["status"] == "done" and again["md5"] == row["md5"]
+    assert len(cdn.file(row["source_url"]).requests) == 1
