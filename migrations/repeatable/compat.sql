@@ -26,13 +26,15 @@ BEGIN
                       'upscale'::text AS variant, 'upscale'::text AS kind,
                       upscale_video_url AS url, upscale_file_size::bigint AS size, created_at
                FROM public.gen_videos WHERE upscale_video_url IS NOT NULL$q$,
-            $q$SELECT 'gen_videos', id::text, 'regular', 'regular',
-                      video_url, file_size::bigint, created_at
+            $q$SELECT 'gen_videos'::text AS source_table, id::text AS source_id,
+                      'regular'::text AS variant, 'regular'::text AS kind,
+                      video_url AS url, file_size::bigint AS size, created_at
                FROM public.gen_videos WHERE video_url IS NOT NULL$q$];
     END IF;
     IF to_regclass('public.gen_images') IS NOT NULL THEN
-        parts := array_append(parts, $q$SELECT 'gen_images', id::text, 'image', 'image',
-                                    image_url, file_size::bigint, created_at
+        parts := array_append(parts, $q$SELECT 'gen_images'::text AS source_table,
+                      id::text AS source_id, 'image'::text AS variant, 'image'::text AS kind,
+                      image_url AS url, file_size::bigint AS size, created_at
                              FROM public.gen_images WHERE image_url IS NOT NULL$q$);
     END IF;
     IF cardinality(parts) = 0 THEN

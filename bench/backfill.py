@@ -1,0 +1,91 @@
+"""Benchmark: find and enqueue 100,000 backfill candidates.
+
+Starts embedded Postgres and Redis in a temporary folder (or uses DATABASE_URL /
+REDIS_URL: it creates and drops its own database there), fills gen_videos with N
+upscaled videos, then times `backfill --type upscale --limit N` through the same code
+path as the CLI and the HTTP endpoint. Prints rows/s for the whole call and per phase.
+
+    .venv/bin/python bench/backfill.py [--rows 100000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import psycopg2
+from redis import Redis
+
+from db.connection import connection
+from db.migrate import apply_sample_schema
+from falback.config import Config
+from falback.embedded import EmbeddedPostgres, EmbeddedRedis
+from jobs.backfill import backfill
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=100_000)
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="falback-bench-"))
+    root.chmod(0o755)
+    postgres, redis_server = EmbeddedPostgres(root / "pg"), EmbeddedRedis(root / "redis", persistent=False)
+    try:
+        admin_url = postgres.start()
+        redis_url = redis_server.start()
+        admin = psycopg2.connect(admin_url)
+        admin.autocommit = True
+        admin.cursor().execute("CREATE DATABASE bench")
+        url = admin_url.replace("@/postgres?", "@/bench?")
+        apply_sample_schema(url)
+        with connection(url) as conn, conn.cursor() as cur:
+            cur.execute(
+                """
+                INSERT INTO gen_videos (generation_model, video_url, file_size,
+                                        upscale_video_url, upscale_file_size, created_at)
+                SELECT 'fal-ai/kling-video', 'https://v3b.fal.media/files/b/x/' || n || '.mp4', 4000000,
+                       'https://v3b.fal.media/files/b/x/' || n || '_up.mp4', 300000000,
+                       now() - make_interval(secs => n)
+                FROM generate_series(1, %s) AS n
+                """,
+                (args.rows,),
+            )
+            cur.execute("ANALYZE")
+        config = Config(database_url=url, redis_url=redis_url, max_backfill_limit=args.rows)
+        redis = Redis.from_url(redis_url)
+        marks: list[tuple[str, float]] = []
+        start = time.perf_counter()
+        with connection(url) as conn:
+            summary = backfill(config, conn, redis, "upscale", args.rows,
+                               progress=lambda done, total: marks.append(("batch", time.perf_counter())))
+        total = time.perf_counter() - start
+        assert summary.files == args.rows, summary
+        queued = redis.llen("rq:queue:backup-upscale")
+        assert queued == args.rows, queued
+        first_batch = marks[0][1] - start if marks else 0.0
+        print(f"machine: {os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()},"
+              f" Postgres (pgserver), Redis {redis.info()['redis_version']}")
+        print(f"rows: {args.rows}, jobs enqueued: {queued}")
+        print(f"total: {total:.2f} s -> {args.rows / total:,.0f} rows/s")
+        print(f"  ledger insert + select (before the first batch): {first_batch:.2f} s")
+        print(f"  enqueue + mark queued ({len(marks)} batches): {total - first_batch:.2f} s"
+              f" -> {args.rows / (total - first_batch):,.0f} rows/s")
+        # Running it again must find nothing new.
+        again_start = time.perf_counter()
+        with connection(url) as conn:
+            again = backfill(config, conn, redis, "upscale", args.rows)
+        print(f"second run: {again.files} enqueued in {time.perf_counter() - again_start:.2f} s")
+        admin.close()
+    finally:
+        redis_server.stop()
+        postgres.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+"""Migrations: applied once, recorded, safe to run twice; the compatibility step follows
+the app tables when they appear after the ledger."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import psycopg2
+import pytest
+
+from db.connection import connection, fetch_all
+from db.migrate import apply_sample_schema, migrate, numbered_migrations
+from tests.conftest import Servers
+
+
+@pytest.fixture
+def empty_database(servers: Servers) -> Iterator[str]:
+    admin = psycopg2.connect(servers.postgres_url)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute("DROP DATABASE IF EXISTS migrate_test WITH (FORCE)")
+        cur.execute("CREATE DATABASE migrate_test")
+    yield servers.database_url("migrate_test")
+    with admin.cursor() as cur:
+        cur.execute("DROP DATABASE migrate_test WITH (FORCE)")
+    admin.close()
+
+
+def relations(url: str) -> set[str]:
+    with connection(url) as conn, conn.cursor() as cur:
+        cur.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'")
+        return {r["table_name"] for r in fetch_all(cur)}
+
+
+def columns(url: str, table: str) -> set[str]:
+    with connection(url) as conn, conn.cursor() as cur:
+        cur.execute("SELECT column_name FROM information_schema.columns WHERE table_name = %s", (table,))
+        return {r["column_name"] for r in fetch_all(cur)}
+
+
+def test_it_applies_once_and_is_safe_to_run_twice(empty_database: str) -> None:
+    names = [name for name, _ in numbered_migrations()]
+    assert migrate(empty_database) == names
+    assert migrate(empty_database) == []
+    assert {"ledger", "schema_migrations"} <= relations(empty_database)
+    # No app tables: no compatibility views, and nothing created on the app's behalf.
+    assert not {"gen_videos", "gen_images", "backup_status_summary"} & relations(empty_database)
+
+
+def test_app_tables_that_appear_later_get_the_compat_columns(empty_database: str) -> None:
+    migrate(empty_database)
+    with connection(empty_database) as conn, conn.cursor() as cur:
+        cur.execute("CREATE TABLE gen_images (id bigserial PRIMARY KEY, image_url text,"
+                    " file_size bigint, created_at timestamptz DEFAULT now())")
+    migrate(empty_database)
+    assert {"backup_status", "backup_drive_url", "backup_storage_url", "backed_up_at",
+            "backup_error"} <= columns(empty_database, "gen_images")
+    assert {"backup_status_summary", "falback_app_files"} <= relations(empty_database)
+    # Then gen_videos too: the views are rebuilt to cover both tables.
+    apply_sample_schema(empty_database)
+    with connection(empty_database) as conn, conn.cursor() as cur:
+        cur.execute("INSERT INTO gen_videos (video_url, upscale_video_url) VALUES ('a', 'b')")
+        cur.execute("INSERT INTO gen_images (image_url) VALUES ('c')")
+        cur.execute("SELECT file_type, total_files, not_started FROM backup_status_summary")
+        assert [(r["file_type"], r["total_files"], r["not_started"]) for r in fetch_all(cur)] == [
+            ("upscale", 1, 1), ("regular", 1, 1), ("image", 1, 1)]

@@ -1,0 +1,63 @@
+"""The README's run command on embedded servers: `falback up --demo` brings up web and
+worker, answers /healthz, backs up the user's backfill call, and stops cleanly."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+from falback.embedded import _free_port
+
+
+def wait_for(predicate: object, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if predicate():  # type: ignore[operator]
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_up_runs_web_and_worker_on_embedded_servers(tmp_path: Path) -> None:
+    tmp_path.chmod(0o755)  # pgserver's own system user must reach the data folder
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "REDIS_URL", "FALBACK_"))}
+    env.update(FALBACK_DATA_DIR=str(tmp_path / "data"), FALBACK_BACKUP_DIR=str(tmp_path / "backups"),
+               WEB_CONCURRENCY="1")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "falback.cli", "up", "--demo", "--port", str(port)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: requests.get(f"{base}/healthz", timeout=2).status_code == 200, 60, "/healthz")
+        assert requests.get(f"{base}/healthz", timeout=2).json() == {
+            "status": "ok", "postgres": "ok", "redis": "ok"}
+        token = (tmp_path / "data" / "admin-token").read_text().strip()
+        response = requests.post(f"{base}/backfill", json={"type": "upscale", "limit": 10},
+                                 headers={"Authorization": f"Bearer {token}"}, timeout=10)
+        assert response.status_code == 200
+        assert response.json()["files"] == 5  # the demo has 5 upscaled videos
+        backups = tmp_path / "backups" / "upscale"
+        wait_for(lambda: len(list(backups.rglob("*_upscaled.mp4"))) == 5, 60, "5 upscaled backups")
+        redis_port = int((tmp_path / "data" / "redis" / "redis.port").read_text())
+    finally:
+        os.killpg(process.pid, signal.SIGINT)
+        output, _ = process.communicate(timeout=60)
+    assert process.returncode == 0, output
+    assert "web |" in output and "worker |" in output
+    assert "done: 25165824 bytes" in output  # the first upscale, verified by the worker
+    # Every process and the embedded servers are gone.
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", redis_port)) != 0
+    assert not (tmp_path / "data" / "postgres" / "postmaster.pid").exists()
