@@ -32,7 +32,7 @@ def requirements_hash() -> str:
 
 
 def ensure_venv() -> None:
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 - dev.py itself may run on an older Python
         sys.exit(f"falback needs Python 3.11 or newer; this is {sys.version.split()[0]}")
     wanted = requirements_hash()
     if STAMP.exists() and STAMP.read_text() == wanted:

@@ -98,6 +98,8 @@ def upsert_app_row(conn: Connection, source_table: str, source_id: str, expiry_d
             WHERE f.source_table = %(table)s AND f.source_id = %(id)s
             ON CONFLICT (source_url) DO UPDATE
             SET source_table = coalesce(ledger.source_table, excluded.source_table),
+                -- An unlinked row's kind was a guess; the app row's variant is the truth.
+                kind = CASE WHEN ledger.source_table IS NULL THEN excluded.kind ELSE ledger.kind END,
                 source_id = coalesce(ledger.source_id, excluded.source_id),
                 variant = coalesce(ledger.variant, excluded.variant),
                 expected_size = coalesce(ledger.expected_size, excluded.expected_size),
@@ -109,6 +111,71 @@ def upsert_app_row(conn: Connection, source_table: str, source_id: str, expiry_d
             {"table": source_table, "id": source_id, "days": expiry_days},
         )
         return fetch_all(cur)
+
+
+@dataclass(frozen=True)
+class NewFile:
+    """A file a webhook reported, before it has a ledger row."""
+
+    source_url: str
+    kind: str
+    source_table: str | None = None
+    source_id: str | None = None
+    variant: str | None = None
+    fal_request_id: str | None = None
+    file_name: str | None = None
+    content_type: str | None = None
+    expected_size: int | None = None
+    source_created_at: datetime | None = None  # None: now
+
+
+_NEW_FILE_INSERT = """
+    INSERT INTO ledger (source_url, kind, source_table, source_id, variant, fal_request_id,
+                        file_name, content_type, expected_size, source_created_at, expires_at)
+    SELECT %(source_url)s, %(kind)s, %(source_table)s, %(source_id)s, %(variant)s,
+           %(fal_request_id)s, %(file_name)s, %(content_type)s, %(expected_size)s, c.at,
+           c.at + make_interval(days => %(days)s)
+    FROM (SELECT coalesce(%(source_created_at)s::timestamptz, now()) AS at) c
+"""
+
+
+def insert_files(conn: Connection, files: Sequence[NewFile], expiry_days: int) -> list[Row]:
+    """Create ledger rows for new URLs (a URL already in the ledger is left as it is);
+    return the id and kind of the rows created."""
+    created: list[Row] = []
+    with conn.cursor() as cur:
+        for f in files:
+            cur.execute(
+                _NEW_FILE_INSERT + " ON CONFLICT (source_url) DO NOTHING RETURNING id, kind",
+                {**f.__dict__, "days": expiry_days},
+            )
+            created.extend(fetch_all(cur))
+    return created
+
+
+def link_files(conn: Connection, files: Sequence[NewFile], expiry_days: int) -> list[Row]:
+    """Create, or link to their app row, ledger rows for an app row's files (as
+    `upsert_app_row` does, for a row this connection cannot see yet); return id, kind, status."""
+    rows: list[Row] = []
+    with conn.cursor() as cur:
+        for f in files:
+            cur.execute(
+                _NEW_FILE_INSERT
+                + """
+                ON CONFLICT (source_url) DO UPDATE
+                SET source_table = coalesce(ledger.source_table, excluded.source_table),
+                    -- An unlinked row's kind was a guess; the app row's variant is the truth.
+                    kind = CASE WHEN ledger.source_table IS NULL THEN excluded.kind ELSE ledger.kind END,
+                    source_id = coalesce(ledger.source_id, excluded.source_id),
+                    variant = coalesce(ledger.variant, excluded.variant),
+                    expected_size = coalesce(ledger.expected_size, excluded.expected_size),
+                    updated_at = now()
+                RETURNING id, kind, status
+                """,
+                {**f.__dict__, "days": expiry_days},
+            )
+            rows.extend(fetch_all(cur))
+    return rows
 
 
 def pending_rows(conn: Connection, kinds: Sequence[str], limit: int) -> list[dict[str, Any]]:
@@ -211,6 +278,22 @@ def record_retry(conn: Connection, ledger_id: int, error: str, delay_seconds: in
             WHERE id = %s AND status = 'copying'
             """,
             (error, delay_seconds, ledger_id),
+        )
+        return cur.rowcount == 1
+
+
+def record_paused(conn: Connection, ledger_id: int, error: str, until: datetime) -> bool:
+    """The destination paused uploads mid-attempt (Drive's daily cap): 'retrying' at `until`,
+    and the attempt does not count."""
+    with conn.cursor() as cur:
+        cur.execute(
+            """
+            UPDATE ledger
+            SET status = 'retrying', attempts = greatest(attempts - 1, 0), last_error = %s,
+                next_attempt_at = %s, updated_at = now(), claimed_by = NULL, lease_expires_at = NULL
+            WHERE id = %s AND status = 'copying'
+            """,
+            (error, until, ledger_id),
         )
         return cur.rowcount == 1
 

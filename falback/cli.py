@@ -1,4 +1,4 @@
-"""The `falback` command: migrate, backfill, status, worker, up."""
+"""The `falback` command: migrate, backfill, status, worker, relay, sweep, cron, up."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from redis import Redis
 
-from db import ledger
+from db import ledger, webhooks
 from db.connection import connection
 from db.migrate import migrate
 from falback.config import Config, ConfigError
@@ -27,6 +27,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands.add_parser("status", help="backup progress per file type")
     work = commands.add_parser("worker", help="run an RQ worker on the backup queues")
     work.add_argument("--burst", action="store_true", help="exit when the queues are empty")
+    commands.add_parser("relay", help="turn Postgres NOTIFYs from the app tables into backup jobs")
+    commands.add_parser("sweep", help="enqueue whatever the queues lost or never got (one pass)")
+    commands.add_parser("cron", help="schedule the periodic sweep and the daily backfill")
+    commands.add_parser("drive-check", help="check the Google Drive settings with a test upload")
     up = commands.add_parser("up", help="run every Procfile process (embedded servers if unset)")
     up.add_argument("--port", type=int, default=8000)
     up.add_argument("--demo", action="store_true",
@@ -39,6 +43,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:
         print(f"falback: configuration error: {e}", file=sys.stderr)
         return 2
+    if args.command == "drive-check":  # needs no database
+        from jobs.destinations.drive_check import drive_check
+
+        return drive_check(config)
     with running_services(config) as config:
         assert config.database_url and config.redis_url
         if args.command == "migrate":
@@ -51,6 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _status(config)
         if args.command == "worker":
             return _worker(config, args.burst)
+        if args.command in ("relay", "sweep", "cron"):
+            return _relay_sweep_cron(config, args.command)
         return _up(config, args.port, args.demo)
 
 
@@ -81,6 +91,7 @@ def _status(config: Config) -> int:
     with connection(config.database_url) as conn:
         rows = ledger.status_report(conn)
         unseen = {r["kind"]: r for r in ledger.not_in_ledger(conn)}
+        unresolved = webhooks.unresolved_count(conn)
     header = (f"{'type':<8} {'files':>7} {'backed up':>9} {'failed':>6} {'gone':>5}"
               f" {'active':>6} {'new':>5} {'done %':>7} {'bytes done':>11} {'remaining':>10}")
     print(header)
@@ -93,6 +104,8 @@ def _status(config: Config) -> int:
               f" {100 * done / files if files else 0:>6.1f}%"
               f" {_size(row.get('bytes_done', 0)):>11}"
               f" {_size(row.get('bytes_remaining', 0) + new.get('bytes', 0)):>10}")
+    if unresolved:
+        print(f"unresolved fal deliveries: {unresolved} (result not fetched; see fal_deliveries.note)")
     return 0
 
 
@@ -100,13 +113,36 @@ def _worker(config: Config, burst: bool) -> int:
     from rq import Worker
 
     from jobs import backup
-    from jobs.queues import queues
+    from jobs.queues import worker_queues
 
     assert config.redis_url
     backup.configure(config)
     redis = Redis.from_url(config.redis_url)
-    worker = Worker(queues(redis), connection=redis)
+    worker = Worker(worker_queues(redis), connection=redis)
     worker.work(with_scheduler=True, burst=burst)
+    return 0
+
+
+def _relay_sweep_cron(config: Config, command: str) -> int:
+    from redis import RedisError
+
+    if command == "relay":
+        from jobs.relay import run_relay
+
+        return run_relay(config)
+    if command == "cron":
+        from jobs.schedule import run_cron
+
+        return run_cron(config)
+    from jobs.sweep import run_sweep
+
+    try:
+        counts = run_sweep(config)
+    except RedisError as e:
+        print(f"falback sweep: Redis unavailable ({e}); rows stay pending for the next sweep",
+              file=sys.stderr)
+        return 1
+    print(f"sweep: {counts}" if counts else "sweep: skipped, another sweep is running")
     return 0
 
 

@@ -7,18 +7,51 @@ message naming the variable and what is wrong.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+from db.ledger import BACKFILL_TYPES
+
+if TYPE_CHECKING:
+    from falback.drive_settings import DriveSettings
 
 # fal's CDN hosts (reference/fal.md section 4). A leading "*." matches any subdomain.
 DEFAULT_SOURCE_HOSTS = ("fal.media", "*.fal.media", "storage.googleapis.com")
+# fal's webhook signing keys (same as listener.fal_signature.DEFAULT_JWKS_URLS).
+DEFAULT_FAL_JWKS_URLS = (
+    "https://rest.fal.ai/.well-known/jwks.json",
+    "https://rest.alpha.fal.ai/.well-known/jwks.json",
+)
+MAX_DATA_URI_BYTES_LIMIT = 64 * 1024 * 1024
 
 
 class ConfigError(ValueError):
     """A configuration value is missing or invalid; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class DailyBackfill:
+    """The user's daily backfill: at hour:minute UTC, `backfill(type, limit)`."""
+
+    hour: int
+    minute: int
+    type: str
+    limit: int
+
+    @property
+    def cron(self) -> str:
+        return f"{self.minute} {self.hour} * * *"
+
+    def __str__(self) -> str:
+        return f"{self.hour:02d}:{self.minute:02d} {self.type} {self.limit}"
 
 
 @dataclass(frozen=True)
@@ -52,7 +85,32 @@ class Config:
     job_timeout_seconds: int = 3600
     expiry_days: int = 7
 
-    google: Mapping[str, str] = field(default_factory=dict)
+    # Relay and sweeps (docs/relay-and-sweeps.md).
+    sweep_interval_seconds: int = 120
+    sweep_limit: int = 5000
+    # The user's note: every day at 02:00, {"type": "upscale", "limit": 50}. None = off.
+    daily_backfill: DailyBackfill | None = DailyBackfill(2, 0, "upscale", 50)
+
+    # Webhooks (docs/webhooks.md). Pin the fal account: any fal user can sign a webhook.
+    fal_webhook_user_id: str | None = None
+    fal_jwks_urls: tuple[str, ...] = DEFAULT_FAL_JWKS_URLS
+    # Lets a result fal could not put in the webhook body (payload_error) be fetched.
+    fal_key: str | None = field(default=None, repr=False)
+    fal_queue_base_url: str = "https://queue.fal.run"
+    # Largest data: URI (sync mode) kept; the fal webhook body limit follows from it.
+    max_data_uri_bytes: int = 10 * 1024 * 1024
+    # whsec_<base64>: Standard Webhooks HMAC key, or the X-Falback-Secret header value.
+    app_webhook_secret: str | None = field(default=None, repr=False)
+
+    # The raw GOOGLE_DRIVE_* variables (they hold the key: kept out of repr).
+    google: Mapping[str, str] = field(default_factory=dict, repr=False)
+    # Parsed from `google` (docs/google-drive.md); None means the local folder.
+    drive: DriveSettings | None = field(init=False, default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        from falback.drive_settings import parse_drive_settings
+
+        object.__setattr__(self, "drive", parse_drive_settings(self.google))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
@@ -86,8 +144,33 @@ class Config:
                 "FALBACK_JOB_TIMEOUT", defaults.job_timeout_seconds, minimum=10
             ),
             expiry_days=reader.integer("FALBACK_EXPIRY_DAYS", defaults.expiry_days, minimum=1),
-            google={k: v for k, v in env.items() if k.startswith("GOOGLE_DRIVE_")},
+            sweep_interval_seconds=reader.integer(
+                "FALBACK_SWEEP_INTERVAL", defaults.sweep_interval_seconds, minimum=1
+            ),
+            sweep_limit=reader.integer("FALBACK_SWEEP_LIMIT", defaults.sweep_limit, minimum=1),
+            daily_backfill=reader.daily_backfill("FALBACK_DAILY_BACKFILL", defaults.daily_backfill),
+            fal_webhook_user_id=reader.text("FAL_WEBHOOK_USER_ID"),
+            fal_jwks_urls=reader.urls("FAL_JWKS_URLS", defaults.fal_jwks_urls),
+            fal_key=reader.text("FAL_KEY"),
+            fal_queue_base_url=reader.urls("FAL_QUEUE_BASE_URL", (defaults.fal_queue_base_url,),
+                                           single=True)[0].rstrip("/"),
+            max_data_uri_bytes=reader.integer(
+                "FALBACK_MAX_DATA_URI_BYTES", defaults.max_data_uri_bytes, minimum=1024
+            ),
+            app_webhook_secret=reader.webhook_secret("FALBACK_APP_WEBHOOK_SECRET"),
+            google={k: v for k, v in env.items()
+                    if k.startswith("GOOGLE_DRIVE_") or k == "GOOGLE_APPLICATION_CREDENTIALS"},
         )
+        if config.max_data_uri_bytes > MAX_DATA_URI_BYTES_LIMIT:
+            raise ConfigError(
+                f"FALBACK_MAX_DATA_URI_BYTES must be at most {MAX_DATA_URI_BYTES_LIMIT}"
+                f" (64 MiB), got {config.max_data_uri_bytes}"
+            )
+        if config.daily_backfill and config.daily_backfill.limit > config.max_backfill_limit:
+            raise ConfigError(
+                f"FALBACK_DAILY_BACKFILL: limit {config.daily_backfill.limit} is above"
+                f" FALBACK_MAX_BACKFILL_LIMIT ({config.max_backfill_limit})"
+            )
         return config
 
     def as_env(self) -> dict[str, str]:
@@ -106,10 +189,19 @@ class Config:
             "FALBACK_RETRY_BASE_SECONDS": str(self.retry_base_seconds),
             "FALBACK_JOB_TIMEOUT": str(self.job_timeout_seconds),
             "FALBACK_EXPIRY_DAYS": str(self.expiry_days),
+            "FALBACK_SWEEP_INTERVAL": str(self.sweep_interval_seconds),
+            "FALBACK_SWEEP_LIMIT": str(self.sweep_limit),
+            "FALBACK_DAILY_BACKFILL": str(self.daily_backfill or "off"),
+            "FAL_JWKS_URLS": ",".join(self.fal_jwks_urls),
+            "FAL_QUEUE_BASE_URL": self.fal_queue_base_url,
+            "FALBACK_MAX_DATA_URI_BYTES": str(self.max_data_uri_bytes),
             **self.google,
         }
         for name, value in (("DATABASE_URL", self.database_url), ("REDIS_URL", self.redis_url),
-                            ("FALBACK_ADMIN_TOKEN", self.admin_token)):
+                            ("FALBACK_ADMIN_TOKEN", self.admin_token),
+                            ("FAL_WEBHOOK_USER_ID", self.fal_webhook_user_id),
+                            ("FAL_KEY", self.fal_key),
+                            ("FALBACK_APP_WEBHOOK_SECRET", self.app_webhook_secret)):
             if value:
                 env[name] = value
         return env
@@ -172,6 +264,58 @@ class _Reader:
             return False
         raise ConfigError(f"{name} must be true or false, got {value!r}")
 
+    def daily_backfill(self, name: str, default: DailyBackfill | None) -> DailyBackfill | None:
+        value = self.text(name)
+        if value is None:
+            return default
+        if value.lower() == "off":
+            return None
+        match = _DAILY_BACKFILL.match(value)
+        if not match:
+            raise ConfigError(
+                f"{name} must be 'HH:MM TYPE LIMIT' (UTC, e.g. '02:00 upscale 50') or 'off',"
+                f" got {value!r}"
+            )
+        hour, minute, type_, limit = int(match[1]), int(match[2]), match[3], int(match[4])
+        if hour > 23 or minute > 59:
+            raise ConfigError(f"{name}: {match[1]}:{match[2]} is not a time of day")
+        if type_ not in BACKFILL_TYPES:
+            raise ConfigError(f"{name}: type must be one of {', '.join(BACKFILL_TYPES)}, got {type_!r}")
+        if limit < 1:
+            raise ConfigError(f"{name}: limit must be at least 1, got {limit}")
+        return DailyBackfill(hour, minute, type_, limit)
+
+    def urls(self, name: str, default: tuple[str, ...], *, single: bool = False) -> tuple[str, ...]:
+        """Comma-separated http(s) URLs (exactly one when `single`)."""
+        value = self.text(name)
+        if value is None:
+            return default
+        urls = tuple(u.strip() for u in value.split(",") if u.strip())
+        if not urls or (single and len(urls) > 1):
+            raise ConfigError(f"{name} must be {'one URL' if single else 'a comma-separated list of URLs'}")
+        for url in urls:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+                raise ConfigError(f"{name}: {url!r} is not an http(s) URL without query or fragment")
+        return urls
+
+    def webhook_secret(self, name: str) -> str | None:
+        """A Standard Webhooks secret: whsec_ then base64 of at least 16 random bytes."""
+        value = self.text(name)
+        if value is None:
+            return None
+        try:
+            key = base64.b64decode(value.removeprefix("whsec_"), validate=True)
+        except (binascii.Error, ValueError):
+            key = b""
+        if not value.startswith("whsec_") or len(key) < 16:
+            raise ConfigError(
+                f"{name} must be whsec_ followed by base64 of at least 16 random bytes; make one"
+                " with python3 -c \"import base64, os;"
+                " print('whsec_' + base64.b64encode(os.urandom(32)).decode())\""
+            )
+        return value
+
     def hosts(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
         value = self.text(name)
         if value is None:
@@ -186,3 +330,6 @@ class _Reader:
                     f"{name}: {host!r} is not a host name (use e.g. v3.fal.media or *.fal.media)"
                 )
         return hosts
+
+
+_DAILY_BACKFILL = re.compile(r"^(\d{1,2}):(\d{2})\s+(\S+)\s+(\d+)$")

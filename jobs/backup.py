@@ -9,19 +9,22 @@ permanent ones end the row as 'failed' or 'gone' with a readable reason.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 from collections.abc import MutableMapping
+from datetime import UTC, datetime
 from typing import Any
 
-from rq import get_current_job
+from rq import Retry, get_current_job
 
-from db import ledger
+from db import destinations, ledger
 from db.connection import Connection, connect
 from falback.config import Config
 from jobs.copy import copy_file
 from jobs.destinations import from_config
-from jobs.errors import PermanentError, SourceGone
+from jobs.destinations.base import Destination
+from jobs.errors import DestinationPaused, PermanentError, SourceGone
 from jobs.fetch import SourceFetcher
 
 log = logging.getLogger(__name__)
@@ -48,8 +51,14 @@ class _Ids(logging.LoggerAdapter):  # type: ignore[type-arg]
         return f"ledger {self.extra['ledger_id']} job {self.extra['job_id']}: {msg}", kwargs
 
 
-def backup_file(ledger_id: int) -> str:
-    """Back up one ledger row; return the row's status afterwards ('skipped' if not ours)."""
+# A paused destination reschedules its jobs this many times at most (RQ counts returned
+# Retry objects); a pause is hours long, so this is weeks of waiting, never reached.
+_PAUSE_RESCHEDULES = 10_000
+
+
+def backup_file(ledger_id: int) -> str | Retry:
+    """Back up one ledger row; return the row's status afterwards ('skipped' if not ours),
+    or a Retry for later when the destination is paused (no attempt is spent)."""
     config = current_config()
     assert config.database_url, "DATABASE_URL must be set for workers"
     job = get_current_job()
@@ -58,6 +67,12 @@ def backup_file(ledger_id: int) -> str:
     owner = f"{socket.gethostname()}:{os.getpid()}:{job_name}"
     conn = connect(config.database_url, application_name="falback-worker")
     try:
+        destination = from_config(config, conn)
+        paused = destinations.paused_until(conn, destination.name)
+        conn.commit()
+        if paused is not None:
+            logger.info("%s uploads are paused until %s; rescheduled", destination.name, paused)
+            return _later(paused)
         row = ledger.claim(conn, ledger_id, owner, config.job_timeout_seconds + 60)
         if row is None:
             conn.commit()
@@ -66,19 +81,22 @@ def backup_file(ledger_id: int) -> str:
         ledger.sync_app_row(conn, row.source_table, row.source_id)
         conn.commit()
         logger.info("claimed, attempt %d of %d: %s", row.attempts, config.max_attempts, row.source_url)
-        return _attempt(conn, config, row, logger)
+        return _attempt(conn, config, row, destination, logger)
     finally:
         conn.close()
 
 
-def _attempt(conn: Connection, config: Config, row: ledger.LedgerRow, logger: _Ids) -> str:
+def _attempt(conn: Connection, config: Config, row: ledger.LedgerRow, destination: Destination,
+             logger: _Ids) -> str | Retry:
     def save_state(session_uri: str | None, offset: int) -> None:
         ledger.save_upload_state(conn, row.id, session_uri, offset)
         conn.commit()
 
     fetcher = SourceFetcher(config)
     try:
-        stored = copy_file(row, fetcher, from_config(config), save_state)
+        stored = copy_file(row, fetcher, destination, save_state)
+    except DestinationPaused as e:
+        return _pause(conn, row, destination.name, e, logger)
     except SourceGone as e:
         return _finish(conn, row, "gone", str(e), logger)
     except PermanentError as e:
@@ -106,6 +124,23 @@ def _attempt(conn: Connection, config: Config, row: ledger.LedgerRow, logger: _I
     logger.info("done: %d bytes, md5 %s, at %s %s", stored.size, stored.md5,
                 stored.destination, stored.id)
     return "done"
+
+
+def _pause(conn: Connection, row: ledger.LedgerRow, destination: str, error: DestinationPaused,
+           logger: _Ids) -> Retry:
+    """Pause the destination for every job, and give this row its attempt back."""
+    conn.rollback()
+    destinations.pause(conn, destination, error.until, str(error))
+    ledger.record_paused(conn, row.id, str(error), error.until)
+    ledger.sync_app_row(conn, row.source_table, row.source_id)
+    conn.commit()
+    logger.warning("paused: %s", error)
+    return _later(error.until)
+
+
+def _later(until: datetime) -> Retry:
+    seconds = math.ceil((until - datetime.now(UTC)).total_seconds())
+    return Retry(max=_PAUSE_RESCHEDULES, interval=max(seconds, 1))
 
 
 def _finish(conn: Connection, row: ledger.LedgerRow, status: str, error: str, logger: _Ids) -> str:

@@ -6,8 +6,9 @@ import hashlib
 import logging
 
 from db.ledger import LedgerRow
+from jobs.blobs import BlobStream, is_blob_url
 from jobs.destinations.base import Destination, SaveState, StoredFile
-from jobs.fetch import SourceFetcher
+from jobs.fetch import SourceFetcher, SourceStream
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,12 @@ def copy_file(
     if existing is not None:
         log.info("ledger %d: already at %s as %s", row.id, destination.name, existing.id)
         return existing
-    stream = fetcher.open(row.source_url)
+    # A data: URI a webhook delivered lives in Postgres (jobs/blobs.py), not on a CDN.
+    stream: SourceStream | BlobStream = (
+        BlobStream(fetcher.config, row.source_url)
+        if is_blob_url(row.source_url)
+        else fetcher.open(row.source_url)
+    )
     upload = destination.open(row, stream.total, save_state)
     digest = hashlib.md5(usedforsecurity=False)
     size = 0

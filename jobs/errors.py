@@ -3,6 +3,8 @@ ones end the ledger row with a readable reason and are never retried."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 
 class CopyError(Exception):
     """Base class; the message is stored on the ledger row, so it must be readable and
@@ -31,3 +33,12 @@ class SourceGone(PermanentError):
 
 class VerifyError(TransientError):
     """The copy at the destination does not match what was read from the source."""
+
+
+class DestinationPaused(TransientError):
+    """The destination refuses uploads for a while (Drive's daily upload cap): jobs wait
+    until `until` without spending an attempt."""
+
+    def __init__(self, message: str, until: datetime) -> None:
+        super().__init__(message, retry_after=max((until - datetime.now(UTC)).total_seconds(), 0))
+        self.until = until

@@ -27,6 +27,10 @@ QUEUE_FOR_KIND = {
 }
 QUEUE_NAMES = tuple(QUEUE_FOR_KIND.values())
 BACKUP_FUNC = "jobs.backup.backup_file"
+# Scheduled sweeps and the daily backfill (jobs/schedule.py). Served before the backup
+# queues: its jobs only enqueue and take seconds, and under strict priority a backlog of
+# copies would otherwise starve the very sweep that recovers lost or stuck work.
+MAINTENANCE_QUEUE = "falback-maintenance"
 
 
 def job_id(ledger_id: int) -> str:
@@ -35,6 +39,11 @@ def job_id(ledger_id: int) -> str:
 
 def queues(redis: Redis) -> list[Queue]:
     return [Queue(name, connection=redis) for name in QUEUE_NAMES]
+
+
+def worker_queues(redis: Redis) -> list[Queue]:
+    """What `falback worker` serves, in order: maintenance, then the backup queues."""
+    return [Queue(MAINTENANCE_QUEUE, connection=redis), *queues(redis)]
 
 
 def _job_options(config: Config, ledger_id: int) -> dict[str, object]:

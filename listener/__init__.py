@@ -28,12 +28,19 @@ def create_app(config: Config | None = None) -> Flask:
         config.redis_url, socket_timeout=5, socket_connect_timeout=5
     )
 
-    from listener import admin, dashboard, health
+    from listener import admin, app_webhook, dashboard, fal_webhook, health
     from listener.db import init_app
+    from listener.fal_signature import JwksCache
 
     init_app(app)
+    # One key cache per process; the timeout keeps a JWKS outage inside fal's 15 s.
+    app.extensions[fal_webhook.JWKS_EXTENSION] = JwksCache(
+        config.fal_jwks_urls, timeout=min(config.connect_timeout, 5.0)
+    )
     app.register_blueprint(health.bp)
     app.register_blueprint(admin.bp)
+    app.register_blueprint(fal_webhook.bp)
+    app.register_blueprint(app_webhook.bp)
     dashboard.mount(app, config)
     logging.getLogger(__name__).info("web app ready")
     return app

@@ -6,7 +6,7 @@ import logging
 
 from flask import Blueprint, Response, jsonify, request
 
-from db import ledger
+from db import ledger, webhooks
 from jobs.backfill import BackfillError, backfill, validate
 from jobs.queues import counts
 from listener.auth import admin_denied
@@ -49,5 +49,6 @@ def get_status() -> Response:
     return jsonify(
         ledger=ledger.status_report(conn),
         not_in_ledger=ledger.not_in_ledger(conn),
+        unresolved_fal_deliveries=webhooks.unresolved_count(conn),
         queues=counts(get_redis()),
     )

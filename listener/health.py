@@ -12,6 +12,12 @@ bp = Blueprint("health", __name__)
 log = logging.getLogger(__name__)
 
 
+@bp.get("/ping")
+def ping() -> Response:
+    """No I/O at all: a baseline for benchmarks, and a liveness probe."""
+    return jsonify(status="ok")
+
+
 @bp.get("/healthz")
 def healthz() -> tuple[Response, int]:
     checks: dict[str, str] = {}

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from falback.config import DEFAULT_SOURCE_HOSTS, Config, ConfigError
+from tests.drive_helpers import write_key_file
 
 
 def test_defaults_need_nothing_set() -> None:
@@ -24,12 +25,15 @@ def test_it_reads_every_variable_and_round_trips_through_as_env(tmp_path: Path) 
         "FALBACK_ALLOW_LOOPBACK_SOURCES": "yes", "FALBACK_MAX_ATTEMPTS": "7",
         "FALBACK_RETRY_BASE_SECONDS": "5", "FALBACK_BACKUP_DIR": str(tmp_path),
         "FALBACK_READ_TIMEOUT": "1.5", "GOOGLE_DRIVE_FOLDER_ID": "abc",
+        "GOOGLE_DRIVE_KEY_FILE": str(write_key_file(tmp_path / "key.json")),
     }
     config = Config.from_env(env)
     assert config.source_hosts == ("v3.fal.media", "*.example.com")
     assert config.allow_loopback_sources and config.max_attempts == 7 and config.read_timeout == 1.5
     assert config.retry_intervals() == [5, 20, 80, 320, 1280, 5120]
-    assert config.google == {"GOOGLE_DRIVE_FOLDER_ID": "abc"}
+    assert config.google == {"GOOGLE_DRIVE_FOLDER_ID": "abc",
+                             "GOOGLE_DRIVE_KEY_FILE": env["GOOGLE_DRIVE_KEY_FILE"]}
+    assert config.drive is not None and config.drive.folder_id == "abc"
     assert Config.from_env(config.as_env()) == config
 
 

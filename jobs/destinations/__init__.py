@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+from db.connection import Connection
 from falback.config import Config
 from jobs.destinations.base import Destination
 from jobs.destinations.local import LocalFolder
 
 
-def from_config(config: Config) -> Destination:
+def from_config(config: Config, conn: Connection) -> Destination:
+    """Drive when `GOOGLE_DRIVE_*` credentials are set (config.drive); else the local folder.
+    Drive keeps its reservations and folder cache through `conn` (the job's connection)."""
+    if config.drive is not None:
+        from jobs.destinations.drive import DriveDestination
+
+        return DriveDestination(config.drive, conn)
     return LocalFolder(config.backup_dir)

@@ -1,0 +1,112 @@
+"""Queries for destination state (migrations/0004_drive.sql): Drive file reservations,
+the Drive folder cache, and destination pauses.
+
+Every function commits nothing; the caller commits at once, because the job's
+connection is rolled back when an attempt fails.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from db.connection import Connection, fetch_one
+
+_FOLDER_LOCK = 7_246_002  # advisory-lock namespace for folder creation (7_246_001: migrations)
+
+
+@dataclass(frozen=True)
+class Reservation:
+    file_id: str
+    sent_size: int | None
+    sent_md5: str | None
+
+
+def reservation(conn: Connection, ledger_id: int) -> Reservation | None:
+    with conn.cursor() as cur:
+        cur.execute("SELECT file_id, sent_size, sent_md5 FROM drive_files WHERE ledger_id = %s",
+                    (ledger_id,))
+        row = fetch_one(cur)
+    return Reservation(row["file_id"], row["sent_size"], row["sent_md5"]) if row else None
+
+
+def reserve(conn: Connection, ledger_id: int, file_id: str) -> str:
+    """Reserve `file_id` for the row unless one is reserved already; return the one that holds."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "INSERT INTO drive_files (ledger_id, file_id) VALUES (%s, %s)"
+            " ON CONFLICT (ledger_id) DO NOTHING",
+            (ledger_id, file_id),
+        )
+        cur.execute("SELECT file_id FROM drive_files WHERE ledger_id = %s", (ledger_id,))
+        row = fetch_one(cur)
+    assert row is not None
+    return str(row["file_id"])
+
+
+def record_sent(conn: Connection, ledger_id: int, file_id: str, size: int, md5: str) -> None:
+    with conn.cursor() as cur:
+        cur.execute(
+            "UPDATE drive_files SET sent_size = %s, sent_md5 = %s, updated_at = now()"
+            " WHERE ledger_id = %s AND file_id = %s",
+            (size, md5, ledger_id, file_id),
+        )
+
+
+def release(conn: Connection, ledger_id: int, file_id: str) -> None:
+    """Forget a reservation whose file was deleted (a bad copy), and its upload session:
+    the next attempt reserves a new id and starts a new session."""
+    with conn.cursor() as cur:
+        cur.execute("DELETE FROM drive_files WHERE ledger_id = %s AND file_id = %s",
+                    (ledger_id, file_id))
+        cur.execute("UPDATE ledger SET upload_session_uri = NULL, upload_offset = NULL"
+                    " WHERE id = %s", (ledger_id,))
+
+
+def cached_folder(conn: Connection, parent_id: str, name: str) -> str | None:
+    with conn.cursor() as cur:
+        cur.execute("SELECT folder_id FROM drive_folders WHERE parent_id = %s AND name = %s",
+                    (parent_id, name))
+        row = fetch_one(cur)
+    return str(row["folder_id"]) if row else None
+
+
+def lock_folder(conn: Connection, parent_id: str, name: str) -> None:
+    """Serialise the creation of one folder across workers, until the transaction ends."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))",
+                    (_FOLDER_LOCK, f"{parent_id}/{name}"))
+
+
+def remember_folder(conn: Connection, parent_id: str, name: str, folder_id: str) -> None:
+    with conn.cursor() as cur:
+        cur.execute(
+            "INSERT INTO drive_folders (parent_id, name, folder_id) VALUES (%s, %s, %s)"
+            " ON CONFLICT (parent_id, name) DO UPDATE SET folder_id = excluded.folder_id",
+            (parent_id, name, folder_id),
+        )
+
+
+def forget_folders(conn: Connection, folder_ids: list[str]) -> None:
+    """Drop cached folders that Drive no longer has (someone deleted them)."""
+    with conn.cursor() as cur:
+        cur.execute("DELETE FROM drive_folders WHERE folder_id = ANY(%s) OR parent_id = ANY(%s)",
+                    (folder_ids, folder_ids))
+
+
+def paused_until(conn: Connection, destination: str) -> datetime | None:
+    with conn.cursor() as cur:
+        cur.execute("SELECT paused_until FROM destination_pauses"
+                    " WHERE destination = %s AND paused_until > now()", (destination,))
+        row = fetch_one(cur)
+    return row["paused_until"] if row else None
+
+
+def pause(conn: Connection, destination: str, until: datetime, reason: str) -> None:
+    with conn.cursor() as cur:
+        cur.execute(
+            "INSERT INTO destination_pauses (destination, paused_until, reason) VALUES (%s, %s, %s)"
+            " ON CONFLICT (destination) DO UPDATE SET paused_until = excluded.paused_until,"
+            " reason = excluded.reason, updated_at = now()",
+            (destination, until, reason),
+        )

@@ -1,0 +1,145 @@
+"""Named queries for the sweep (jobs/sweep.py): find work the queue lost or never got.
+
+Every status change is a conditional UPDATE, as in db/ledger.py, so a sweep racing a
+worker (or another sweep) changes a row at most once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from db.connection import Connection, Row, fetch_all
+from db.ledger import _PRIORITY
+
+# The sweep's own reason on a row it gives up on, so an operator can tell it apart.
+LEASE_LOST = "the worker stopped mid-copy (lease expired)"
+_LOCK_KEY = 7_246_002  # db/migrate.py uses 7_246_001
+
+
+def try_lock(conn: Connection) -> bool:
+    """Take the session-level sweep lock, or return False if another sweep holds it."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT pg_try_advisory_lock(%s) AS locked", (_LOCK_KEY,))
+        locked = fetch_all(cur)[0]["locked"]
+    conn.commit()
+    return bool(locked)
+
+
+def unlock(conn: Connection) -> None:
+    with conn.cursor() as cur:
+        cur.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
+    conn.commit()
+
+
+def create_missing(conn: Connection, limit: int, expiry_days: int) -> list[Row]:
+    """Ledger rows for app files that have none, most valuable and oldest first.
+
+    Same INSERT ... SELECT as ledger.insert_from_app, but returns (id, kind) so the
+    caller can enqueue exactly the rows it created; a concurrent relay or webhook that
+    created a row first wins the ON CONFLICT and that row is not returned here.
+    """
+    with conn.cursor() as cur:
+        cur.execute(
+            f"""
+            INSERT INTO ledger (source_url, kind, source_table, source_id, variant,
+                                expected_size, source_created_at, expires_at)
+            SELECT f.url, f.kind, f.source_table, f.source_id, f.variant, f.size,
+                   f.created_at, f.created_at + make_interval(days => %(days)s)
+            FROM falback_app_files f
+            WHERE NOT EXISTS (SELECT 1 FROM ledger l WHERE l.source_url = f.url)
+            ORDER BY {_PRIORITY}, f.created_at, f.source_id
+            LIMIT %(limit)s
+            ON CONFLICT (source_url) DO NOTHING
+            RETURNING id, kind
+            """,
+            {"limit": limit, "days": expiry_days},
+        )
+        return fetch_all(cur)
+
+
+def queued_page(conn: Connection, after_id: int, size: int) -> list[Row]:
+    """One page (by id) of rows that should have a job on a queue."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT id, kind FROM ledger WHERE status = 'queued' AND id > %s ORDER BY id LIMIT %s",
+            (after_id, size),
+        )
+        return fetch_all(cur)
+
+
+def retrying_due_page(conn: Connection, after_id: int, size: int) -> list[Row]:
+    """One page (by id) of rows whose backoff is over."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT id, kind FROM ledger"
+            " WHERE status = 'retrying' AND coalesce(next_attempt_at, '-infinity') <= now()"
+            " AND id > %s ORDER BY id LIMIT %s",
+            (after_id, size),
+        )
+        return fetch_all(cur)
+
+
+def touch_queued(conn: Connection, ids: Sequence[int]) -> int:
+    """Record that queued rows got a new job (their old one was lost)."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "UPDATE ledger SET queued_at = now(), updated_at = now()"
+            " WHERE id = ANY(%s) AND status = 'queued'",
+            (list(ids),),
+        )
+        return cur.rowcount
+
+
+def retrying_to_queued(conn: Connection, ids: Sequence[int]) -> int:
+    with conn.cursor() as cur:
+        cur.execute(
+            "UPDATE ledger SET status = 'queued', queued_at = now(), updated_at = now()"
+            " WHERE id = ANY(%s) AND status = 'retrying'",
+            (list(ids),),
+        )
+        return cur.rowcount
+
+
+def fail_expired_leases(conn: Connection, max_attempts: int, limit: int) -> list[Row]:
+    """End 'copying' rows whose lease ran out and that have no attempts left.
+
+    Without this, a file that kills its worker every time (say, out of memory) would be
+    retried forever.
+    """
+    with conn.cursor() as cur:
+        cur.execute(
+            """
+            UPDATE ledger
+            SET status = 'failed', updated_at = now(), claimed_by = NULL,
+                lease_expires_at = NULL, next_attempt_at = NULL,
+                last_error = format('gave up after %%s attempts: %%s', attempts, %(reason)s::text)
+            WHERE id IN (SELECT id FROM ledger
+                         WHERE status = 'copying' AND lease_expires_at < now()
+                           AND attempts >= %(max)s
+                         ORDER BY id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
+              AND status = 'copying' AND lease_expires_at < now()
+            RETURNING id, source_table, source_id
+            """,
+            {"reason": LEASE_LOST, "max": max_attempts, "limit": limit},
+        )
+        return fetch_all(cur)
+
+
+def requeue_expired_leases(conn: Connection, limit: int) -> list[Row]:
+    """Put 'copying' rows whose worker died (lease ran out) back to 'queued'."""
+    with conn.cursor() as cur:
+        cur.execute(
+            f"""
+            UPDATE ledger
+            SET status = 'queued', queued_at = now(), updated_at = now(), claimed_by = NULL,
+                lease_expires_at = NULL, last_error = %(reason)s
+            WHERE id IN (SELECT id FROM ledger
+                         WHERE status = 'copying' AND lease_expires_at < now()
+                         ORDER BY {_PRIORITY}, expires_at NULLS LAST, id
+                         LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
+              AND status = 'copying' AND lease_expires_at < now()
+            RETURNING id, kind
+            """,
+            {"reason": LEASE_LOST, "limit": limit},
+        )
+        return fetch_all(cur)

@@ -1,0 +1,161 @@
+"""Turn the media a fal result references into ledger rows (webhook and queue-API paths).
+
+Which ledger kind (and so which queue and folder) a file gets:
+- the webhook URL names the app row (``?table=gen_videos&id=123&variant=upscale``): the files
+  of that row's media type (videos for gen_videos, images for gen_images; or the only file)
+  take the variant as their kind and are linked to the row;
+- otherwise a video is ``upscale`` when the fal app, file name or URL path says "upscal",
+  else ``regular``; an image is ``image``;
+- audio and 3D models are backed up too, at the lowest priority (kind ``image``): the app
+  does not track them, but they were paid for and expire like the rest;
+- anything else (LoRA weights, JSON configs, unknown types) is not media: skipped, and
+  named in the delivery's note.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import mimetypes
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from db import ledger, webhooks
+from db.connection import Connection
+from jobs.blobs import blob_url
+from listener.fal_payload import AppLink, MediaKind, MediaProblem, MediaRef
+
+_BIGINT_MAX = 2**63 - 1
+# No real fal result comes near this; it bounds what one signed body can make us insert.
+MAX_FILES = 1000
+_NOTE_LIMIT = 2000
+_KIND_BY_MEDIA = {MediaKind.IMAGE: "image", MediaKind.AUDIO: "image", MediaKind.MODEL: "image"}
+
+
+@dataclass(frozen=True)
+class Blob:
+    sha256: str
+    content_type: str | None
+    data: bytes
+
+
+@dataclass
+class Plan:
+    files: list[ledger.NewFile] = field(default_factory=list)
+    blobs: list[Blob] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def note(self) -> str | None:
+        return clip("; ".join(self.notes), _NOTE_LIMIT) if self.notes else None
+
+
+def clip(text: str, limit: int) -> str:
+    """Text safe for a Postgres text column (no NUL, valid UTF-8), cut to `limit` chars."""
+    text = text.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def optional(text: str | None, limit: int = 255) -> str | None:
+    return clip(text, limit) if text else None
+
+
+def storable(url: str) -> bool:
+    """Postgres text cannot hold NUL or lone surrogates; such a URL cannot be a real file."""
+    if "\x00" in url:
+        return False
+    try:
+        url.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def plan_files(
+    media: Sequence[MediaRef],
+    problems: Sequence[MediaProblem],
+    *,
+    request_id: str,
+    link: AppLink | None,
+    fal_app: str | None,
+) -> Plan:
+    plan = Plan()
+    linked = {id(ref) for ref in _linked_refs(media, link)}
+    if len(media) > MAX_FILES:
+        plan.notes.append(f"{len(media)} files referenced; only the first {MAX_FILES} were kept")
+        media = media[:MAX_FILES]
+    for ref in media:
+        row_link = link if id(ref) in linked else None
+        if not storable(ref.url):
+            plan.notes.append(f"{clip(ref.path, 200)}: URL is not valid text, skipped")
+            continue
+        kind = _kind(ref, row_link, fal_app)
+        if kind is None:
+            plan.notes.append(f"{clip(ref.path, 200)}: not media ({_describe(ref)}), skipped")
+            continue
+        source_url = ref.url
+        file_name = optional(ref.file_name)
+        content_type = optional(ref.content_type)
+        size = ref.file_size if ref.file_size is not None and ref.file_size <= _BIGINT_MAX else None
+        if ref.data is not None:
+            sha = hashlib.sha256(ref.data).hexdigest()
+            plan.blobs.append(Blob(sha, content_type, ref.data))
+            source_url = blob_url(sha)
+            file_name = file_name or sha[:16] + (_extension(content_type) or "")
+            size = len(ref.data)
+        plan.files.append(
+            ledger.NewFile(
+                source_url=source_url,
+                kind=kind,
+                source_table=row_link.source_table if row_link else None,
+                source_id=str(row_link.source_id) if row_link else None,
+                variant=row_link.variant if row_link else None,
+                fal_request_id=request_id,
+                file_name=file_name,
+                content_type=content_type,
+                expected_size=size,
+            )
+        )
+    plan.notes.extend(f"{clip(p.path, 200)}: {clip(p.message, 200)}" for p in problems)
+    return plan
+
+
+def record_files(conn: Connection, plan: Plan, expiry_days: int) -> list[tuple[int, str]]:
+    """Store the plan's blobs and create its ledger rows (in the caller's transaction);
+    return (ledger id, kind) of the rows created, for `jobs.intake.enqueue_rows`."""
+    for blob in plan.blobs:
+        webhooks.insert_blob(conn, blob.sha256, blob.content_type, blob.data)
+    rows = ledger.insert_files(conn, plan.files, expiry_days)
+    return [(int(r["id"]), str(r["kind"])) for r in rows]
+
+
+def _linked_refs(media: Sequence[MediaRef], link: AppLink | None) -> list[MediaRef]:
+    if link is None:
+        return []
+    matching = [ref for ref in media if ref.kind is link.media_kind]
+    # The app said which row this request fills; a lone file of unknown type is that file.
+    if not matching and len(media) == 1 and media[0].kind is MediaKind.OTHER:
+        return list(media)
+    return matching
+
+
+def _kind(ref: MediaRef, link: AppLink | None, fal_app: str | None) -> str | None:
+    if link is not None:
+        return link.variant
+    if ref.kind is MediaKind.VIDEO:
+        return "upscale" if _says_upscale(ref, fal_app) else "regular"
+    return _KIND_BY_MEDIA.get(ref.kind)
+
+
+def _says_upscale(ref: MediaRef, fal_app: str | None) -> bool:
+    path = "" if ref.data is not None else urlsplit(ref.url).path
+    return any("upscal" in (text or "").lower() for text in (fal_app, ref.file_name, path))
+
+
+def _describe(ref: MediaRef) -> str:
+    return ", ".join(x for x in (ref.file_name, ref.content_type) if x) or ref.kind.value
+
+
+def _extension(content_type: str | None) -> str | None:
+    if not content_type:
+        return None
+    return mimetypes.guess_extension(content_type.split(";")[0].strip().lower(), strict=False)

@@ -1,0 +1,225 @@
+"""The sweep: hand the queue whatever it lost or never got. Postgres is the source of truth.
+
+One pass, called by cron (every FALBACK_SWEEP_INTERVAL seconds), by the relay after
+every (re)connect, and by `falback sweep`:
+
+  a. created        app files with no ledger row -> create the rows, enqueue
+  b. pending        'pending' rows (Redis was down, or a process died before enqueueing)
+  c. lost_queued    'queued' rows whose RQ job is gone (Redis restarted or was flushed)
+  d. retrying_due   'retrying' rows past next_attempt_at whose retry job is gone
+  e. expired_leases 'copying' rows whose worker died (lease ran out) -> 'queued' again;
+                    rows that had no attempts left end as 'failed' (gave_up)
+
+Bounded: each category handles at most FALBACK_SWEEP_LIMIT rows per pass, the rest go
+next pass. Batched: rows are read in pages and job states checked in Redis pipelines, so
+a pass costs a few round trips per thousand rows, never one per row.
+
+Job ids are deterministic (`backup-<ledger id>`), so a sweep and the live path never put
+one file on the queue twice. A job that exists but is over (failed, finished, stopped,
+canceled) would block a new one with the same id, so it is deleted first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import psycopg2
+from redis import Redis
+from rq.job import Job, JobStatus
+
+from db import ledger, sweeps
+from db.connection import Connection, Row, connection
+from falback.config import Config
+from jobs.intake import BATCH_SIZE, enqueue_rows
+from jobs.queues import chunked, enqueue_batch, job_id
+
+log = logging.getLogger(__name__)
+
+# A job in one of these states will still run; anything else (or no job) needs a new one.
+_LIVE = frozenset({JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED, JobStatus.STARTED})
+# For a row whose lease expired, a 'started' job is a dead worker's: RQ kills a live
+# worker's job at the job timeout, and the lease is the job timeout + 60 s.
+_LIVE_AFTER_LEASE = _LIVE - {JobStatus.STARTED}
+_LOGGED_IDS = 20
+
+
+@dataclass
+class SweepCounts:
+    created: int = 0
+    pending: int = 0
+    lost_queued: int = 0
+    retrying_due: int = 0
+    expired_leases: int = 0
+    gave_up: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        return " ".join(f"{k}={v}" for k, v in asdict(self).items())
+
+
+def sweep(config: Config, conn: Connection, redis: Redis, *, limit: int | None = None) -> SweepCounts | None:
+    """Run one pass and return what it did per category, or None if another sweep is
+    running (passes never overlap, so two never race to re-enqueue the same row).
+
+    Raises redis.RedisError if Redis is unreachable (rows it had committed stay
+    'pending' or 'queued' and the next pass picks them up) and psycopg2 errors as they are.
+    """
+    if not sweeps.try_lock(conn):
+        log.info("sweep: skipped, another sweep is running")
+        return None
+    try:
+        return _sweep(config, conn, redis, limit or config.sweep_limit)
+    finally:
+        # A session that died took its lock with it; the original error is the one to see.
+        with contextlib.suppress(psycopg2.Error):
+            conn.rollback()  # an error may have left the transaction aborted
+            sweeps.unlock(conn)
+
+
+def _sweep(config: Config, conn: Connection, redis: Redis, limit: int) -> SweepCounts:
+    started = time.monotonic()
+    counts = SweepCounts()
+
+    # (b) before (a), so each row is counted once.
+    pending = [(r["id"], r["kind"]) for r in ledger.pending_rows(conn, ledger.KINDS, limit)]
+    created: list[tuple[int, str]] = []
+    if ledger.app_files_exist(conn):
+        created = [(r["id"], r["kind"]) for r in sweeps.create_missing(conn, limit, config.expiry_days)]
+    conn.commit()  # new rows are safe as 'pending' before any job exists
+    _delete_finished_jobs(redis, [i for i, _ in pending], _LIVE)
+    enqueue_rows(conn, redis, config, created + pending)
+    counts.created, counts.pending = len(created), len(pending)
+    _log_ids("created ledger rows for new app files", created)
+
+    lost = _resubmit(redis, config, _pages(conn, sweeps.queued_page), _LIVE, limit)
+    sweeps.touch_queued(conn, [i for i, _ in lost])
+    conn.commit()
+    counts.lost_queued = len(lost)
+    _log_ids("re-enqueued 'queued' rows whose job was lost", lost)
+
+    due = _resubmit(redis, config, _pages(conn, sweeps.retrying_due_page), _LIVE, limit)
+    sweeps.retrying_to_queued(conn, [i for i, _ in due])
+    conn.commit()
+    counts.retrying_due = len(due)
+    _log_ids("re-enqueued due 'retrying' rows whose retry job was gone", due)
+
+    gave_up = sweeps.fail_expired_leases(conn, config.max_attempts, limit)
+    for row in gave_up:
+        ledger.sync_app_row(conn, row["source_table"], row["source_id"])
+    # Committed before enqueueing: if Redis fails now, the rows are 'queued' without a
+    # job, which (c) repairs next pass.
+    expired = [(r["id"], r["kind"]) for r in sweeps.requeue_expired_leases(conn, limit)]
+    conn.commit()
+    _resubmit(redis, config, [expired], _LIVE_AFTER_LEASE, limit)
+    counts.expired_leases, counts.gave_up = len(expired), len(gave_up)
+    _log_ids("re-enqueued rows whose worker died mid-copy", expired)
+    _log_ids("gave up on rows whose worker died on the last attempt",
+             [(r["id"], "") for r in gave_up], level=logging.WARNING)
+
+    log.info("sweep: %s (%.2fs)", counts, time.monotonic() - started)
+    return counts
+
+
+def run_sweep(config: Config) -> SweepCounts | None:
+    """One pass with connections of its own (CLI and scheduled job)."""
+    assert config.database_url and config.redis_url
+    redis = Redis.from_url(config.redis_url, socket_connect_timeout=5, socket_timeout=30)
+    try:
+        with connection(config.database_url, application_name="falback-sweep") as conn:
+            return sweep(config, conn, redis)
+    finally:
+        redis.close()
+
+
+def scheduled_sweep() -> dict[str, int] | None:
+    """The cron job (queue falback-maintenance); its result shows in the dashboard."""
+    from jobs.backup import current_config
+
+    counts = run_sweep(current_config())
+    return counts.as_dict() if counts else None
+
+
+Page = Callable[[Connection, int, int], list[Row]]
+
+
+def _pages(conn: Connection, query: Page) -> Iterable[list[tuple[int, str]]]:
+    """Every row the query matches, a page at a time (keyset by id: stable while rows change)."""
+    after = 0
+    while page := query(conn, after, BATCH_SIZE):
+        conn.commit()  # no snapshot held open while Redis is asked
+        yield [(r["id"], r["kind"]) for r in page]
+        after = page[-1]["id"]
+
+
+def _resubmit(
+    redis: Redis,
+    config: Config,
+    pages: Iterable[Sequence[tuple[int, str]]],
+    live: frozenset[JobStatus],
+    limit: int,
+) -> list[tuple[int, str]]:
+    """Enqueue the rows whose job is missing or over; return them (at most `limit`)."""
+    resubmitted: list[tuple[int, str]] = []
+    for page in pages:
+        states = _job_states(redis, [i for i, _ in page])
+        needed = [item for item, state in zip(page, states, strict=True) if state not in live]
+        needed = needed[: limit - len(resubmitted)]
+        for batch in chunked(needed, BATCH_SIZE):
+            _delete_finished_jobs(redis, [i for i, _ in batch], live)
+            enqueue_batch(redis, config, batch)
+        resubmitted += needed
+        if len(resubmitted) >= limit:
+            break
+    return resubmitted
+
+
+def _job_states(redis: Redis, ledger_ids: Sequence[int]) -> list[JobStatus | None]:
+    """The RQ status of each row's job (None: no job), in one round trip."""
+    with redis.pipeline(transaction=False) as pipe:
+        for ledger_id in ledger_ids:
+            pipe.hget(Job.key_for(job_id(ledger_id)), "status")
+        raw: list[bytes | None] = pipe.execute()
+    return [_status(value) for value in raw]
+
+
+def _status(value: bytes | None) -> JobStatus | None:
+    if value is None:
+        return None
+    try:
+        return JobStatus(value.decode())
+    except ValueError:
+        return None  # a status this RQ does not know: treat the job as unusable
+
+
+def _delete_finished_jobs(redis: Redis, ledger_ids: Sequence[int], live: frozenset[JobStatus]) -> None:
+    """Delete jobs that exist but will not run again, with their registry entries.
+
+    RQ keeps a failed job (and its id) for failure_ttl and a finished one for
+    result_ttl; while it exists, `unique` enqueue and enqueue_batch skip the id.
+    """
+    if not ledger_ids:
+        return
+    jobs = Job.fetch_many([job_id(i) for i in ledger_ids], connection=redis)
+    over = [job for job in jobs if job is not None and job.get_status(refresh=False) not in live]
+    if not over:
+        return
+    with redis.pipeline() as pipe:
+        for job in over:
+            job.delete(pipeline=pipe)
+        pipe.execute()
+    log.info("deleted %d finished or failed job(s) before re-enqueueing: %s",
+             len(over), ", ".join(j.id for j in over[:_LOGGED_IDS]))
+
+
+def _log_ids(what: str, rows: Sequence[tuple[int, Any]], level: int = logging.INFO) -> None:
+    if rows:
+        ids = ", ".join(str(i) for i, _ in rows[:_LOGGED_IDS])
+        more = f" and {len(rows) - _LOGGED_IDS} more" if len(rows) > _LOGGED_IDS else ""
+        log.log(level, "%s: ledger %s%s", what, ids, more)

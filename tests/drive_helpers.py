@@ -1,0 +1,135 @@
+"""Helpers for the Drive tests (the fixtures are in tests/drive_fixtures.py).
+
+Only the base URL and the token URI differ from production; everything else in the
+GOOGLE_DRIVE_* variables, and the code they drive, is the production path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from db.connection import Connection
+from falback.config import Config
+from tests.drive_emulator import DriveEmulator, FileInfo
+from tests.helpers import ledger_rows
+
+SA_EMAIL = "falback@demo-project.iam.gserviceaccount.com"
+ALICE = "alice@example.com"
+CHUNK = 1024 * 1024  # tests use 1 MiB chunks so a few MiB cross several chunk boundaries
+
+
+@dataclass(frozen=True)
+class Key:
+    private_pem: str
+    public_pem: bytes
+
+
+@dataclass(frozen=True)
+class Drive:
+    emulator: DriveEmulator
+    drive_id: str  # the shared drive
+    folder_id: str  # GOOGLE_DRIVE_FOLDER_ID: a folder inside it
+
+    def backups(self) -> list[FileInfo]:
+        """Files (not folders) under the configured folder, at any depth."""
+        by_id = {f.id: f for f in self.emulator.files()}
+
+        def under(info: FileInfo) -> bool:
+            parent = info.parents[0] if info.parents else None
+            while parent and parent in by_id:
+                if parent == self.folder_id:
+                    return True
+                parent = by_id[parent].parents[0] if by_id[parent].parents else None
+            return parent == self.folder_id
+
+        return [f for f in by_id.values() if f.content_path is not None and under(f)]
+
+
+def make_key() -> Key:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption()).decode()
+    public = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                           serialization.PublicFormat.SubjectPublicKeyInfo)
+    return Key(private, public)
+
+
+def drive_env(drive: Drive, key: Key, **overrides: str) -> dict[str, str]:
+    """The user's note's variables (the key with escaped newlines, as in an env file),
+    plus the two test-only base URLs and quick retries."""
+    env = {
+        "GOOGLE_DRIVE_PROJECT_ID": "demo-project",
+        "GOOGLE_DRIVE_PRIVATE_KEY_ID": "k1",
+        "GOOGLE_DRIVE_PRIVATE_KEY": key.private_pem.replace("\n", "\\n"),
+        "GOOGLE_DRIVE_CLIENT_EMAIL": SA_EMAIL,
+        "GOOGLE_DRIVE_CLIENT_ID": "1234567890",
+        "GOOGLE_DRIVE_FOLDER_ID": drive.folder_id,
+        "GOOGLE_DRIVE_CHUNK_SIZE": str(CHUNK),
+        "GOOGLE_DRIVE_RETRY_BASE_SECONDS": "0.02",
+        "GOOGLE_DRIVE_MAX_RETRIES": "3",
+        "GOOGLE_DRIVE_TIMEOUT": "10",
+        "GOOGLE_DRIVE_API_BASE_URL": drive.emulator.url,
+        "GOOGLE_DRIVE_TOKEN_URI": drive.emulator.token_uri,
+    }
+    return {**env, **overrides}
+
+
+def only_row(conn: Connection) -> dict[str, Any]:
+    [row] = ledger_rows(conn)
+    return row
+
+
+def start_worker(config: Config) -> subprocess.Popen[str]:
+    """A real `falback worker --burst` in its own process group (so it can be killed whole)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "falback.cli", "worker", "--burst"],
+        env=dict(os.environ, **config.as_env()), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, start_new_session=True,
+    )
+
+
+def children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(p) for p in text.split()]
+
+
+def peak_rss(pid: int) -> int | None:
+    """VmHWM (peak resident set) of a live process, in bytes."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def wait_for(predicate: Any, timeout: float, what: str, step: float = 0.02) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(step)
+
+
+def write_key_file(path: Path, key: Key | None = None, **fields: str) -> Path:
+    """A JSON key file as Cloud Console downloads it."""
+    key = key or make_key()
+    info = {"type": "service_account", "project_id": "demo-project", "private_key_id": "k1",
+            "private_key": key.private_pem, "client_email": SA_EMAIL, "client_id": "1234567890",
+            "token_uri": "https://oauth2.googleapis.com/token", **fields}
+    path.write_text(json.dumps(info))
+    return path
