@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import psycopg2.extras
 from psycopg2 import sql
 
 from db.connection import Connection, Row, fetch_all, fetch_one
@@ -82,6 +81,21 @@ def insert_from_app(conn: Connection, kinds: Sequence[str], limit: int, expiry_d
         return cur.rowcount
 
 
+# A URL already in the ledger (a webhook reported it before the app row existed) is linked
+# to its app row; an unlinked row's kind was a guess, so the app row's variant wins.
+_LINK_ON_CONFLICT = """
+    ON CONFLICT (source_url) DO UPDATE
+    SET source_table = coalesce(ledger.source_table, excluded.source_table),
+        kind = CASE WHEN ledger.source_table IS NULL THEN excluded.kind ELSE ledger.kind END,
+        source_id = coalesce(ledger.source_id, excluded.source_id),
+        variant = coalesce(ledger.variant, excluded.variant),
+        expected_size = coalesce(ledger.expected_size, excluded.expected_size),
+        source_created_at = coalesce(ledger.source_created_at, excluded.source_created_at),
+        expires_at = least(ledger.expires_at, excluded.expires_at),
+        updated_at = now()
+"""
+
+
 def upsert_app_row(conn: Connection, source_table: str, source_id: str, expiry_days: int) -> list[Row]:
     """Create (or link) the ledger rows for one app row's files; return their id, kind, status.
 
@@ -89,23 +103,14 @@ def upsert_app_row(conn: Connection, source_table: str, source_id: str, expiry_d
     """
     with conn.cursor() as cur:
         cur.execute(
-            """
+            f"""
             INSERT INTO ledger (source_url, kind, source_table, source_id, variant,
                                 expected_size, source_created_at, expires_at)
             SELECT f.url, f.kind, f.source_table, f.source_id, f.variant, f.size,
                    f.created_at, f.created_at + make_interval(days => %(days)s)
             FROM falback_app_files f
             WHERE f.source_table = %(table)s AND f.source_id = %(id)s
-            ON CONFLICT (source_url) DO UPDATE
-            SET source_table = coalesce(ledger.source_table, excluded.source_table),
-                -- An unlinked row's kind was a guess; the app row's variant is the truth.
-                kind = CASE WHEN ledger.source_table IS NULL THEN excluded.kind ELSE ledger.kind END,
-                source_id = coalesce(ledger.source_id, excluded.source_id),
-                variant = coalesce(ledger.variant, excluded.variant),
-                expected_size = coalesce(ledger.expected_size, excluded.expected_size),
-                source_created_at = coalesce(ledger.source_created_at, excluded.source_created_at),
-                expires_at = least(ledger.expires_at, excluded.expires_at),
-                updated_at = now()
+            {_LINK_ON_CONFLICT}
             RETURNING id, kind, status, expected_size
             """,
             {"table": source_table, "id": source_id, "days": expiry_days},
@@ -160,18 +165,7 @@ def link_files(conn: Connection, files: Sequence[NewFile], expiry_days: int) -> 
     with conn.cursor() as cur:
         for f in files:
             cur.execute(
-                _NEW_FILE_INSERT
-                + """
-                ON CONFLICT (source_url) DO UPDATE
-                SET source_table = coalesce(ledger.source_table, excluded.source_table),
-                    -- An unlinked row's kind was a guess; the app row's variant is the truth.
-                    kind = CASE WHEN ledger.source_table IS NULL THEN excluded.kind ELSE ledger.kind END,
-                    source_id = coalesce(ledger.source_id, excluded.source_id),
-                    variant = coalesce(ledger.variant, excluded.variant),
-                    expected_size = coalesce(ledger.expected_size, excluded.expected_size),
-                    updated_at = now()
-                RETURNING id, kind, status
-                """,
+                _NEW_FILE_INSERT + _LINK_ON_CONFLICT + "RETURNING id, kind, status",
                 {**f.__dict__, "days": expiry_days},
             )
             rows.extend(fetch_all(cur))
@@ -224,13 +218,6 @@ def claim(conn: Connection, ledger_id: int, worker: str, lease_seconds: int) -> 
         )
         record = fetch_one(cur)
     return LedgerRow.from_record(record) if record else None
-
-
-def get(conn: Connection, ledger_id: int) -> dict[str, Any] | None:
-    with conn.cursor() as cur:
-        cur.execute("SELECT * FROM ledger WHERE id = %s", (ledger_id,))
-        record = fetch_one(cur)
-    return dict(record) if record else None
 
 
 def save_upload_state(conn: Connection, ledger_id: int, session_uri: str | None, offset: int) -> None:
@@ -402,9 +389,3 @@ def not_in_ledger(conn: Connection) -> list[dict[str, Any]]:
             """
         )
         return [dict(r) for r in fetch_all(cur)]
-
-
-def execute_values(conn: Connection, query: str, rows: Sequence[tuple[Any, ...]]) -> None:
-    """Batch insert helper for tests and benchmarks."""
-    with conn.cursor() as cur:
-        psycopg2.extras.execute_values(cur, query, rows, page_size=1000)

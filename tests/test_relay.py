@@ -9,11 +9,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg2
+import psycopg2.extras
 import pytest
 from redis import Redis
 from rq.job import Job
 
-from db import ledger
 from db.connection import Connection, connect, fetch_all, fetch_one
 from db.migrate import migrate
 from falback.config import Config
@@ -142,7 +142,7 @@ def test_new_rows_become_jobs_within_seconds_and_get_backed_up(
 def test_a_burst_is_handled_in_batches(config: Config, conn: Connection) -> None:
     with background(config, "relay") as relay:
         relay.wait_for_log("sweep: ")
-        ledger.execute_values(conn, "INSERT INTO gen_images (image_url) VALUES %s",
+        psycopg2.extras.execute_values(conn.cursor(), "INSERT INTO gen_images (image_url) VALUES %s",
                               [(f"https://fal.media/files/burst/{i}.png",) for i in range(1200)])
         conn.commit()
         wait_for(lambda: all_queued(conn, 1200), 15, "1200 queued ledger rows")

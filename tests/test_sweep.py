@@ -172,7 +172,7 @@ def test_it_is_bounded_and_batched(
     config: Config, conn: Connection, redis: Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     n = 2500
-    ledger.execute_values(conn, "INSERT INTO gen_images (image_url, file_size) VALUES %s",
+    psycopg2.extras.execute_values(conn.cursor(), "INSERT INTO gen_images (image_url, file_size) VALUES %s",
                           [(f"https://fal.media/files/i/{i}.png", 1000) for i in range(n)])
     conn.commit()
     trips = Trips(monkeypatch, conn)
