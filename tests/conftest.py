@@ -79,6 +79,23 @@ def database_url(servers: Servers) -> Iterator[str]:
 
 
 @pytest.fixture
+def own_database(servers: Servers) -> Iterator[str]:
+    """A database that survives a Postgres restart: unlike `database_url`, no connection
+    is held open across the test."""
+    name = f"restart_{os.getpid()}_{next(_counter)}"
+
+    def admin(statement: str) -> None:
+        conn = psycopg2.connect(servers.postgres_url)
+        conn.autocommit = True
+        conn.cursor().execute(statement)
+        conn.close()
+
+    admin(f"CREATE DATABASE {name} TEMPLATE {_TEMPLATE}")
+    yield servers.database_url(name)
+    admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
 def redis_url(servers: Servers) -> str:
     Redis.from_url(servers.redis.url).flushall()
     return servers.redis.url

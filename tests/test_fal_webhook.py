@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from redis import Redis
 from werkzeug.test import TestResponse
 
-from db.connection import Connection, fetch_all
+from db.connection import Connection, connect, fetch_all
 from falback.config import Config, ConfigError
 from falback.fakecdn import FakeCdn
 from jobs import backup
@@ -512,6 +512,27 @@ def test_postgres_unreachable_is_503(key: Ed25519PrivateKey, hook_config: Config
     closed = hook_config.replace(database_url="postgresql://u@127.0.0.1:1/x")
     assert post(create_app_for(closed).test_client(), key, BODY).status_code == 503
     assert counts(conn) == NOTHING
+
+
+def test_postgres_stopped_is_503_and_fals_retry_succeeds(
+    key: Ed25519PrivateKey, jwks_server: JwksServer, own_database: str, redis_url: str,
+    servers: Servers, tmp_path: Path,
+) -> None:
+    config = Config(database_url=own_database, redis_url=redis_url, data_dir=tmp_path,
+                    fal_jwks_urls=(jwks_server.url,))
+    client = create_app_for(config).test_client()
+    servers.postgres.pause()
+    try:
+        assert post(client, key, BODY).status_code == 503
+    finally:
+        servers.postgres.resume()
+    retry = post(client, key, BODY)  # fal redelivers the same webhook
+    assert retry.status_code == 200 and retry.json is not None and retry.json["duplicate"] is False
+    conn = connect(own_database)
+    try:
+        assert counts(conn) == {"ledger": 1, "deliveries": 1, "blobs": 0}
+    finally:
+        conn.close()
 
 
 # --- done when -------------------------------------------------------------------------

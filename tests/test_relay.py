@@ -212,21 +212,6 @@ def test_rows_arriving_while_redis_is_down_stay_pending_then_get_backed_up(
     assert set(statuses(conn).values()) == {"done"}
 
 
-@pytest.fixture
-def own_database(servers: Servers) -> Iterator[str]:
-    """A database whose fixtures survive a Postgres restart (the shared ones hold a
-    connection across the test)."""
-    admin = psycopg2.connect(servers.postgres_url)
-    admin.autocommit = True
-    admin.cursor().execute("CREATE DATABASE relay_restart TEMPLATE falback_template")
-    admin.close()
-    yield servers.database_url("relay_restart")
-    admin = psycopg2.connect(servers.postgres_url)
-    admin.autocommit = True
-    admin.cursor().execute("DROP DATABASE IF EXISTS relay_restart WITH (FORCE)")
-    admin.close()
-
-
 def test_the_relay_reconnects_after_postgres_restarts(
     own_database: str, redis_url: str, servers: Servers, cdn: FakeCdn, tmp_path: Path
 ) -> None:
