@@ -108,8 +108,7 @@ def upsert_app_row(conn: Connection, source_table: str, source_id: str, expiry_d
                                 expected_size, source_created_at, expires_at)
             SELECT f.url, f.kind, f.source_table, f.source_id, f.variant, f.size,
                    f.created_at, f.created_at + make_interval(days => %(days)s)
-            FROM falback_app_files f
-            WHERE f.source_table = %(table)s AND f.source_id = %(id)s
+            FROM falback_app_row_files(%(table)s, %(id)s) f
             {_LINK_ON_CONFLICT}
             RETURNING id, kind, status, expected_size
             """,
@@ -315,8 +314,7 @@ def sync_app_row(conn: Connection, source_table: str | None, source_id: str | No
         cur.execute(
             f"""
             SELECT f.variant, l.status, l.destination, l.destination_url, l.done_at, l.last_error
-            FROM falback_app_files f LEFT JOIN ledger l ON l.source_url = f.url
-            WHERE f.source_table = %s AND f.source_id = %s
+            FROM falback_app_row_files(%s, %s) f LEFT JOIN ledger l ON l.source_url = f.url
             ORDER BY {_PRIORITY.replace("kind", "f.kind")}
             """,
             (source_table, source_id),

@@ -35,3 +35,11 @@ def test_a_linked_row_keeps_its_link(conn: Connection, cdn: FakeCdn) -> None:
     assert [r["kind"] for r in again] == ["regular"]
     [row] = ledger_rows(conn)
     assert (row["kind"], row["source_id"]) == ("regular", str(video_id))
+
+
+def test_an_id_of_the_wrong_type_or_an_unknown_table_matches_nothing(conn: Connection, cdn: FakeCdn) -> None:
+    add_video(conn, cdn, 1)
+    assert ledger.upsert_app_row(conn, "gen_videos", "not-a-number", 7) == []
+    assert ledger.upsert_app_row(conn, "gen_videos", "99999999999999999999", 7) == []
+    assert ledger.upsert_app_row(conn, "other_table", "1", 7) == []
+    assert len(ledger.upsert_app_row(conn, "gen_videos", "1", 7)) == 1

@@ -1,12 +1,15 @@
 -- Compatibility with the app's own tables (the user's planning note): backup columns on
 -- gen_videos and gen_images, the falback_app_files view (every file the app tables hold,
--- one row per URL column) and the backup_status_summary view. Re-applied on every
+-- one row per URL column), falback_app_row_files(table, id) (the same for one app row,
+-- through the table's primary key) and the backup_status_summary view. Re-applied on every
 -- `falback migrate`, so it catches up when the app tables appear after the ledger. Every
 -- statement is idempotent and skips a table that does not exist.
 DO $$
 DECLARE
     t text;
     parts text[] := ARRAY[]::text[];
+    branches text := '';
+    id_type text;
 BEGIN
     FOREACH t IN ARRAY ARRAY['gen_videos', 'gen_images'] LOOP
         IF to_regclass('public.' || t) IS NOT NULL THEN
@@ -20,22 +23,34 @@ BEGIN
         END IF;
     END LOOP;
 
+    -- Each table's files as SELECTs; `%s` is where the one-row filter goes.
     IF to_regclass('public.gen_videos') IS NOT NULL THEN
-        parts := parts || ARRAY[
-            $q$SELECT 'gen_videos'::text AS source_table, id::text AS source_id,
+        id_type := format_type((SELECT atttypid FROM pg_attribute
+                                WHERE attrelid = 'public.gen_videos'::regclass AND attname = 'id'), NULL);
+        t := $q$SELECT 'gen_videos'::text AS source_table, id::text AS source_id,
                       'upscale'::text AS variant, 'upscale'::text AS kind,
                       upscale_video_url AS url, upscale_file_size::bigint AS size, created_at
-               FROM public.gen_videos WHERE upscale_video_url IS NOT NULL$q$,
-            $q$SELECT 'gen_videos'::text AS source_table, id::text AS source_id,
-                      'regular'::text AS variant, 'regular'::text AS kind,
-                      video_url AS url, file_size::bigint AS size, created_at
-               FROM public.gen_videos WHERE video_url IS NOT NULL$q$];
+               FROM public.gen_videos WHERE upscale_video_url IS NOT NULL %s
+               UNION ALL
+               SELECT 'gen_videos'::text, id::text, 'regular'::text, 'regular'::text,
+                      video_url, file_size::bigint, created_at
+               FROM public.gen_videos WHERE video_url IS NOT NULL %s$q$;
+        parts := array_append(parts, format(t, '', ''));
+        branches := branches || format(
+            'IF p_table = %L THEN RETURN QUERY %s; END IF; ', 'gen_videos',
+            format(t, 'AND id = p_id::' || id_type, 'AND id = p_id::' || id_type));
     END IF;
     IF to_regclass('public.gen_images') IS NOT NULL THEN
-        parts := array_append(parts, $q$SELECT 'gen_images'::text AS source_table,
-                      id::text AS source_id, 'image'::text AS variant, 'image'::text AS kind,
+        id_type := format_type((SELECT atttypid FROM pg_attribute
+                                WHERE attrelid = 'public.gen_images'::regclass AND attname = 'id'), NULL);
+        t := $q$SELECT 'gen_images'::text AS source_table, id::text AS source_id,
+                      'image'::text AS variant, 'image'::text AS kind,
                       image_url AS url, file_size::bigint AS size, created_at
-                             FROM public.gen_images WHERE image_url IS NOT NULL$q$);
+               FROM public.gen_images WHERE image_url IS NOT NULL %s$q$;
+        parts := array_append(parts, format(t, ''));
+        branches := branches || format(
+            'IF p_table = %L THEN RETURN QUERY %s; END IF; ', 'gen_images',
+            format(t, 'AND id = p_id::' || id_type));
     END IF;
     IF cardinality(parts) = 0 THEN
         RETURN;
@@ -44,6 +59,19 @@ BEGIN
     EXECUTE 'DROP VIEW IF EXISTS public.backup_status_summary';
     EXECUTE 'CREATE OR REPLACE VIEW public.falback_app_files AS '
         || array_to_string(parts, ' UNION ALL ');
+    -- The files of one app row. Filtering the view by source_id would compare id::text and
+    -- scan the whole table; this casts the argument instead, so the primary key is used.
+    -- An id that is not of the column's type matches nothing.
+    EXECUTE format($f$
+        CREATE OR REPLACE FUNCTION public.falback_app_row_files(p_table text, p_id text)
+        RETURNS SETOF public.falback_app_files LANGUAGE plpgsql STABLE AS $body$
+        BEGIN
+            %s
+        EXCEPTION WHEN invalid_text_representation OR numeric_value_out_of_range THEN
+            RETURN;
+        END
+        $body$
+    $f$, branches);
     -- One row per file type, highest priority first. Files with no ledger row yet count
     -- as not started.
     EXECUTE $v$
