@@ -24,7 +24,7 @@ BACKFILL_TYPES: dict[str, tuple[str, ...]] = {
     "all": KINDS,
 }
 APP_TABLES = ("gen_videos", "gen_images")
-_PRIORITY = "CASE kind WHEN 'upscale' THEN 1 WHEN 'regular' THEN 2 ELSE 3 END"
+PRIORITY_ORDER = "CASE kind WHEN 'upscale' THEN 1 WHEN 'regular' THEN 2 ELSE 3 END"
 
 
 @dataclass(frozen=True)
@@ -60,8 +60,10 @@ def app_files_exist(conn: Connection) -> bool:
         return bool(row and row["present"])
 
 
-def insert_from_app(conn: Connection, kinds: Sequence[str], limit: int, expiry_days: int) -> int:
-    """Create ledger rows for app files that have none, oldest first; return how many."""
+def insert_from_app(conn: Connection, kinds: Sequence[str], limit: int, expiry_days: int) -> list[Row]:
+    """Create ledger rows for app files that have none, most valuable and oldest first;
+    return the id and kind of the rows created (a row a concurrent relay or webhook
+    created first is not among them)."""
     with conn.cursor() as cur:
         cur.execute(
             f"""
@@ -72,13 +74,14 @@ def insert_from_app(conn: Connection, kinds: Sequence[str], limit: int, expiry_d
             FROM falback_app_files f
             WHERE f.kind = ANY(%(kinds)s)
               AND NOT EXISTS (SELECT 1 FROM ledger l WHERE l.source_url = f.url)
-            ORDER BY {_PRIORITY}, f.created_at, f.source_id
+            ORDER BY {PRIORITY_ORDER}, f.created_at, f.source_id
             LIMIT %(limit)s
             ON CONFLICT (source_url) DO NOTHING
+            RETURNING id, kind
             """,
             {"kinds": list(kinds), "limit": limit, "days": expiry_days},
         )
-        return cur.rowcount
+        return fetch_all(cur)
 
 
 # A URL already in the ledger (a webhook reported it before the app row existed) is linked
@@ -178,7 +181,7 @@ def pending_rows(conn: Connection, kinds: Sequence[str], limit: int) -> list[dic
             f"""
             SELECT id, kind, expected_size FROM ledger
             WHERE status = 'pending' AND kind = ANY(%(kinds)s)
-            ORDER BY {_PRIORITY}, expires_at NULLS LAST, id
+            ORDER BY {PRIORITY_ORDER}, expires_at NULLS LAST, id
             LIMIT %(limit)s
             """,
             {"kinds": list(kinds), "limit": limit},
@@ -315,7 +318,7 @@ def sync_app_row(conn: Connection, source_table: str | None, source_id: str | No
             f"""
             SELECT f.variant, l.status, l.destination, l.destination_url, l.done_at, l.last_error
             FROM falback_app_row_files(%s, %s) f LEFT JOIN ledger l ON l.source_url = f.url
-            ORDER BY {_PRIORITY.replace("kind", "f.kind")}
+            ORDER BY {PRIORITY_ORDER.replace("kind", "f.kind")}
             """,
             (source_table, source_id),
         )
@@ -367,7 +370,7 @@ def status_report(conn: Connection) -> list[dict[str, Any]]:
                    coalesce(sum(size_bytes) FILTER (WHERE status = 'done'), 0)::bigint AS bytes_done,
                    coalesce(sum(coalesce(size_bytes, expected_size, 0))
                        FILTER (WHERE status NOT IN ('done', 'gone')), 0)::bigint AS bytes_remaining
-            FROM ledger GROUP BY kind ORDER BY {_PRIORITY}
+            FROM ledger GROUP BY kind ORDER BY {PRIORITY_ORDER}
             """
         )
         return [dict(r) for r in fetch_all(cur)]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from db.connection import Connection, Row, fetch_all
-from db.ledger import _PRIORITY
+from db.ledger import PRIORITY_ORDER
 
 # The sweep's own reason on a row it gives up on, so an operator can tell it apart.
 LEASE_LOST = "the worker stopped mid-copy (lease expired)"
@@ -29,32 +29,6 @@ def unlock(conn: Connection) -> None:
     with conn.cursor() as cur:
         cur.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
     conn.commit()
-
-
-def create_missing(conn: Connection, limit: int, expiry_days: int) -> list[Row]:
-    """Ledger rows for app files that have none, most valuable and oldest first.
-
-    Same INSERT ... SELECT as ledger.insert_from_app, but returns (id, kind) so the
-    caller can enqueue exactly the rows it created; a concurrent relay or webhook that
-    created a row first wins the ON CONFLICT and that row is not returned here.
-    """
-    with conn.cursor() as cur:
-        cur.execute(
-            f"""
-            INSERT INTO ledger (source_url, kind, source_table, source_id, variant,
-                                expected_size, source_created_at, expires_at)
-            SELECT f.url, f.kind, f.source_table, f.source_id, f.variant, f.size,
-                   f.created_at, f.created_at + make_interval(days => %(days)s)
-            FROM falback_app_files f
-            WHERE NOT EXISTS (SELECT 1 FROM ledger l WHERE l.source_url = f.url)
-            ORDER BY {_PRIORITY}, f.created_at, f.source_id
-            LIMIT %(limit)s
-            ON CONFLICT (source_url) DO NOTHING
-            RETURNING id, kind
-            """,
-            {"limit": limit, "days": expiry_days},
-        )
-        return fetch_all(cur)
 
 
 def queued_page(conn: Connection, after_id: int, size: int) -> list[Row]:
@@ -135,7 +109,7 @@ def requeue_expired_leases(conn: Connection, limit: int) -> list[Row]:
                 lease_expires_at = NULL, last_error = %(reason)s
             WHERE id IN (SELECT id FROM ledger
                          WHERE status = 'copying' AND lease_expires_at < now()
-                         ORDER BY {_PRIORITY}, expires_at NULLS LAST, id
+                         ORDER BY {PRIORITY_ORDER}, expires_at NULLS LAST, id
                          LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
               AND status = 'copying' AND lease_expires_at < now()
             RETURNING id, kind

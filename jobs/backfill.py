@@ -66,7 +66,7 @@ def backfill(
             "no app tables found (gen_videos / gen_images); run `falback migrate` after they exist"
         )
     summary = BackfillSummary(type_, limit, dry_run)
-    summary.new_ledger_rows = ledger.insert_from_app(conn, kinds, limit, config.expiry_days)
+    summary.new_ledger_rows = len(ledger.insert_from_app(conn, kinds, limit, config.expiry_days))
     rows = ledger.pending_rows(conn, kinds, limit)
     for row in rows:
         kind = summary.per_kind.setdefault(row["kind"], {"files": 0, "bytes": 0})

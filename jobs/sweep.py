@@ -91,7 +91,8 @@ def _sweep(config: Config, conn: Connection, redis: Redis, limit: int) -> SweepC
     pending = [(r["id"], r["kind"]) for r in ledger.pending_rows(conn, ledger.KINDS, limit)]
     created: list[tuple[int, str]] = []
     if ledger.app_files_exist(conn):
-        created = [(r["id"], r["kind"]) for r in sweeps.create_missing(conn, limit, config.expiry_days)]
+        new_rows = ledger.insert_from_app(conn, ledger.KINDS, limit, config.expiry_days)
+        created = [(r["id"], r["kind"]) for r in new_rows]
     conn.commit()  # new rows are safe as 'pending' before any job exists
     _delete_finished_jobs(redis, [i for i, _ in pending], _LIVE)
     enqueue_rows(conn, redis, config, created + pending)
