@@ -44,6 +44,7 @@ class LedgerRow:
     upload_session_uri: str | None
     upload_offset: int | None
     source_created_at: datetime | None
+    claimed_by: str | None = None  # set by claim(): the owner every later write must name
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> LedgerRow:
@@ -85,11 +86,13 @@ def insert_from_app(conn: Connection, kinds: Sequence[str], limit: int, expiry_d
 
 
 # A URL already in the ledger (a webhook reported it before the app row existed) is linked
-# to its app row; an unlinked row's kind was a guess, so the app row's variant wins.
+# to its app row; an unlinked row's kind was a guess, so the app row's variant wins, as
+# long as no attempt has started (the destination's path depends on the kind).
 _LINK_ON_CONFLICT = """
     ON CONFLICT (source_url) DO UPDATE
     SET source_table = coalesce(ledger.source_table, excluded.source_table),
-        kind = CASE WHEN ledger.source_table IS NULL THEN excluded.kind ELSE ledger.kind END,
+        kind = CASE WHEN ledger.source_table IS NULL AND ledger.status IN ('pending', 'queued')
+                    THEN excluded.kind ELSE ledger.kind END,
         source_id = coalesce(ledger.source_id, excluded.source_id),
         variant = coalesce(ledger.variant, excluded.variant),
         expected_size = coalesce(ledger.expected_size, excluded.expected_size),
@@ -212,7 +215,10 @@ def claim(conn: Connection, ledger_id: int, worker: str, lease_seconds: int) -> 
                 lease_expires_at = now() + make_interval(secs => %(lease)s),
                 next_attempt_at = NULL, updated_at = now()
             WHERE id = %(id)s
-              AND (status IN ('pending', 'queued', 'retrying')
+              AND (status IN ('pending', 'queued')
+                   -- A retry waits out its backoff (a duplicate job must not run it early).
+                   OR (status = 'retrying'
+                       AND coalesce(next_attempt_at, now()) <= now() + interval '5 seconds')
                    OR (status = 'copying' AND lease_expires_at < now()))
             RETURNING {_ROW_COLUMNS}
             """,
@@ -222,18 +228,26 @@ def claim(conn: Connection, ledger_id: int, worker: str, lease_seconds: int) -> 
     return LedgerRow.from_record(record) if record else None
 
 
-def save_upload_state(conn: Connection, ledger_id: int, session_uri: str | None, offset: int) -> None:
+# A worker changes a row only while it holds the claim: after its lease ran out and
+# another worker took the row, its late writes change nothing.
+_OWNED = "id = %s AND status = 'copying' AND claimed_by = %s"
+
+
+def save_upload_state(
+    conn: Connection, ledger_id: int, owner: str, session_uri: str | None, offset: int
+) -> None:
     with conn.cursor() as cur:
         cur.execute(
             "UPDATE ledger SET upload_session_uri = %s, upload_offset = %s, updated_at = now()"
-            " WHERE id = %s AND status = 'copying'",
-            (session_uri, offset, ledger_id),
+            f" WHERE {_OWNED}",
+            (session_uri, offset, ledger_id, owner),
         )
 
 
 def record_done(
     conn: Connection,
     ledger_id: int,
+    owner: str,
     *,
     destination: str,
     destination_id: str,
@@ -243,62 +257,62 @@ def record_done(
 ) -> bool:
     with conn.cursor() as cur:
         cur.execute(
-            """
+            f"""
             UPDATE ledger
             SET status = 'done', destination = %s, destination_id = %s, destination_url = %s,
                 size_bytes = %s, md5 = %s, last_error = NULL, done_at = now(), updated_at = now(),
                 claimed_by = NULL, lease_expires_at = NULL,
                 upload_session_uri = NULL, upload_offset = NULL
-            WHERE id = %s AND status = 'copying'
+            WHERE {_OWNED}
             """,
-            (destination, destination_id, destination_url, size, md5, ledger_id),
+            (destination, destination_id, destination_url, size, md5, ledger_id, owner),
         )
         return cur.rowcount == 1
 
 
-def record_retry(conn: Connection, ledger_id: int, error: str, delay_seconds: int) -> bool:
+def record_retry(conn: Connection, ledger_id: int, owner: str, error: str, delay_seconds: float) -> bool:
     with conn.cursor() as cur:
         cur.execute(
-            """
+            f"""
             UPDATE ledger
             SET status = 'retrying', last_error = %s, updated_at = now(),
                 next_attempt_at = now() + make_interval(secs => %s),
                 claimed_by = NULL, lease_expires_at = NULL
-            WHERE id = %s AND status = 'copying'
+            WHERE {_OWNED}
             """,
-            (error, delay_seconds, ledger_id),
+            (error, delay_seconds, ledger_id, owner),
         )
         return cur.rowcount == 1
 
 
-def record_paused(conn: Connection, ledger_id: int, error: str, until: datetime) -> bool:
+def record_paused(conn: Connection, ledger_id: int, owner: str, error: str, until: datetime) -> bool:
     """The destination paused uploads mid-attempt (Drive's daily cap): 'retrying' at `until`,
     and the attempt does not count."""
     with conn.cursor() as cur:
         cur.execute(
-            """
+            f"""
             UPDATE ledger
             SET status = 'retrying', attempts = greatest(attempts - 1, 0), last_error = %s,
                 next_attempt_at = %s, updated_at = now(), claimed_by = NULL, lease_expires_at = NULL
-            WHERE id = %s AND status = 'copying'
+            WHERE {_OWNED}
             """,
-            (error, until, ledger_id),
+            (error, until, ledger_id, owner),
         )
         return cur.rowcount == 1
 
 
-def record_final(conn: Connection, ledger_id: int, status: str, error: str) -> bool:
+def record_final(conn: Connection, ledger_id: int, owner: str, status: str, error: str) -> bool:
     """End the row as 'failed' or 'gone' with a readable reason."""
     assert status in ("failed", "gone")
     with conn.cursor() as cur:
         cur.execute(
-            """
+            f"""
             UPDATE ledger
             SET status = %s, last_error = %s, updated_at = now(),
                 claimed_by = NULL, lease_expires_at = NULL, next_attempt_at = NULL
-            WHERE id = %s AND status = 'copying'
+            WHERE {_OWNED}
             """,
-            (status, error, ledger_id),
+            (status, error, ledger_id, owner),
         )
         return cur.rowcount == 1
 
@@ -311,7 +325,8 @@ def sync_app_row(conn: Connection, source_table: str | None, source_id: str | No
     (the upscaled video when there is one): Drive copies in backup_drive_url, copies
     elsewhere in backup_storage_url.
     """
-    if source_table not in APP_TABLES or source_id is None:
+    # The app tables may live in another database (rows linked by webhooks only).
+    if source_table not in APP_TABLES or source_id is None or not app_files_exist(conn):
         return
     with conn.cursor() as cur:
         cur.execute(

@@ -29,6 +29,7 @@ class FakeFile:
     seed: int
     content_type: str = "application/octet-stream"
     status: int | None = None  # e.g. 404 (expired), 500, 429
+    retry_after: int | None = None  # a Retry-After header on an error status
     redirect_to: str | None = None
     truncate_at: int | None = None  # close the connection after this many body bytes ...
     truncate_times: int = 1_000_000  # ... on this many responses, then serve whole
@@ -120,7 +121,8 @@ class _Handler(BaseHTTPRequestHandler):
             with self.cdn.lock:
                 file.requests.append(self.headers.get("Range", ""))
         if file is None or file.status is not None:
-            self._empty(file.status if file and file.status else 404)
+            self._empty(file.status if file and file.status else 404,
+                        file.retry_after if file else None)
             return
         if file.redirect_to:
             self.send_response(302)
@@ -172,7 +174,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
             self.connection.shutdown(2)
 
-    def _empty(self, status: int) -> None:
+    def _empty(self, status: int, retry_after: int | None = None) -> None:
         self.send_response(status)
+        if retry_after is not None:
+            self.send_header("Retry-After", str(retry_after))
         self.send_header("Content-Length", "0")
         self.end_headers()

@@ -25,7 +25,7 @@ from jobs.copy import copy_file
 from jobs.destinations import from_config
 from jobs.destinations.base import Destination
 from jobs.errors import DestinationPaused, PermanentError, SourceGone
-from jobs.fetch import SourceFetcher
+from jobs.fetch import SourceFetcher, loggable_url
 
 log = logging.getLogger(__name__)
 
@@ -73,14 +73,18 @@ def backup_file(ledger_id: int) -> str | Retry:
         if paused is not None:
             logger.info("%s uploads are paused until %s; rescheduled", destination.name, paused)
             return _later(paused)
-        row = ledger.claim(conn, ledger_id, owner, config.job_timeout_seconds + 60)
+        # The lease outlives the job's own timeout (set when it was enqueued, perhaps under
+        # another configuration), so a live attempt never loses its row to a sweep.
+        timeout = job.timeout if job and job.timeout else config.job_timeout_seconds
+        row = ledger.claim(conn, ledger_id, owner, int(timeout) + 60)
         if row is None:
             conn.commit()
             logger.info("not claimable (finished, or another worker holds it)")
             return "skipped"
         ledger.sync_app_row(conn, row.source_table, row.source_id)
         conn.commit()
-        logger.info("claimed, attempt %d of %d: %s", row.attempts, config.max_attempts, row.source_url)
+        logger.info("claimed, attempt %d of %d: %s", row.attempts, config.max_attempts,
+                    loggable_url(row.source_url))
         return _attempt(conn, config, row, destination, logger)
     finally:
         conn.close()
@@ -89,7 +93,7 @@ def backup_file(ledger_id: int) -> str | Retry:
 def _attempt(conn: Connection, config: Config, row: ledger.LedgerRow, destination: Destination,
              logger: _Ids) -> str | Retry:
     def save_state(session_uri: str | None, offset: int) -> None:
-        ledger.save_upload_state(conn, row.id, session_uri, offset)
+        ledger.save_upload_state(conn, row.id, _owner(row), session_uri, offset)
         conn.commit()
 
     fetcher = SourceFetcher(config)
@@ -108,17 +112,24 @@ def _attempt(conn: Connection, config: Config, row: ledger.LedgerRow, destinatio
                            f"gave up after {row.attempts} attempts: {message}", logger)
         conn.rollback()
         delay = config.retry_intervals()[row.attempts - 1]
-        ledger.record_retry(conn, row.id, message, delay)
+        # A source's Retry-After wins; an RQ retry that comes earlier finds the row not
+        # yet due and leaves it to the sweep.
+        retry_after = getattr(e, "retry_after", None)
+        if retry_after:
+            delay = max(delay, math.ceil(retry_after))
+        if not ledger.record_retry(conn, row.id, _owner(row), message, delay):
+            return _lost(conn, logger)
         ledger.sync_app_row(conn, row.source_table, row.source_id)
         conn.commit()
         logger.warning("attempt %d failed, retrying in %ds: %s", row.attempts, delay, message)
         raise
     finally:
         fetcher.close()
-    ledger.record_done(
-        conn, row.id, destination=stored.destination, destination_id=stored.id,
+    if not ledger.record_done(
+        conn, row.id, _owner(row), destination=stored.destination, destination_id=stored.id,
         destination_url=stored.url, size=stored.size, md5=stored.md5,
-    )
+    ):
+        return _lost(conn, logger)
     ledger.sync_app_row(conn, row.source_table, row.source_id)
     conn.commit()
     logger.info("done: %d bytes, md5 %s, at %s %s", stored.size, stored.md5,
@@ -131,11 +142,24 @@ def _pause(conn: Connection, row: ledger.LedgerRow, destination: str, error: Des
     """Pause the destination for every job, and give this row its attempt back."""
     conn.rollback()
     destinations.pause(conn, destination, error.until, str(error))
-    ledger.record_paused(conn, row.id, str(error), error.until)
+    ledger.record_paused(conn, row.id, _owner(row), str(error), error.until)
     ledger.sync_app_row(conn, row.source_table, row.source_id)
     conn.commit()
     logger.warning("paused: %s", error)
     return _later(error.until)
+
+
+def _owner(row: ledger.LedgerRow) -> str:
+    assert row.claimed_by is not None, "rows reach a job only through claim()"
+    return row.claimed_by
+
+
+def _lost(conn: Connection, logger: _Ids) -> str:
+    """The lease ran out mid-attempt and the row went to another attempt: this one's
+    result is not recorded (the destination's own checks keep the copy single)."""
+    conn.rollback()
+    logger.error("lost the claim before recording the result (lease expired); left to the new owner")
+    return "lost"
 
 
 def _later(until: datetime) -> Retry:
@@ -145,7 +169,8 @@ def _later(until: datetime) -> Retry:
 
 def _finish(conn: Connection, row: ledger.LedgerRow, status: str, error: str, logger: _Ids) -> str:
     conn.rollback()
-    ledger.record_final(conn, row.id, status, error)
+    if not ledger.record_final(conn, row.id, _owner(row), status, error):
+        return _lost(conn, logger)
     ledger.sync_app_row(conn, row.source_table, row.source_id)
     conn.commit()
     logger.warning("%s: %s", status, error)

@@ -49,13 +49,30 @@ def host_allowed(host: str, allowed: tuple[str, ...]) -> bool:
 
 
 def address_allowed(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, allow_loopback: bool) -> bool:
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        embedded = _embedded_ipv4(ip)
+        if embedded is not None:
+            return address_allowed(embedded, allow_loopback)
     if allow_loopback and ip.is_loopback:
         return True
     # is_global is False for private, loopback, link-local (169.254/16, the metadata
     # address), shared (100.64/10), reserved and unspecified ranges.
     return ip.is_global and not ip.is_multicast
+
+
+# NAT64 prefixes (RFC 6052, RFC 8215) carry an IPv4 address in their last 32 bits.
+_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address stands for (mapped, 6to4, NAT64, compatible)."""
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if any(ip in net for net in _NAT64) or (int(ip) >> 32 == 0 and int(ip) > 1):
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
 
 
 def _checked_address(host: str, port: int, allow_loopback: bool) -> str:
@@ -131,7 +148,7 @@ class SourceStream:
                             f" {self.total or 'unknown'} after {resumes} resumes: {_brief(e)}"
                         ) from e
                     resumes += 1
-                    log.info("resuming %s at byte %d (resume %d)", self.url, received, resumes)
+                    log.info("resuming %s at byte %d (resume %d)", loggable_url(self.url), received, resumes)
                     response = self.fetcher.request(self.url, start=received)
                     self._check_resumed(response, received)
         finally:
@@ -153,6 +170,9 @@ class SourceFetcher:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.session = requests.Session()
+        # Proxies (HTTP(S)_PROXY) would connect through a pool the guard does not cover,
+        # and .netrc would add credentials: the environment is not consulted.
+        self.session.trust_env = False
         adapter = _guarded_adapter(config.allow_loopback_sources)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
@@ -195,7 +215,7 @@ class SourceFetcher:
     def check_url(self, url: str) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise PermanentError(f"not an http(s) URL: {url[:200]!r}")
+            raise PermanentError(f"not an http(s) URL: {loggable_url(url)!r}")
         if parts.username or parts.password:
             raise PermanentError("source URLs with credentials are not fetched")
         if not host_allowed(parts.hostname, self.config.source_hosts):
@@ -232,6 +252,14 @@ def _content_length(response: requests.Response) -> int | None:
 def _retry_after(response: requests.Response) -> float | None:
     value = response.headers.get("Retry-After", "")
     return float(value) if value.isdigit() else None
+
+
+def loggable_url(url: str) -> str:
+    """The URL without its query string: signed CDN URLs carry bearer tokens there."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        return url[:80]
+    return f"{parts.scheme}://{parts.hostname}{parts.path}"[:300]
 
 
 def _host(url: str) -> str:

@@ -179,3 +179,54 @@ def test_a_copy_already_at_the_destination_is_not_made_again(
     [again] = ledger_rows(conn)
     assert again["status"] == "done" and again["md5"] == row["md5"]
     assert len(cdn.file(row["source_url"]).requests) == 1
+
+
+def test_a_worker_that_lost_its_claim_cannot_record(
+    config: Config, conn: Connection, cdn: FakeCdn, redis: Redis
+) -> None:
+    """After A's lease ran out and B took the row, A's late writes change nothing."""
+    add_image(conn, cdn, 1)
+    backfill_all(config, conn, redis)
+    row_id = ledger_rows(conn)[0]["id"]
+    assert ledger.claim(conn, row_id, "worker-a", 60) is not None
+    with conn.cursor() as cur:
+        cur.execute("UPDATE ledger SET lease_expires_at = now() - interval '1 second'")
+    assert ledger.claim(conn, row_id, "worker-b", 60) is not None
+    assert not ledger.record_done(conn, row_id, "worker-a", destination="local", destination_id="x",
+                                  destination_url="file:///x", size=1, md5="0" * 32)
+    assert not ledger.record_final(conn, row_id, "worker-a", "failed", "late")
+    assert not ledger.record_retry(conn, row_id, "worker-a", "late", 10)
+    ledger.save_upload_state(conn, row_id, "worker-a", "https://session", 5)
+    conn.commit()
+    [row] = ledger_rows(conn)
+    assert (row["status"], row["claimed_by"], row["upload_session_uri"]) == ("copying", "worker-b", None)
+
+
+def test_a_retry_is_not_claimed_before_its_backoff_ends(
+    config: Config, conn: Connection, cdn: FakeCdn, redis: Redis
+) -> None:
+    add_image(conn, cdn, 1)
+    backfill_all(config, conn, redis)
+    row_id = ledger_rows(conn)[0]["id"]
+    assert ledger.claim(conn, row_id, "worker-a", 60) is not None
+    assert ledger.record_retry(conn, row_id, "worker-a", "source answered 503", 60)
+    assert ledger.claim(conn, row_id, "duplicate-job", 60) is None
+    with conn.cursor() as cur:
+        cur.execute("UPDATE ledger SET next_attempt_at = now()")
+    assert ledger.claim(conn, row_id, "the-retry", 60) is not None
+    conn.commit()
+
+
+def test_a_sources_retry_after_sets_the_next_attempt(
+    config: Config, conn: Connection, cdn: FakeCdn, redis: Redis
+) -> None:
+    add_image(conn, cdn, 1, status=429, retry_after=600)
+    backfill_all(config, conn, redis)
+    run_worker(config)
+    [row] = ledger_rows(conn)
+    assert row["status"] == "retrying" and row["last_error"] == "source answered 429 from 127.0.0.1"
+    with conn.cursor() as cur:
+        cur.execute("SELECT extract(epoch FROM next_attempt_at - now()) AS wait FROM ledger")
+        wait = fetch_all(cur)[0]["wait"]
+    conn.commit()
+    assert 590 < wait <= 600  # not the configured 1 s backoff

@@ -12,7 +12,7 @@ import pytest
 from falback.config import Config
 from falback.fakecdn import FakeCdn
 from jobs.errors import PermanentError, SourceGone, TransientError
-from jobs.fetch import SourceFetcher, address_allowed, host_allowed
+from jobs.fetch import SourceFetcher, address_allowed, host_allowed, loggable_url
 
 
 @pytest.fixture
@@ -168,3 +168,27 @@ def test_memory_stays_flat_while_streaming(fetch_config: Config, cdn: FakeCdn) -
         tracemalloc.stop()
     assert size == 64 * 1024 * 1024
     assert peak < 8 * 1024 * 1024, f"peak {peak} bytes"
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["64:ff9b::a9fe:a9fe", "64:ff9b:1::a9fe:a9fe", "2002:a9fe:a9fe::1", "::a9fe:a9fe",
+     "::ffff:169.254.169.254"],
+)
+def test_ipv6_forms_of_a_blocked_ipv4_address_are_blocked(address: str) -> None:
+    assert address_allowed(ipaddress.ip_address(address), True) is False
+
+
+def test_proxy_settings_in_the_environment_are_not_used(
+    fetch_config: Config, cdn: FakeCdn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A proxy would connect through a pool the address guard does not cover."""
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:1")
+    monkeypatch.setenv("http_proxy", "http://127.0.0.1:1")
+    url = cdn.add("/files/b/x/p.png", 1000)
+    assert md5_of(SourceFetcher(fetch_config), url) == (1000, cdn.file(url).md5())
+
+
+def test_urls_are_logged_without_their_query_string() -> None:
+    assert loggable_url("https://v3b.fal.media/files/b/x/a.mp4?identity=secret") == (
+        "https://v3b.fal.media/files/b/x/a.mp4")

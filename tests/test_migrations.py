@@ -64,3 +64,16 @@ def test_app_tables_that_appear_later_get_the_compat_columns(empty_database: str
         cur.execute("SELECT file_type, total_files, not_started FROM backup_status_summary")
         assert [(r["file_type"], r["total_files"], r["not_started"]) for r in fetch_all(cur)] == [
             ("upscale", 1, 1), ("regular", 1, 1), ("image", 1, 1)]
+
+
+def test_linked_rows_work_without_app_tables_in_this_database(empty_database: str) -> None:
+    """Webhooks may link files to app rows that live in another database."""
+    from db import ledger
+
+    migrate(empty_database)
+    with connection(empty_database) as conn:
+        [row] = ledger.link_files(conn, [ledger.NewFile(
+            source_url="https://v3.fal.media/files/a.mp4", kind="upscale",
+            source_table="gen_videos", source_id="7", variant="upscale")], 7)
+        ledger.sync_app_row(conn, "gen_videos", "7")  # nothing to keep in step; no error
+        assert ledger.claim(conn, row["id"], "worker", 60) is not None
