@@ -317,6 +317,25 @@ def record_final(conn: Connection, ledger_id: int, owner: str, status: str, erro
         return cur.rowcount == 1
 
 
+def reset_failed(conn: Connection, kinds: Sequence[str]) -> list[Row]:
+    """Give 'failed' rows a fresh set of attempts ('pending' again); return id and kind.
+
+    For after the cause is fixed (a Drive folder shared again, a key replaced): the
+    reason stays in last_error until the next attempt.
+    """
+    with conn.cursor() as cur:
+        cur.execute(
+            """
+            UPDATE ledger SET status = 'pending', attempts = 0, next_attempt_at = NULL,
+                              upload_session_uri = NULL, upload_offset = NULL, updated_at = now()
+            WHERE status = 'failed' AND kind = ANY(%s)
+            RETURNING id, kind, source_table, source_id
+            """,
+            (list(kinds),),
+        )
+        return fetch_all(cur)
+
+
 def sync_app_row(conn: Connection, source_table: str | None, source_id: str | None) -> None:
     """Keep the app row's backup_* columns in step with its files' ledger rows.
 

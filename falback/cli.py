@@ -27,6 +27,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands.add_parser("status", help="backup progress per file type")
     work = commands.add_parser("worker", help="run an RQ worker on the backup queues")
     work.add_argument("--burst", action="store_true", help="exit when the queues are empty")
+    retry = commands.add_parser("retry-failed", help="give failed files new attempts (after a fix)")
+    retry.add_argument("--type", default="all", choices=list(ledger.BACKFILL_TYPES))
     commands.add_parser("relay", help="turn Postgres NOTIFYs from the app tables into backup jobs")
     commands.add_parser("sweep", help="enqueue whatever the queues lost or never got (one pass)")
     commands.add_parser("cron", help="schedule the periodic sweep and the daily backfill")
@@ -59,9 +61,30 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _status(config)
         if args.command == "worker":
             return _worker(config, args.burst)
+        if args.command == "retry-failed":
+            return _retry_failed(config, args.type)
         if args.command in ("relay", "sweep", "cron"):
             return _relay_sweep_cron(config, args.command)
         return _up(config, args.port, args.demo)
+
+
+def _retry_failed(config: Config, type_: str) -> int:
+    """Failed rows back to 'pending', then a sweep replaces their old jobs with new ones."""
+    from jobs.sweep import sweep
+
+    assert config.database_url and config.redis_url
+    with connection(config.database_url) as conn:
+        rows = ledger.reset_failed(conn, ledger.BACKFILL_TYPES[type_])
+        for row in rows:
+            ledger.sync_app_row(conn, row["source_table"], row["source_id"])
+        conn.commit()
+        print(f"{len(rows)} failed file(s) back to pending")
+        counts = sweep(config, conn, Redis.from_url(config.redis_url))
+    if counts is None:
+        print("another sweep is running; it or the next one enqueues them")
+    else:
+        print(f"enqueued {counts.pending} pending file(s)")
+    return 0
 
 
 def _backfill(config: Config, type_: str, limit: int, dry_run: bool) -> int:

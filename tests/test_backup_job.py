@@ -17,6 +17,7 @@ from jobs.backfill import backfill
 from jobs.queues import BACKUP_FUNC, enqueue_batch, enqueue_one, job_id
 from tests.conftest import run_worker
 from tests.helpers import add_image, add_video, ledger_rows
+from tests.test_backfill_e2e import falback
 
 FAILED_QUERY = """
 SELECT id, generation_model, file_size, backup_status, created_at
@@ -230,3 +231,22 @@ def test_a_sources_retry_after_sets_the_next_attempt(
         wait = fetch_all(cur)[0]["wait"]
     conn.commit()
     assert 590 < wait <= 600  # not the configured 1 s backoff
+
+
+def test_retry_failed_gives_failed_files_new_attempts(
+    config: Config, conn: Connection, cdn: FakeCdn, redis: Redis
+) -> None:
+    """After the cause is fixed, `falback retry-failed` backs the failed files up."""
+    video_id = add_video(conn, cdn, 1, size=20_000)
+    add_image(conn, cdn, 1)
+    backfill_all(config, conn, redis)
+    run_worker(config.replace(source_hosts=("*.fal.media",)))  # a misconfiguration: all fail
+    assert {r["status"] for r in ledger_rows(conn)} == {"failed"}
+    result = falback(config, "retry-failed", "--type", "regular")
+    assert result.returncode == 0, result.stderr
+    assert "1 failed file(s) back to pending" in result.stdout and "enqueued 1 pending" in result.stdout
+    run_worker(config)
+    by_kind = {r["kind"]: r for r in ledger_rows(conn)}
+    assert by_kind["regular"]["status"] == "done" and by_kind["regular"]["attempts"] == 1
+    assert by_kind["image"]["status"] == "failed"
+    assert app_row(conn, "gen_videos", video_id)["backup_status"] == "completed"
