@@ -115,3 +115,9 @@ def blob_slice(conn: Connection, sha256: str, start: int, length: int) -> bytes:
         )
         row = fetch_one(cur)
     return bytes(row["part"]) if row else b""
+
+
+def delete_blob(conn: Connection, sha256: str) -> None:
+    """Drop a stored inline file once its copy is recorded (one ledger row per blob URL)."""
+    with conn.cursor() as cur:
+        cur.execute("DELETE FROM webhook_blobs WHERE sha256 = %s", (sha256,))

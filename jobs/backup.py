@@ -18,9 +18,10 @@ from typing import Any
 
 from rq import Retry, get_current_job
 
-from db import destinations, ledger
+from db import destinations, ledger, webhooks
 from db.connection import Connection, connect
 from falback.config import Config
+from jobs.blobs import BLOB_PREFIX, is_blob_url
 from jobs.copy import copy_file
 from jobs.destinations import from_config
 from jobs.destinations.base import Destination
@@ -130,6 +131,8 @@ def _attempt(conn: Connection, config: Config, row: ledger.LedgerRow, destinatio
         destination_url=stored.url, size=stored.size, md5=stored.md5,
     ):
         return _lost(conn, logger)
+    if is_blob_url(row.source_url):
+        webhooks.delete_blob(conn, row.source_url.removeprefix(BLOB_PREFIX))
     ledger.sync_app_row(conn, row.source_table, row.source_id)
     conn.commit()
     logger.info("done: %d bytes, md5 %s, at %s %s", stored.size, stored.md5,

@@ -11,6 +11,7 @@ why, until the result is recorded; `falback status` counts such rows.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from urllib.parse import quote
@@ -18,7 +19,8 @@ from urllib.parse import quote
 import requests
 from redis import Redis, RedisError
 from rq import Queue, Retry, get_current_job
-from rq.exceptions import DuplicateJobError
+from rq.exceptions import DuplicateJobError, NoSuchJobError
+from rq.job import Job, JobStatus
 
 from db import webhooks
 from db.connection import Connection, Row, connect
@@ -26,15 +28,16 @@ from falback.config import Config
 from jobs.backup import current_config
 from jobs.fal_media import plan_files, record_files
 from jobs.intake import enqueue_rows
-from jobs.queues import QUEUE_FOR_KIND
+from jobs.queues import MAINTENANCE_QUEUE
 from listener.fal_payload import AppLink, find_media
 
 log = logging.getLogger(__name__)
 
 FETCH_FUNC = "jobs.fal_results.fetch_result"
 RETRY_INTERVALS = [10, 30, 60, 120]  # inside the six minutes fal may keep a large result
-# Served first: the result expires soon, and the job is one small GET.
-QUEUE = QUEUE_FOR_KIND["upscale"]
+# Served before every backup queue (a worker busy with copies still takes it next): the
+# result expires soon, and the job is one small GET.
+QUEUE = MAINTENANCE_QUEUE
 
 
 class FetchFailed(Exception):
@@ -65,7 +68,16 @@ def unfetchable_reason(config: Config, fal_app: str | None) -> str | None:
 
 
 def enqueue_fetch(redis: Redis, delivery_id: int) -> bool:
-    """Put the fetch job at the front of the queue unless it exists; True if added."""
+    """Put the fetch job at the front of the queue unless it exists; True if added.
+
+    A job that already ended (a fetch that failed) is replaced: a redelivery from fal is
+    the moment to try again, and RQ would refuse the id for as long as it keeps the job.
+    """
+    with contextlib.suppress(NoSuchJobError):
+        old = Job.fetch(job_id(delivery_id), connection=redis)
+        if old.get_status(refresh=False) in (JobStatus.FINISHED, JobStatus.FAILED,
+                                             JobStatus.STOPPED, JobStatus.CANCELED):
+            old.delete()
     try:
         Queue(QUEUE, connection=redis).enqueue_call(
             FETCH_FUNC, args=(delivery_id,), job_id=job_id(delivery_id), unique=True,

@@ -31,7 +31,7 @@ CREATE INDEX fal_deliveries_unresolved ON fal_deliveries (received_at) WHERE NOT
 
 -- Files fal returned inline as data: URIs (sync mode). They exist nowhere else, so the
 -- bytes are kept here until copied; the ledger row's source_url is 'blob:sha256:<hex>'.
--- A blob whose ledger row is 'done' may be deleted.
+-- The job deletes the blob when it records the copy as 'done'.
 CREATE TABLE webhook_blobs (
     sha256        text PRIMARY KEY CHECK (sha256 ~ '^[0-9a-f]{64}$'),
     content_type  text,

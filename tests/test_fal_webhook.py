@@ -364,7 +364,7 @@ def test_payload_error_without_a_key_stays_unresolved_and_is_counted(
     [delivery] = deliveries(conn)
     assert delivery["resolved"] is False and delivery["payload_error"].startswith("Response payload")
     assert "FAL_KEY is not set" in delivery["note"]
-    assert queued(redis, "backup-upscale") == []
+    assert queued(redis, "falback-maintenance") == []
     status = hook_client.get("/status", headers=admin_headers())
     assert status.json is not None and status.json["unresolved_fal_deliveries"] == 1
     cli = falback(hook_config, "status")
@@ -398,10 +398,10 @@ def test_payload_error_with_a_key_fetches_the_result_in_a_job(
                     query="?fal_app=fal-ai/kling-video/v2/master/text-to-video")
     assert response.status_code == 200, response.json
     assert ledger_rows(conn) == []  # nothing fetched in the request
-    assert queued(redis, "backup-upscale") == ["fal-result-1"]
+    assert queued(redis, "falback-maintenance") == ["fal-result-1"]
     # A repeat delivery queues nothing new.
     assert post(client, key, PAYLOAD_ERROR).json["duplicate"] is True  # type: ignore[index]
-    assert queued(redis, "backup-upscale") == ["fal-result-1"]
+    assert queued(redis, "falback-maintenance") == ["fal-result-1"]
 
     run_worker(config)
 
@@ -499,7 +499,7 @@ def test_redis_down_on_a_fetchable_payload_error_is_503_then_the_retry_queues_it
     assert len(deliveries(conn)) == 1  # recorded; fal's retry finds it
     retry = post(client, key, PAYLOAD_ERROR, query="?fal_app=fal-ai/flux")
     assert retry.status_code == 200 and retry.json is not None and retry.json["duplicate"] is True
-    assert queued(redis, "backup-upscale") == ["fal-result-1"]
+    assert queued(redis, "falback-maintenance") == ["fal-result-1"]
 
 
 def test_postgres_unreachable_is_503(key: Ed25519PrivateKey, hook_config: Config,
@@ -574,11 +574,13 @@ def test_a_data_uri_is_copied_from_postgres(key: Ed25519PrivateKey, hook_client:
     uri = "data:video/mp4;base64," + base64.b64encode(data).decode()
     body = {"request_id": "req-sync", "status": "OK", "payload": {"video": {"url": uri}}}
     assert post(hook_client, key, body).status_code == 200
+    assert counts(conn)["blobs"] == 1
     run_worker(hook_config.replace(fetch_chunk_size=64 * 1024))
     [row] = ledger_rows(conn)
     assert row["status"] == "done" and row["kind"] == "regular", row["last_error"]
     path = Path(row["destination_url"].removeprefix("file://"))
     assert path.read_bytes() == data and path.name.endswith(".mp4")
+    assert counts(conn)["blobs"] == 0  # the stored bytes go once the copy is recorded
 
 
 # --- fuzz ------------------------------------------------------------------------------
@@ -660,3 +662,16 @@ def test_no_secret_or_body_in_logs(key: Ed25519PrivateKey, hook_config: Config,
         post(client, key, PAYLOAD_ERROR, query="?fal_app=fal-ai/flux")
     assert "req-video-1" in caplog.text
     assert "SECRET-KEY" not in caplog.text and "zzz-unique" not in caplog.text
+
+
+def test_a_redelivery_replaces_a_fetch_job_that_ended(redis: Redis) -> None:
+    """RQ keeps a failed job for days; fal's redelivery must still get a new fetch."""
+    from rq.job import Job, JobStatus
+
+    from jobs.fal_results import enqueue_fetch
+
+    assert enqueue_fetch(redis, 5)
+    assert not enqueue_fetch(redis, 5)  # still waiting: kept, not doubled
+    Job.fetch("fal-result-5", connection=redis).set_status(JobStatus.FAILED)
+    assert enqueue_fetch(redis, 5)
+    assert queued(redis, "falback-maintenance") == ["fal-result-5"]
