@@ -97,6 +97,10 @@ class Config:
     # Lets a result fal could not put in the webhook body (payload_error) be fetched.
     fal_key: str | None = field(default=None, repr=False)
     fal_queue_base_url: str = "https://queue.fal.run"
+    # Restricted files (fal's ACLs): on 401/403/404 from these hosts, with FAL_KEY set, the
+    # fetch is tried once more with a CDN token from fal's REST API.
+    fal_rest_base_url: str = "https://rest.fal.ai"
+    fal_cdn_token_hosts: tuple[str, ...] = ("*.fal.media",)
     # Largest data: URI (sync mode) kept; the fal webhook body limit follows from it.
     max_data_uri_bytes: int = 10 * 1024 * 1024
     # whsec_<base64>: Standard Webhooks HMAC key, or the X-Falback-Secret header value.
@@ -154,6 +158,9 @@ class Config:
             fal_key=reader.text("FAL_KEY"),
             fal_queue_base_url=reader.urls("FAL_QUEUE_BASE_URL", (defaults.fal_queue_base_url,),
                                            single=True)[0].rstrip("/"),
+            fal_rest_base_url=reader.urls("FAL_REST_BASE_URL", (defaults.fal_rest_base_url,),
+                                          single=True)[0].rstrip("/"),
+            fal_cdn_token_hosts=reader.hosts("FAL_CDN_TOKEN_HOSTS", defaults.fal_cdn_token_hosts),
             max_data_uri_bytes=reader.integer(
                 "FALBACK_MAX_DATA_URI_BYTES", defaults.max_data_uri_bytes, minimum=1024
             ),
@@ -194,6 +201,8 @@ class Config:
             "FALBACK_DAILY_BACKFILL": str(self.daily_backfill or "off"),
             "FAL_JWKS_URLS": ",".join(self.fal_jwks_urls),
             "FAL_QUEUE_BASE_URL": self.fal_queue_base_url,
+            "FAL_REST_BASE_URL": self.fal_rest_base_url,
+            "FAL_CDN_TOKEN_HOSTS": ",".join(self.fal_cdn_token_hosts),
             "FALBACK_MAX_DATA_URI_BYTES": str(self.max_data_uri_bytes),
             **self.google,
         }

@@ -9,6 +9,7 @@ so a 1 GiB file costs no memory and no disk.
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 import re
 import threading
@@ -36,7 +37,12 @@ class FakeFile:
     slow_delay: float = 0.0  # seconds to sleep between body chunks
     send_length: bool = True
     ranges: bool = True
+    # A restricted file (fal's ACLs): without `Authorization: Bearer <bearer>` it answers
+    # `denied_status` (403 for "forbid", 404 for "hide").
+    bearer: str | None = None
+    denied_status: int = 404
     requests: list[str] = field(default_factory=list)  # the Range header of each GET
+    authorizations: list[str] = field(default_factory=list)  # the Authorization header of each GET
 
     def pattern(self) -> bytes:
         return random.Random(self.seed).randbytes(_PATTERN_SIZE)
@@ -61,6 +67,11 @@ class FakeFile:
 class FakeCdn:
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self.files: dict[str, FakeFile] = {}
+        # fal's CDN token endpoint (POST /storage/auth/token), when `token_key` is set: the
+        # fal key it accepts, the token it hands out, and how many it handed out.
+        self.token_key: str | None = None
+        self.token = "cdn-token"
+        self.tokens_issued = 0
         self.lock = threading.Lock()
         handler = type("Handler", (_Handler,), {"cdn": self})
         self.server = ThreadingHTTPServer((host, port), handler)
@@ -115,11 +126,31 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         self._serve(body=True)
 
+    def do_POST(self) -> None:
+        cdn = self.cdn
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if self.path.split("?")[0] != "/storage/auth/token" or cdn.token_key is None:
+            self._empty(404)
+        elif self.headers.get("Authorization") != f"Key {cdn.token_key}":
+            self._empty(401)
+        else:
+            cdn.tokens_issued += 1
+            body = json.dumps({"token": cdn.token, "expires_at": "2099-01-01T00:00:00Z"}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
     def _serve(self, body: bool) -> None:
         file = self.cdn.files.get(self.path.split("?")[0])
         if file is not None and body:
             with self.cdn.lock:
                 file.requests.append(self.headers.get("Range", ""))
+                file.authorizations.append(self.headers.get("Authorization", ""))
+        if file is not None and file.bearer and self.headers.get("Authorization") != f"Bearer {file.bearer}":
+            self._empty(file.denied_status)
+            return
         if file is None or file.status is not None:
             self._empty(file.status if file and file.status else 404,
                         file.retry_after if file else None)

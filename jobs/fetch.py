@@ -13,8 +13,10 @@ import ipaddress
 import logging
 import re
 import socket
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
@@ -178,6 +180,7 @@ class SourceFetcher:
         self.session.mount("https://", adapter)
         self.session.headers["Accept-Encoding"] = "identity"
         self.session.headers["User-Agent"] = "falback/0.1"
+        self._token: tuple[str, float] | None = None  # fal CDN token and its expiry (epoch)
 
     def close(self) -> None:
         self.session.close()
@@ -188,14 +191,25 @@ class SourceFetcher:
 
     def request(self, url: str, start: int | None = None) -> requests.Response:
         """GET `url` (from byte `start` with a Range request), following redirects by hand
-        so that each hop is checked; raise a classified error for anything but 200/206."""
+        so that each hop is checked; raise a classified error for anything but 200/206.
+
+        A restricted file on fal's CDN (an ACL) answers 401/403/404 like a missing one: with
+        FAL_KEY set, such an answer from a FAL_CDN_TOKEN_HOSTS host is tried once more with
+        a CDN token, which is only ever sent to those hosts.
+        """
         headers = {"Range": f"bytes={start}-"} if start is not None else {}
-        for _ in range(MAX_REDIRECTS + 1):
+        tried_token = False
+        hops = 0
+        while hops <= MAX_REDIRECTS:
             self.check_url(url)
+            token_host = host_allowed(_host(url), self.config.fal_cdn_token_hosts)
+            hop_headers = dict(headers)
+            if token_host and self._token is not None:
+                hop_headers["Authorization"] = f"Bearer {self._token[0]}"
             try:
                 response = self.session.get(
                     url,
-                    headers=headers,
+                    headers=hop_headers,
                     stream=True,
                     allow_redirects=False,
                     timeout=(self.config.connect_timeout, self.config.read_timeout),
@@ -207,10 +221,44 @@ class SourceFetcher:
             if response.is_redirect:
                 response.close()
                 url = urljoin(url, response.headers["Location"])
+                hops += 1
+                continue
+            if (response.status_code in (401, 403, 404) and token_host and not tried_token
+                    and self.config.fal_key):
+                response.close()
+                tried_token = True
+                self._refresh_token()
                 continue
             _raise_for_status(response, url)
             return response
         raise PermanentError(f"more than {MAX_REDIRECTS} redirects fetching {_host(url)}")
+
+    def _refresh_token(self) -> None:
+        """Get (or reuse) a CDN token: POST {FAL_REST_BASE_URL}/storage/auth/token."""
+        if self._token is not None and self._token[1] > time.time() + 60:
+            return
+        try:
+            response = self.session.post(
+                f"{self.config.fal_rest_base_url}/storage/auth/token",
+                params={"storage_type": "fal-cdn-v3"},
+                headers={"Authorization": f"Key {self.config.fal_key}"},
+                json={}, allow_redirects=False,
+                timeout=(self.config.connect_timeout, self.config.read_timeout),
+            )
+        except (BlockedAddress, requests.exceptions.RequestException) as e:
+            raise TransientError(f"could not get a fal CDN token: {_brief(e)}") from None
+        with response:
+            if response.status_code in (401, 403):
+                raise PermanentError(
+                    f"fal refused FAL_KEY when asked for a CDN token (HTTP {response.status_code})")
+            try:
+                data = response.json() if response.status_code == 200 else None
+                token = data["token"] if isinstance(data, dict) else None
+            except (ValueError, KeyError):
+                token = None
+            if not isinstance(token, str) or not token:
+                raise TransientError(f"fal answered {response.status_code} without a CDN token")
+        self._token = (token, _expiry(data.get("expires_at") if isinstance(data, dict) else None))
 
     def check_url(self, url: str) -> None:
         parts = urlsplit(url)
@@ -239,6 +287,18 @@ def _raise_for_status(response: requests.Response, url: str) -> None:
         )
     # 401/403 on fal's CDN is an access rule (ACL), not an expiry; another try won't help.
     raise PermanentError(f"source answered {status} {response.reason or ''} from {host}".strip())
+
+
+def _expiry(value: object) -> float:
+    """A token's expires_at (epoch seconds or ISO 8601) as epoch; an hour if unreadable."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            pass
+    return time.time() + 3600
 
 
 def _content_length(response: requests.Response) -> int | None:

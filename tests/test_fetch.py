@@ -192,3 +192,55 @@ def test_proxy_settings_in_the_environment_are_not_used(
 def test_urls_are_logged_without_their_query_string() -> None:
     assert loggable_url("https://v3b.fal.media/files/b/x/a.mp4?identity=secret") == (
         "https://v3b.fal.media/files/b/x/a.mp4")
+
+
+@pytest.mark.parametrize("denied", [403, 404])
+def test_a_restricted_file_is_fetched_with_a_cdn_token(
+    fetch_config: Config, cdn: FakeCdn, denied: int
+) -> None:
+    """fal's ACLs answer 403 (forbid) or 404 (hide): with FAL_KEY set the fetch is tried
+    once more with a CDN token from fal's REST API, and the token is reused."""
+    cdn.token_key = "id:secret"
+    config = fetch_config.replace(fal_key="id:secret", fal_rest_base_url=cdn.base_url,
+                                  fal_cdn_token_hosts=("127.0.0.1",))
+    url = cdn.add("/files/b/x/private.mp4", 5000, bearer="cdn-token", denied_status=denied)
+    other = cdn.add("/files/b/x/private2.mp4", 10, bearer="cdn-token")
+    fetcher = SourceFetcher(config)
+    assert md5_of(fetcher, url) == (5000, cdn.file(url).md5())
+    assert cdn.file(url).authorizations == ["", "Bearer cdn-token"]
+    assert md5_of(fetcher, other)[0] == 10
+    assert cdn.tokens_issued == 1
+
+
+def test_without_a_key_or_off_the_token_hosts_a_hidden_file_is_gone(
+    fetch_config: Config, cdn: FakeCdn
+) -> None:
+    cdn.token_key = "id:secret"
+    url = cdn.add("/files/b/x/private.mp4", 10, bearer="cdn-token")
+    with pytest.raises(SourceGone):
+        SourceFetcher(fetch_config.replace(fal_cdn_token_hosts=("127.0.0.1",))).open(url)
+    with pytest.raises(SourceGone):
+        SourceFetcher(fetch_config.replace(fal_key="id:secret", fal_rest_base_url=cdn.base_url)).open(url)
+    assert cdn.tokens_issued == 0 and set(cdn.file(url).authorizations) == {""}
+
+
+def test_a_refused_key_is_a_permanent_error(fetch_config: Config, cdn: FakeCdn) -> None:
+    cdn.token_key = "id:secret"
+    config = fetch_config.replace(fal_key="wrong", fal_rest_base_url=cdn.base_url,
+                                  fal_cdn_token_hosts=("127.0.0.1",))
+    url = cdn.add("/files/b/x/private.mp4", 10, bearer="cdn-token", denied_status=403)
+    with pytest.raises(PermanentError, match=r"fal refused FAL_KEY when asked for a CDN token \(HTTP 401\)"):
+        SourceFetcher(config).open(url)
+
+
+def test_the_cdn_token_is_not_sent_to_other_hosts(fetch_config: Config, cdn: FakeCdn) -> None:
+    """A redirect from a token host to another host drops the token."""
+    cdn.token_key = "id:secret"
+    config = fetch_config.replace(fal_key="id:secret", fal_rest_base_url=cdn.base_url,
+                                  source_hosts=("127.0.0.1", "localhost"),
+                                  fal_cdn_token_hosts=("127.0.0.1",))
+    target = cdn.add("/files/b/x/public.mp4", 100).replace("127.0.0.1", "localhost")
+    hop = cdn.add("/files/b/x/hop.mp4", 0, redirect_to=target, bearer="cdn-token")
+    assert md5_of(SourceFetcher(config), hop)[0] == 100
+    assert cdn.file(hop).authorizations == ["", "Bearer cdn-token"]
+    assert cdn.file("/files/b/x/public.mp4").authorizations == [""]
