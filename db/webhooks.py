@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 
 import psycopg2
 
-from db.connection import Connection, Row, fetch_one
+from db.connection import Connection, Row, fetch_all, fetch_one
 
 
 @dataclass(frozen=True)
@@ -121,3 +121,16 @@ def delete_blob(conn: Connection, sha256: str) -> None:
     """Drop a stored inline file once its copy is recorded (one ledger row per blob URL)."""
     with conn.cursor() as cur:
         cur.execute("DELETE FROM webhook_blobs WHERE sha256 = %s", (sha256,))
+
+
+def fetchable_unresolved(conn: Connection, limit: int) -> list[int]:
+    """Deliveries whose result is still to be fetched and may still be held by fal's queue
+    (fal keeps a result about an hour, six minutes when it is 10 KB or larger)."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT id FROM fal_deliveries WHERE NOT resolved AND payload_error IS NOT NULL"
+            " AND fal_app IS NOT NULL AND received_at > now() - interval '1 hour'"
+            " ORDER BY received_at LIMIT %s",
+            (limit,),
+        )
+        return [int(r["id"]) for r in fetch_all(cur)]

@@ -9,6 +9,8 @@ every (re)connect, and by `falback sweep`:
   d. retrying_due   'retrying' rows past next_attempt_at whose retry job is gone
   e. expired_leases 'copying' rows whose worker died (lease ran out) -> 'queued' again;
                     rows that had no attempts left end as 'failed' (gave_up)
+  f. fal_results    fal deliveries whose result is still to be fetched from fal's queue
+                    (within the hour fal keeps it) and whose fetch job is gone
 
 Bounded: each category handles at most FALBACK_SWEEP_LIMIT rows per pass, the rest go
 next pass. Batched: rows are read in pages and job states checked in Redis pipelines, so
@@ -32,9 +34,10 @@ import psycopg2
 from redis import Redis
 from rq.job import Job, JobStatus
 
-from db import ledger, sweeps
+from db import ledger, sweeps, webhooks
 from db.connection import Connection, Row, connection
 from falback.config import Config
+from jobs.fal_results import enqueue_fetch
 from jobs.intake import BATCH_SIZE, enqueue_rows
 from jobs.queues import chunked, enqueue_batch, job_id
 
@@ -56,6 +59,7 @@ class SweepCounts:
     retrying_due: int = 0
     expired_leases: int = 0
     gave_up: int = 0
+    fal_results: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -123,6 +127,10 @@ def _sweep(config: Config, conn: Connection, redis: Redis, limit: int) -> SweepC
     _log_ids("re-enqueued rows whose worker died mid-copy", expired)
     _log_ids("gave up on rows whose worker died on the last attempt",
              [(r["id"], "") for r in gave_up], level=logging.WARNING)
+
+    if config.fal_key:
+        counts.fal_results = sum(enqueue_fetch(redis, d) for d in webhooks.fetchable_unresolved(conn, limit))
+        conn.commit()
 
     log.info("sweep: %s (%.2fs)", counts, time.monotonic() - started)
     return counts

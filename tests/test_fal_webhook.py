@@ -675,3 +675,34 @@ def test_a_redelivery_replaces_a_fetch_job_that_ended(redis: Redis) -> None:
     Job.fetch("fal-result-5", connection=redis).set_status(JobStatus.FAILED)
     assert enqueue_fetch(redis, 5)
     assert queued(redis, "falback-maintenance") == ["fal-result-5"]
+
+
+def test_the_sweep_requeues_a_result_fetch_that_redis_lost(
+    key: Ed25519PrivateKey, hook_config: Config, conn: Connection, redis: Redis, cdn: FakeCdn,
+    fal_queue: FalQueueServer,
+) -> None:
+    """The webhook got its 200 and the fetch job was queued, then Redis lost it: the sweep
+    queues it again while fal still holds the result, and not after that."""
+    from jobs.sweep import sweep
+
+    config = hook_config.replace(fal_key=fal_queue.key, fal_queue_base_url=fal_queue.base_url)
+    video = cdn.add("/files/b/q/late.mp4", 50_000, seed=9)
+    fal_queue.set_result("fal-ai/kling-video", PE_ID, {"video": {"url": video}})
+    client = create_app_for(config).test_client()
+    assert post(client, key, PAYLOAD_ERROR, query="?fal_app=fal-ai/kling-video").status_code == 200
+    redis.flushall()
+    counts = sweep(config, conn, redis)
+    assert counts is not None and counts.fal_results == 1
+    assert queued(redis, "falback-maintenance") == ["fal-result-1"]
+    again = sweep(config, conn, redis)
+    assert again is not None and again.fal_results == 0  # the job is live: not doubled
+    run_worker(config)
+    [row] = ledger_rows(conn)
+    assert row["status"] == "done" and row["md5"] == cdn.file(video).md5()
+    # Past the hour fal keeps results, an unresolved delivery is left alone.
+    with conn.cursor() as cur:
+        cur.execute("UPDATE fal_deliveries SET resolved = false, received_at = now() - interval '2 hours'")
+    conn.commit()
+    redis.flushall()
+    late = sweep(config, conn, redis)
+    assert late is not None and late.fal_results == 0
