@@ -205,7 +205,7 @@ def test_the_sweep_command(config: Config, conn: Connection, cdn: FakeCdn) -> No
     result = falback(config, "sweep")
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1] == (
-        "sweep: created=2 pending=0 lost_queued=0 retrying_due=0 expired_leases=0 gave_up=0")
+        "sweep: created=2 pending=0 lost_queued=0 retrying_due=0 expired_leases=0 gave_up=0 fal_results=0")
     add_image(conn, cdn, 3)
     down = falback(config.replace(redis_url="redis://127.0.0.1:9/0"), "sweep")
     assert down.returncode == 1
