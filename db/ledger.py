@@ -61,6 +61,15 @@ def app_files_exist(conn: Connection) -> bool:
         return bool(row and row["present"])
 
 
+# Ledger rows from app files `f` (falback_app_files or falback_app_row_files).
+_INSERT_APP_FILES = """
+    INSERT INTO ledger (source_url, kind, source_table, source_id, variant,
+                        expected_size, source_created_at, expires_at)
+    SELECT f.url, f.kind, f.source_table, f.source_id, f.variant, f.size,
+           f.created_at, f.created_at + make_interval(days => %(days)s)
+"""
+
+
 def insert_from_app(conn: Connection, kinds: Sequence[str], limit: int, expiry_days: int) -> list[Row]:
     """Create ledger rows for app files that have none, most valuable and oldest first;
     return the id and kind of the rows created (a row a concurrent relay or webhook
@@ -68,10 +77,7 @@ def insert_from_app(conn: Connection, kinds: Sequence[str], limit: int, expiry_d
     with conn.cursor() as cur:
         cur.execute(
             f"""
-            INSERT INTO ledger (source_url, kind, source_table, source_id, variant,
-                                expected_size, source_created_at, expires_at)
-            SELECT f.url, f.kind, f.source_table, f.source_id, f.variant, f.size,
-                   f.created_at, f.created_at + make_interval(days => %(days)s)
+            {_INSERT_APP_FILES}
             FROM falback_app_files f
             WHERE f.kind = ANY(%(kinds)s)
               AND NOT EXISTS (SELECT 1 FROM ledger l WHERE l.source_url = f.url)
@@ -110,10 +116,7 @@ def upsert_app_row(conn: Connection, source_table: str, source_id: str, expiry_d
     with conn.cursor() as cur:
         cur.execute(
             f"""
-            INSERT INTO ledger (source_url, kind, source_table, source_id, variant,
-                                expected_size, source_created_at, expires_at)
-            SELECT f.url, f.kind, f.source_table, f.source_id, f.variant, f.size,
-                   f.created_at, f.created_at + make_interval(days => %(days)s)
+            {_INSERT_APP_FILES}
             FROM falback_app_row_files(%(table)s, %(id)s) f
             {_LINK_ON_CONFLICT}
             RETURNING id, kind, status, expected_size
