@@ -90,12 +90,15 @@ def unresolved_count(conn: Connection) -> int:
 
 
 def insert_blob(conn: Connection, sha256: str, content_type: str | None, data: bytes) -> None:
-    """Keep a data: URI's bytes; identical content is stored once."""
+    """Keep a data: URI's bytes; identical content is stored once, and not again once its
+    copy is done (the blob was deleted then, and the ledger row will not copy it twice)."""
     with conn.cursor() as cur:
         cur.execute(
-            "INSERT INTO webhook_blobs (sha256, content_type, size, data) VALUES (%s, %s, %s, %s)"
+            "INSERT INTO webhook_blobs (sha256, content_type, size, data)"
+            " SELECT %(sha)s, %(type)s, %(size)s, %(data)s WHERE NOT EXISTS ("
+            "   SELECT 1 FROM ledger WHERE source_url = 'blob:sha256:' || %(sha)s AND status = 'done')"
             " ON CONFLICT (sha256) DO NOTHING",
-            (sha256, content_type, len(data), psycopg2.Binary(data)),
+            {"sha": sha256, "type": content_type, "size": len(data), "data": psycopg2.Binary(data)},
         )
 
 

@@ -67,17 +67,19 @@ def unfetchable_reason(config: Config, fal_app: str | None) -> str | None:
     return None
 
 
-def enqueue_fetch(redis: Redis, delivery_id: int) -> bool:
+def enqueue_fetch(redis: Redis, delivery_id: int, *, replace_ended: bool = True) -> bool:
     """Put the fetch job at the front of the queue unless it exists; True if added.
 
-    A job that already ended (a fetch that failed) is replaced: a redelivery from fal is
-    the moment to try again, and RQ would refuse the id for as long as it keeps the job.
+    With `replace_ended`, a job that already ended (a fetch that failed) is replaced: a
+    redelivery from fal is the moment to try again, and RQ would refuse the id for as
+    long as it keeps the job. The sweep passes False: it only replaces a lost job.
     """
-    with contextlib.suppress(NoSuchJobError):
-        old = Job.fetch(job_id(delivery_id), connection=redis)
-        if old.get_status(refresh=False) in (JobStatus.FINISHED, JobStatus.FAILED,
-                                             JobStatus.STOPPED, JobStatus.CANCELED):
-            old.delete()
+    if replace_ended:
+        with contextlib.suppress(NoSuchJobError):
+            old = Job.fetch(job_id(delivery_id), connection=redis)
+            if old.get_status(refresh=False) in (JobStatus.FINISHED, JobStatus.FAILED,
+                                                 JobStatus.STOPPED, JobStatus.CANCELED):
+                old.delete()
     try:
         Queue(QUEUE, connection=redis).enqueue_call(
             FETCH_FUNC, args=(delivery_id,), job_id=job_id(delivery_id), unique=True,

@@ -26,7 +26,7 @@ import urllib3.connectionpool
 from requests.adapters import HTTPAdapter
 
 from falback.config import Config
-from jobs.errors import PermanentError, SourceGone, TransientError
+from jobs.errors import CopyError, PermanentError, SourceGone, TransientError
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +202,10 @@ class SourceFetcher:
         hops = 0
         while hops <= MAX_REDIRECTS:
             self.check_url(url)
-            token_host = host_allowed(_host(url), self.config.fal_cdn_token_hosts)
+            # The token is a bearer credential: only ever sent over https to fal's CDN hosts
+            # (plain http only to a loopback stand-in, in tests and the demo).
+            token_host = (_private_channel(url, self.config.allow_loopback_sources)
+                          and host_allowed(_host(url), self.config.fal_cdn_token_hosts))
             hop_headers = dict(headers)
             if token_host and self._token is not None:
                 hop_headers["Authorization"] = f"Bearer {self._token[0]}"
@@ -225,9 +228,14 @@ class SourceFetcher:
                 continue
             if (response.status_code in (401, 403, 404) and token_host and not tried_token
                     and self.config.fal_key):
-                response.close()
                 tried_token = True
-                self._refresh_token()
+                try:
+                    self._refresh_token()
+                except CopyError as e:
+                    # No token: the answer stands as it is (a 404 is still an expiry).
+                    log.warning("no fal CDN token for %s (%s)", _host(url), e)
+                    _raise_for_status(response, url)
+                response.close()
                 continue
             _raise_for_status(response, url)
             return response
@@ -320,6 +328,13 @@ def loggable_url(url: str) -> str:
     if parts.scheme not in ("http", "https"):
         return url[:80]
     return f"{parts.scheme}://{parts.hostname}{parts.path}"[:300]
+
+
+def _private_channel(url: str, allow_loopback: bool) -> bool:
+    parts = urlsplit(url)
+    if parts.scheme == "https":
+        return True
+    return allow_loopback and parts.hostname in ("127.0.0.1", "::1", "localhost")
 
 
 def _host(url: str) -> str:

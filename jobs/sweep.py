@@ -129,7 +129,8 @@ def _sweep(config: Config, conn: Connection, redis: Redis, limit: int) -> SweepC
              [(r["id"], "") for r in gave_up], level=logging.WARNING)
 
     if config.fal_key:
-        counts.fal_results = sum(enqueue_fetch(redis, d) for d in webhooks.fetchable_unresolved(conn, limit))
+        counts.fal_results = sum(enqueue_fetch(redis, d, replace_ended=False)
+                                 for d in webhooks.fetchable_unresolved(conn, limit))
         conn.commit()
 
     log.info("sweep: %s (%.2fs)", counts, time.monotonic() - started)

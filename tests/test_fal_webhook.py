@@ -706,3 +706,33 @@ def test_the_sweep_requeues_a_result_fetch_that_redis_lost(
     redis.flushall()
     late = sweep(config, conn, redis)
     assert late is not None and late.fal_results == 0
+
+
+def test_the_sweep_does_not_refetch_a_result_that_is_unavailable(
+    key: Ed25519PrivateKey, hook_config: Config, conn: Connection, redis: Redis,
+    fal_queue: FalQueueServer,
+) -> None:
+    """A fetch that ended (fal has no such result) is not started again every pass."""
+    from jobs.sweep import sweep
+
+    config = hook_config.replace(fal_key=fal_queue.key, fal_queue_base_url=fal_queue.base_url)
+    client = create_app_for(config).test_client()
+    assert post(client, key, PAYLOAD_ERROR, query="?fal_app=fal-ai/kling-video").status_code == 200
+    run_worker(config)
+    assert deliveries(conn)[0]["resolved"] is False
+    counts = sweep(config, conn, redis)
+    assert counts is not None and counts.fal_results == 0
+    assert len(fal_queue.requests) == 1
+
+
+def test_an_inline_file_already_copied_is_not_stored_again(
+    key: Ed25519PrivateKey, hook_client: FlaskClient, hook_config: Config, conn: Connection,
+) -> None:
+    uri = "data:image/png;base64," + base64.b64encode(b"same bytes" * 100).decode()
+    first = {"request_id": "req-a", "status": "OK", "payload": {"image": {"url": uri}}}
+    assert post(hook_client, key, first).status_code == 200
+    run_worker(hook_config)
+    assert counts(conn) == {"ledger": 1, "deliveries": 1, "blobs": 0}
+    second = {"request_id": "req-b", "status": "OK", "payload": {"image": {"url": uri}}}
+    assert post(hook_client, key, second).status_code == 200
+    assert counts(conn) == {"ledger": 1, "deliveries": 2, "blobs": 0}

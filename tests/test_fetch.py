@@ -12,7 +12,7 @@ import pytest
 from falback.config import Config
 from falback.fakecdn import FakeCdn
 from jobs.errors import PermanentError, SourceGone, TransientError
-from jobs.fetch import SourceFetcher, address_allowed, host_allowed, loggable_url
+from jobs.fetch import SourceFetcher, _private_channel, address_allowed, host_allowed, loggable_url
 
 
 @pytest.fixture
@@ -224,13 +224,31 @@ def test_without_a_key_or_off_the_token_hosts_a_hidden_file_is_gone(
     assert cdn.tokens_issued == 0 and set(cdn.file(url).authorizations) == {""}
 
 
-def test_a_refused_key_is_a_permanent_error(fetch_config: Config, cdn: FakeCdn) -> None:
+def test_a_refused_key_leaves_the_files_answer_as_it_is(fetch_config: Config, cdn: FakeCdn) -> None:
     cdn.token_key = "id:secret"
     config = fetch_config.replace(fal_key="wrong", fal_rest_base_url=cdn.base_url,
                                   fal_cdn_token_hosts=("127.0.0.1",))
     url = cdn.add("/files/b/x/private.mp4", 10, bearer="cdn-token", denied_status=403)
-    with pytest.raises(PermanentError, match=r"fal refused FAL_KEY when asked for a CDN token \(HTTP 401\)"):
+    with pytest.raises(PermanentError, match="source answered 403"):
         SourceFetcher(config).open(url)
+
+
+def test_the_cdn_token_goes_over_https_only() -> None:
+    """Plain http carries the token only to a loopback stand-in (tests and the demo)."""
+    assert _private_channel("https://v3b.fal.media/files/b/x", False)
+    assert not _private_channel("http://v3b.fal.media/files/b/x", False)
+    assert not _private_channel("http://127.0.0.1/files/b/x", False)
+    assert _private_channel("http://127.0.0.1/files/b/x", True)
+
+
+def test_an_expiry_stays_an_expiry_when_no_token_can_be_had(fetch_config: Config, cdn: FakeCdn) -> None:
+    """A refused key or an unreachable token endpoint leaves a 404 as 'gone'."""
+    cdn.token_key = "id:secret"
+    url = cdn.add("/files/b/x/expired.mp4", 10, status=404)
+    for key, rest in (("wrong", cdn.base_url), ("id:secret", "http://127.0.0.1:1")):
+        config = fetch_config.replace(fal_key=key, fal_rest_base_url=rest, fal_cdn_token_hosts=("127.0.0.1",))
+        with pytest.raises(SourceGone):
+            SourceFetcher(config).open(url)
 
 
 def test_the_cdn_token_is_not_sent_to_other_hosts(fetch_config: Config, cdn: FakeCdn) -> None:

@@ -77,3 +77,25 @@ def test_linked_rows_work_without_app_tables_in_this_database(empty_database: st
             source_table="gen_videos", source_id="7", variant="upscale")], 7)
         ledger.sync_app_row(conn, "gen_videos", "7")  # nothing to keep in step; no error
         assert ledger.claim(conn, row["id"], "worker", 60) is not None
+
+
+def test_app_tables_with_other_column_types(empty_database: str) -> None:
+    """varchar URLs, timestamp without time zone and text ids work as well."""
+    from db import ledger
+
+    with connection(empty_database) as conn, conn.cursor() as cur:
+        cur.execute("CREATE TABLE gen_videos (id text PRIMARY KEY, video_url varchar(500),"
+                    " upscale_video_url varchar(500), file_size integer, upscale_file_size integer,"
+                    " generation_model text, created_at timestamp DEFAULT now())")
+        cur.execute("CREATE TABLE gen_images (id uuid PRIMARY KEY, image_url text, file_size bigint,"
+                    " created_at timestamptz DEFAULT now())")
+        cur.execute("INSERT INTO gen_videos (id, video_url, upscale_video_url) VALUES ('v1', 'a', 'b')")
+        cur.execute("INSERT INTO gen_images (id, image_url)"
+                    " VALUES ('00000000-0000-0000-0000-000000000001', 'c')")
+    migrate(empty_database)
+    migrate(empty_database)  # rebuilt from scratch each time
+    with connection(empty_database) as conn:
+        assert len(ledger.upsert_app_row(conn, "gen_videos", "v1", 7)) == 2
+        assert len(ledger.upsert_app_row(conn, "gen_images", "00000000-0000-0000-0000-000000000001", 7)) == 1
+        assert ledger.upsert_app_row(conn, "gen_images", "not-a-uuid", 7) == []
+        ledger.sync_app_row(conn, "gen_videos", "v1")

@@ -29,11 +29,12 @@ BEGIN
                                 WHERE attrelid = 'public.gen_videos'::regclass AND attname = 'id'), NULL);
         t := $q$SELECT 'gen_videos'::text AS source_table, id::text AS source_id,
                       'upscale'::text AS variant, 'upscale'::text AS kind,
-                      upscale_video_url AS url, upscale_file_size::bigint AS size, created_at
+                      upscale_video_url::text AS url, upscale_file_size::bigint AS size,
+                      created_at::timestamptz AS created_at
                FROM public.gen_videos WHERE upscale_video_url IS NOT NULL %s
                UNION ALL
                SELECT 'gen_videos'::text, id::text, 'regular'::text, 'regular'::text,
-                      video_url, file_size::bigint, created_at
+                      video_url::text, file_size::bigint, created_at::timestamptz
                FROM public.gen_videos WHERE video_url IS NOT NULL %s$q$;
         parts := array_append(parts, format(t, '', ''));
         branches := branches || format(
@@ -45,7 +46,8 @@ BEGIN
                                 WHERE attrelid = 'public.gen_images'::regclass AND attname = 'id'), NULL);
         t := $q$SELECT 'gen_images'::text AS source_table, id::text AS source_id,
                       'image'::text AS variant, 'image'::text AS kind,
-                      image_url AS url, file_size::bigint AS size, created_at
+                      image_url::text AS url, file_size::bigint AS size,
+                      created_at::timestamptz AS created_at
                FROM public.gen_images WHERE image_url IS NOT NULL %s$q$;
         parts := array_append(parts, format(t, ''));
         branches := branches || format(
@@ -56,8 +58,12 @@ BEGIN
         RETURN;
     END IF;
 
+    -- Every column is cast to one type, so both tables' branches match whatever the app
+    -- declared (varchar URLs, timestamp without time zone); rebuilt from scratch each time.
     EXECUTE 'DROP VIEW IF EXISTS public.backup_status_summary';
-    EXECUTE 'CREATE OR REPLACE VIEW public.falback_app_files AS '
+    EXECUTE 'DROP FUNCTION IF EXISTS public.falback_app_row_files(text, text)';
+    EXECUTE 'DROP VIEW IF EXISTS public.falback_app_files';
+    EXECUTE 'CREATE VIEW public.falback_app_files AS '
         || array_to_string(parts, ' UNION ALL ');
     -- The files of one app row. Filtering the view by source_id would compare id::text and
     -- scan the whole table; this casts the argument instead, so the primary key is used.
