@@ -195,12 +195,14 @@ def pending_rows(conn: Connection, kinds: Sequence[str], limit: int) -> list[dic
         return list(fetch_all(cur))
 
 
-def mark_queued(conn: Connection, ids: Sequence[int]) -> int:
+def mark_queued(conn: Connection, ids: Sequence[int], from_status: str = "pending") -> int:
+    """Rows that now have a job: 'pending' (or, for the sweep, due 'retrying') -> 'queued'."""
+    assert from_status in ("pending", "retrying")
     with conn.cursor() as cur:
         cur.execute(
             "UPDATE ledger SET status = 'queued', queued_at = now(), updated_at = now()"
-            " WHERE id = ANY(%s) AND status = 'pending'",
-            (list(ids),),
+            " WHERE id = ANY(%s) AND status = %s",
+            (list(ids), from_status),
         )
         return cur.rowcount
 

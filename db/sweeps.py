@@ -64,16 +64,6 @@ def touch_queued(conn: Connection, ids: Sequence[int]) -> int:
         return cur.rowcount
 
 
-def retrying_to_queued(conn: Connection, ids: Sequence[int]) -> int:
-    with conn.cursor() as cur:
-        cur.execute(
-            "UPDATE ledger SET status = 'queued', queued_at = now(), updated_at = now()"
-            " WHERE id = ANY(%s) AND status = 'retrying'",
-            (list(ids),),
-        )
-        return cur.rowcount
-
-
 def fail_expired_leases(conn: Connection, max_attempts: int, limit: int) -> list[Row]:
     """End 'copying' rows whose lease ran out and that have no attempts left.
 

@@ -110,7 +110,7 @@ def _sweep(config: Config, conn: Connection, redis: Redis, limit: int) -> SweepC
     _log_ids("re-enqueued 'queued' rows whose job was lost", lost)
 
     due = _resubmit(redis, config, _pages(conn, sweeps.retrying_due_page), _LIVE, limit)
-    sweeps.retrying_to_queued(conn, [i for i, _ in due])
+    ledger.mark_queued(conn, [i for i, _ in due], from_status="retrying")
     conn.commit()
     counts.retrying_due = len(due)
     _log_ids("re-enqueued due 'retrying' rows whose retry job was gone", due)
