@@ -21,10 +21,10 @@ from pathlib import Path
 import psycopg2
 from redis import Redis
 
+from core.config import Config
 from db.connection import connection
 from db.migrate import apply_sample_schema
-from falback.config import Config
-from falback.embedded import EmbeddedPostgres, EmbeddedRedis
+from devkit.embedded import EmbeddedPostgres, EmbeddedRedis
 from jobs.backfill import backfill
 
 

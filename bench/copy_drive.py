@@ -84,8 +84,8 @@ class Bench:
         from cryptography.hazmat.primitives.asymmetric import rsa
 
         from db.migrate import migrate
-        from falback.embedded import EmbeddedPostgres, EmbeddedRedis
-        from falback.fakecdn import FakeCdn
+        from devkit.embedded import EmbeddedPostgres, EmbeddedRedis
+        from devkit.fakecdn import FakeCdn
 
         self.postgres = EmbeddedPostgres(self.root / "pg")
         self.redis = EmbeddedRedis(self.root / "redis", persistent=False)
@@ -125,7 +125,7 @@ class Bench:
         shutil.rmtree(self.root, ignore_errors=True)
 
     def env(self) -> dict[str, str]:
-        from falback.config import Config
+        from core.config import Config
 
         google = {
             "GOOGLE_DRIVE_PRIVATE_KEY": self.private_pem.replace("\n", "\\n"),
@@ -142,7 +142,7 @@ class Bench:
         return self.cdn.add(f"/bench/{self.files}.mp4", size, seed=self.files)
 
     def baseline(self, size: int) -> float:
-        from falback.config import Config
+        from core.config import Config
         from jobs.destinations.drive_api import DriveApi
 
         settings = Config.from_env(self.env()).drive
@@ -180,12 +180,17 @@ class Bench:
 
 def run_job(ledger_id: int) -> None:
     """Child: the worker's job function, timed, and this process's peak RSS."""
-    from falback.config import Config
-    from jobs import backup
+    from redis import Redis
 
-    backup.configure(Config.from_env())
+    from core.config import Config
+    from jobs import backup
+    from jobs.worker import WorkerContext
+
+    config = Config.from_env()
+    assert config.redis_url
+    context = WorkerContext(config, Redis.from_url(config.redis_url))
     started = time.perf_counter()
-    status = backup.backup_file(ledger_id)
+    status = backup.backup_file(context, ledger_id)
     seconds = time.perf_counter() - started
     max_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
     print(json.dumps({"status": status, "seconds": seconds, "max_rss": max_rss}))

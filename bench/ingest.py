@@ -32,9 +32,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from core.config import Config  # noqa: E402
 from db.migrate import migrate  # noqa: E402
-from falback.config import Config  # noqa: E402
-from falback.embedded import EmbeddedPostgres, EmbeddedRedis  # noqa: E402
+from devkit.embedded import EmbeddedPostgres, EmbeddedRedis  # noqa: E402
 from tests.gunicorn_server import gunicorn  # noqa: E402
 from tests.jwks_server import JwksServer, jwks, signed_headers  # noqa: E402
 

@@ -1,4 +1,9 @@
-"""The `falback` command: migrate, backfill, status, worker, relay, sweep, cron, up."""
+"""The `falback` command: migrate, backfill, status, worker, relay, sweep, cron, up.
+
+Every command but `up` runs against the servers that DATABASE_URL / REDIS_URL name and
+stops with exit code 2 when one it needs is unset; only `up` (and the tests) start
+embedded servers, from the dev kit.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +13,12 @@ from collections.abc import Sequence
 
 from redis import Redis
 
-from db import ledger, webhooks
+from core.config import Config, ConfigError
+from core.kinds import BACKFILL_TYPES
+from core.logs import setup_logging
+from db import app_rows, deliveries, ledger
 from db.connection import connection
 from db.migrate import migrate
-from falback.config import Config, ConfigError
-from falback.logs import setup_logging
-from falback.services import running_services
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -21,14 +26,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("migrate", help="apply database migrations (safe to run twice)")
     fill = commands.add_parser("backfill", help="enqueue existing files, most valuable first")
-    fill.add_argument("--type", required=True, choices=list(ledger.BACKFILL_TYPES))
+    fill.add_argument("--type", required=True, choices=list(BACKFILL_TYPES))
     fill.add_argument("--limit", required=True, type=int)
     fill.add_argument("--dry-run", action="store_true", help="show what would be enqueued")
     commands.add_parser("status", help="backup progress per file type")
     work = commands.add_parser("worker", help="run an RQ worker on the backup queues")
     work.add_argument("--burst", action="store_true", help="exit when the queues are empty")
     retry = commands.add_parser("retry-failed", help="give failed files new attempts (after a fix)")
-    retry.add_argument("--type", default="all", choices=list(ledger.BACKFILL_TYPES))
+    retry.add_argument("--type", default="all", choices=list(BACKFILL_TYPES))
     commands.add_parser("relay", help="turn Postgres NOTIFYs from the app tables into backup jobs")
     commands.add_parser("sweep", help="enqueue whatever the queues lost or never got (one pass)")
     commands.add_parser("cron", help="schedule the periodic sweep and the daily backfill")
@@ -49,23 +54,41 @@ def main(argv: Sequence[str] | None = None) -> int:
         from jobs.destinations.drive_check import drive_check
 
         return drive_check(config)
-    with running_services(config) as config:
-        assert config.database_url and config.redis_url
-        if args.command == "migrate":
-            applied = migrate(config.database_url)
-            print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none needed'}")
-            return 0
-        if args.command == "backfill":
-            return _backfill(config, args.type, args.limit, args.dry_run)
-        if args.command == "status":
-            return _status(config)
-        if args.command == "worker":
-            return _worker(config, args.burst)
-        if args.command == "retry-failed":
-            return _retry_failed(config, args.type)
-        if args.command in ("relay", "sweep", "cron"):
-            return _relay_sweep_cron(config, args.command)
-        return _up(config, args.port, args.demo)
+    if args.command == "up":
+        from devkit.services import running_services
+
+        with running_services(config) as config:
+            return _up(config, args.port, args.demo)
+    missing = [name for name, value in (("DATABASE_URL", config.database_url),
+                                        ("REDIS_URL", config.redis_url))
+               if value is None and name in _NEEDS[args.command]]
+    if missing:
+        print(f"falback {args.command}: {' and '.join(missing)} {'is' if len(missing) == 1 else 'are'}"
+              " not set. Point it at your server (see README, Configuration), or run"
+              " `falback up` for a development stack on embedded servers.", file=sys.stderr)
+        return 2
+    if args.command == "migrate":
+        assert config.database_url
+        applied = migrate(config.database_url)
+        print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none needed'}")
+        return 0
+    if args.command == "backfill":
+        return _backfill(config, args.type, args.limit, args.dry_run)
+    if args.command == "status":
+        return _status(config)
+    if args.command == "worker":
+        return _worker(config, args.burst)
+    if args.command == "retry-failed":
+        return _retry_failed(config, args.type)
+    return _relay_sweep_cron(config, args.command)
+
+
+_BOTH = ("DATABASE_URL", "REDIS_URL")
+# The servers each command talks to.
+_NEEDS: dict[str, tuple[str, ...]] = {
+    "migrate": ("DATABASE_URL",), "status": ("DATABASE_URL",), "cron": ("REDIS_URL",),
+    "backfill": _BOTH, "worker": _BOTH, "retry-failed": _BOTH, "relay": _BOTH, "sweep": _BOTH,
+}
 
 
 def _retry_failed(config: Config, type_: str) -> int:
@@ -74,9 +97,9 @@ def _retry_failed(config: Config, type_: str) -> int:
 
     assert config.database_url and config.redis_url
     with connection(config.database_url) as conn:
-        rows = ledger.reset_failed(conn, ledger.BACKFILL_TYPES[type_])
+        rows = ledger.reset_failed(conn, BACKFILL_TYPES[type_])
         for row in rows:
-            ledger.sync_app_row(conn, row["source_table"], row["source_id"])
+            app_rows.sync_app_row(conn, row["source_table"], row["source_id"])
         conn.commit()
         print(f"{len(rows)} failed file(s) back to pending")
         counts = sweep(config, conn, Redis.from_url(config.redis_url))
@@ -113,8 +136,8 @@ def _status(config: Config) -> int:
     assert config.database_url
     with connection(config.database_url) as conn:
         rows = ledger.status_report(conn)
-        unseen = {r["kind"]: r for r in ledger.not_in_ledger(conn)}
-        unresolved = webhooks.unresolved_count(conn)
+        unseen = {r["kind"]: r for r in app_rows.not_in_ledger(conn)}
+        unresolved = deliveries.unresolved_count(conn)
     header = (f"{'type':<8} {'files':>7} {'backed up':>9} {'failed':>6} {'gone':>5}"
               f" {'active':>6} {'new':>5} {'done %':>7} {'bytes done':>11} {'remaining':>10}")
     print(header)
@@ -133,16 +156,16 @@ def _status(config: Config) -> int:
 
 
 def _worker(config: Config, burst: bool) -> int:
-    from rq import Worker
-
-    from jobs import backup
     from jobs.queues import worker_queues
+    from jobs.worker import make_worker
 
     assert config.redis_url
-    backup.configure(config)
     redis = Redis.from_url(config.redis_url)
-    worker = Worker(worker_queues(redis), connection=redis)
-    worker.work(with_scheduler=True, burst=burst)
+    worker = make_worker(config, redis, worker_queues(redis))
+    try:
+        worker.work(with_scheduler=True, burst=burst)
+    finally:
+        worker.context.close()
     return 0
 
 
@@ -150,7 +173,7 @@ def _relay_sweep_cron(config: Config, command: str) -> int:
     from redis import RedisError
 
     if command == "relay":
-        from jobs.relay import run_relay
+        from listener.relay import run_relay
 
         return run_relay(config)
     if command == "cron":
@@ -170,15 +193,15 @@ def _relay_sweep_cron(config: Config, command: str) -> int:
 
 
 def _up(config: Config, port: int, demo: bool) -> int:
-    from falback import supervisor
+    from devkit import supervisor
 
     assert config.database_url
     migrate(config.database_url)
     extra_env: dict[str, str] = {}
     cdn = None
     if demo:
-        from falback.demo import seed
-        from falback.fakecdn import FakeCdn
+        from devkit.demo import seed
+        from devkit.fakecdn import FakeCdn
 
         cdn = FakeCdn().start()
         seed(config.database_url, cdn)

@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 
 from redis import Redis
 
-from db import ledger
+from core.config import Config
+from core.kinds import BACKFILL_TYPES
+from db import app_rows, ledger
 from db.connection import Connection
-from falback.config import Config
 from jobs.intake import Progress, enqueue_rows
 
 
@@ -41,8 +42,8 @@ class BackfillSummary:
 
 
 def validate(config: Config, type_: object, limit: object) -> tuple[str, int]:
-    if type_ not in ledger.BACKFILL_TYPES:
-        raise BackfillError(f"type must be one of {', '.join(ledger.BACKFILL_TYPES)}; got {type_!r}")
+    if type_ not in BACKFILL_TYPES:
+        raise BackfillError(f"type must be one of {', '.join(BACKFILL_TYPES)}; got {type_!r}")
     if isinstance(limit, bool) or not isinstance(limit, int):
         raise BackfillError(f"limit must be a whole number; got {limit!r}")
     if not 1 <= limit <= config.max_backfill_limit:
@@ -60,13 +61,13 @@ def backfill(
     dry_run: bool = False,
     progress: Progress | None = None,
 ) -> BackfillSummary:
-    kinds = ledger.BACKFILL_TYPES[type_]
-    if not ledger.app_files_exist(conn):
+    kinds = BACKFILL_TYPES[type_]
+    if not app_rows.app_files_exist(conn):
         raise BackfillError(
             "no app tables found (gen_videos / gen_images); run `falback migrate` after they exist"
         )
     summary = BackfillSummary(type_, limit, dry_run)
-    summary.new_ledger_rows = len(ledger.insert_from_app(conn, kinds, limit, config.expiry_days))
+    summary.new_ledger_rows = len(app_rows.insert_from_app(conn, kinds, limit, config.expiry_days))
     rows = ledger.pending_rows(conn, kinds, limit)
     for row in rows:
         kind = summary.per_kind.setdefault(row["kind"], {"files": 0, "bytes": 0})

@@ -2,8 +2,9 @@
 
 claim (conditional UPDATE) -> stream source -> destination -> verify -> record, with the
 app row's backup_* columns updated in the same transaction as the ledger. Transient
-errors are retried with backoff (RQ's Retry, the ledger's attempts being the bound);
-permanent ones end the row as 'failed' or 'gone' with a readable reason.
+errors are retried with backoff: the ledger's next_attempt_at is the one clock, and the
+job hands RQ a Retry for exactly that moment (the ledger's attempts being the bound).
+Permanent ones end the row as 'failed' or 'gone' with a readable reason.
 """
 
 from __future__ import annotations
@@ -18,33 +19,18 @@ from typing import Any
 
 from rq import Retry, get_current_job
 
-from db import destinations, ledger, webhooks
-from db.connection import Connection, connect
-from falback.config import Config
-from jobs.blobs import BLOB_PREFIX, is_blob_url
-from jobs.copy import copy_file
+from core.config import Config
+from db import app_rows, blobs, drive_state, ledger
+from db.connection import Connection
+from jobs.blob_source import BLOB_PREFIX, is_blob_url
 from jobs.destinations import from_config
 from jobs.destinations.base import Destination
-from jobs.errors import DestinationPaused, PermanentError, SourceGone
+from jobs.errors import CopyError, DestinationPaused, PermanentError, SourceGone
 from jobs.fetch import SourceFetcher, loggable_url
+from jobs.transfer import copy_file
+from jobs.worker import WorkerContext
 
 log = logging.getLogger(__name__)
-
-# Read from the environment once per worker process (before RQ forks the work horse).
-_config: Config | None = None
-
-
-def configure(config: Config) -> None:
-    global _config
-    _config = config
-
-
-def current_config() -> Config:
-    global _config
-    if _config is None:
-        _config = Config.from_env()
-    return _config
-
 
 class _Ids(logging.LoggerAdapter):  # type: ignore[type-arg]
     def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
@@ -52,24 +38,24 @@ class _Ids(logging.LoggerAdapter):  # type: ignore[type-arg]
         return f"ledger {self.extra['ledger_id']} job {self.extra['job_id']}: {msg}", kwargs
 
 
-# A paused destination reschedules its jobs this many times at most (RQ counts returned
-# Retry objects); a pause is hours long, so this is weeks of waiting, never reached.
-_PAUSE_RESCHEDULES = 10_000
+# RQ counts the Retry objects a job returns and fails it past `max`; the ledger's own
+# attempts are the real bound (a pause spends none), so RQ's is set out of reach.
+_RESCHEDULES = 1_000_000
 
 
-def backup_file(ledger_id: int) -> str | Retry:
+def backup_file(context: WorkerContext, ledger_id: int) -> str | Retry:
     """Back up one ledger row; return the row's status afterwards ('skipped' if not ours),
-    or a Retry for later when the destination is paused (no attempt is spent)."""
-    config = current_config()
-    assert config.database_url, "DATABASE_URL must be set for workers"
+    or a Retry for the moment the ledger says the row is due again (a transient error, or
+    the destination paused, which spends no attempt)."""
+    config = context.config
     job = get_current_job()
     job_name = job.id if job else "-"
     logger = _Ids(log, {"ledger_id": ledger_id, "job_id": job_name})
     owner = f"{socket.gethostname()}:{os.getpid()}:{job_name}"
-    conn = connect(config.database_url, application_name="falback-worker")
+    conn = context.db()
     try:
         destination = from_config(config, conn)
-        paused = destinations.paused_until(conn, destination.name)
+        paused = drive_state.paused_until(conn, destination.name)
         conn.commit()
         if paused is not None:
             logger.info("%s uploads are paused until %s; rescheduled", destination.name, paused)
@@ -82,24 +68,20 @@ def backup_file(ledger_id: int) -> str | Retry:
             conn.commit()
             logger.info("not claimable (finished, or another worker holds it)")
             return "skipped"
-        ledger.sync_app_row(conn, row.source_table, row.source_id)
+        app_rows.sync_app_row(conn, row.source_table, row.source_id)
         conn.commit()
         logger.info("claimed, attempt %d of %d: %s", row.attempts, config.max_attempts,
                     loggable_url(row.source_url))
         return _attempt(conn, config, row, destination, logger)
     finally:
-        conn.close()
+        conn.rollback()  # the connection stays open for the next job; nothing left pending
 
 
 def _attempt(conn: Connection, config: Config, row: ledger.LedgerRow, destination: Destination,
              logger: _Ids) -> str | Retry:
-    def save_state(session_uri: str | None, offset: int) -> None:
-        ledger.save_upload_state(conn, row.id, _owner(row), session_uri, offset)
-        conn.commit()
-
     fetcher = SourceFetcher(config)
     try:
-        stored = copy_file(row, fetcher, destination, save_state)
+        stored = copy_file(row, fetcher, destination)
     except DestinationPaused as e:
         return _pause(conn, row, destination.name, e, logger)
     except SourceGone as e:
@@ -113,17 +95,20 @@ def _attempt(conn: Connection, config: Config, row: ledger.LedgerRow, destinatio
                            f"gave up after {row.attempts} attempts: {message}", logger)
         conn.rollback()
         delay = config.retry_intervals()[row.attempts - 1]
-        # A source's Retry-After wins; an RQ retry that comes earlier finds the row not
-        # yet due and leaves it to the sweep.
+        # A source's Retry-After wins when it is longer.
         retry_after = getattr(e, "retry_after", None)
         if retry_after:
             delay = max(delay, math.ceil(retry_after))
-        if not ledger.record_retry(conn, row.id, _owner(row), message, delay):
+        due = ledger.record_retry(conn, row.id, _owner(row), message, delay)
+        if due is None:
             return _lost(conn, logger)
-        ledger.sync_app_row(conn, row.source_table, row.source_id)
+        app_rows.sync_app_row(conn, row.source_table, row.source_id)
         conn.commit()
-        logger.warning("attempt %d failed, retrying in %ds: %s", row.attempts, delay, message)
-        raise
+        # A CopyError is classified and its message says it all; anything else is a bug
+        # whose traceback is wanted.
+        logger.warning("attempt %d failed, retrying in %ds: %s", row.attempts, delay, message,
+                       exc_info=not isinstance(e, CopyError))
+        return _later(due)
     finally:
         fetcher.close()
     if not ledger.record_done(
@@ -132,8 +117,8 @@ def _attempt(conn: Connection, config: Config, row: ledger.LedgerRow, destinatio
     ):
         return _lost(conn, logger)
     if is_blob_url(row.source_url):
-        webhooks.delete_blob(conn, row.source_url.removeprefix(BLOB_PREFIX))
-    ledger.sync_app_row(conn, row.source_table, row.source_id)
+        blobs.delete_blob(conn, row.source_url.removeprefix(BLOB_PREFIX))
+    app_rows.sync_app_row(conn, row.source_table, row.source_id)
     conn.commit()
     logger.info("done: %d bytes, md5 %s, at %s %s", stored.size, stored.md5,
                 stored.destination, stored.id)
@@ -144,9 +129,9 @@ def _pause(conn: Connection, row: ledger.LedgerRow, destination: str, error: Des
            logger: _Ids) -> Retry:
     """Pause the destination for every job, and give this row its attempt back."""
     conn.rollback()
-    destinations.pause(conn, destination, error.until, str(error))
+    drive_state.pause(conn, destination, error.until, str(error))
     ledger.record_paused(conn, row.id, _owner(row), str(error), error.until)
-    ledger.sync_app_row(conn, row.source_table, row.source_id)
+    app_rows.sync_app_row(conn, row.source_table, row.source_id)
     conn.commit()
     logger.warning("paused: %s", error)
     return _later(error.until)
@@ -167,14 +152,14 @@ def _lost(conn: Connection, logger: _Ids) -> str:
 
 def _later(until: datetime) -> Retry:
     seconds = math.ceil((until - datetime.now(UTC)).total_seconds())
-    return Retry(max=_PAUSE_RESCHEDULES, interval=max(seconds, 1))
+    return Retry(max=_RESCHEDULES, interval=max(seconds, 1))
 
 
 def _finish(conn: Connection, row: ledger.LedgerRow, status: str, error: str, logger: _Ids) -> str:
     conn.rollback()
     if not ledger.record_final(conn, row.id, _owner(row), status, error):
         return _lost(conn, logger)
-    ledger.sync_app_row(conn, row.source_table, row.source_id)
+    app_rows.sync_app_row(conn, row.source_table, row.source_id)
     conn.commit()
     logger.warning("%s: %s", status, error)
     return status

@@ -22,14 +22,14 @@ from rq import Queue, Retry, get_current_job
 from rq.exceptions import DuplicateJobError, NoSuchJobError
 from rq.job import Job, JobStatus
 
-from db import webhooks
-from db.connection import Connection, Row, connect
-from falback.config import Config
-from jobs.backup import current_config
-from jobs.fal_media import plan_files, record_files
+from core.config import Config
+from db import deliveries
+from db.connection import Connection, Row
+from jobs.fal.payload import AppLink, find_media
+from jobs.fal.plan import plan_files, record_files
 from jobs.intake import enqueue_rows
 from jobs.queues import MAINTENANCE_QUEUE
-from listener.fal_payload import AppLink, find_media
+from jobs.worker import WorkerContext
 
 log = logging.getLogger(__name__)
 
@@ -92,19 +92,17 @@ def enqueue_fetch(redis: Redis, delivery_id: int, *, replace_ended: bool = True)
     return True
 
 
-def fetch_result(delivery_id: int) -> str:
+def fetch_result(context: WorkerContext, delivery_id: int) -> str:
     """The job: 'resolved', 'unresolved' (the note says why) or 'skipped' (nothing to do)."""
-    config = current_config()
-    assert config.database_url and config.redis_url, "workers need DATABASE_URL and REDIS_URL"
-    conn = connect(config.database_url, application_name="falback-worker")
+    conn = context.db()
     try:
-        return _fetch(conn, config, delivery_id)
+        return _fetch(conn, context.redis, context.config, delivery_id)
     finally:
-        conn.close()
+        conn.rollback()
 
 
-def _fetch(conn: Connection, config: Config, delivery_id: int) -> str:
-    delivery = webhooks.get_delivery(conn, delivery_id)
+def _fetch(conn: Connection, redis: Redis, config: Config, delivery_id: int) -> str:
+    delivery = deliveries.get_delivery(conn, delivery_id)
     conn.commit()
     if delivery is None or delivery["resolved"]:
         return "skipped"
@@ -125,16 +123,15 @@ def _fetch(conn: Connection, config: Config, delivery_id: int) -> str:
     scan = find_media(result, root="result", max_data_bytes=config.max_data_uri_bytes)
     plan = plan_files(scan.media, scan.problems, request_id=request_id,
                       link=_link(delivery), fal_app=delivery["fal_app"])
-    if not webhooks.resolve(conn, delivery_id, len(plan.files), plan.note()):
+    if not deliveries.resolve(conn, delivery_id, len(plan.files), plan.note()):
         conn.rollback()
         return "skipped"  # another run of this job recorded it first
     rows = record_files(conn, plan, config.expiry_days)
     conn.commit()
     log.info("delivery %d request %s: fetched result, %d file(s), ledger %s",
              delivery_id, request_id, len(plan.files), [i for i, _ in rows])
-    assert config.redis_url
     try:
-        enqueue_rows(conn, Redis.from_url(config.redis_url), config, rows)
+        enqueue_rows(conn, redis, config, rows)
     except RedisError as e:
         conn.rollback()
         log.warning("delivery %d: redis unavailable (%s); ledger rows stay pending for the sweep",
@@ -191,7 +188,7 @@ def _read_capped(response: requests.Response, limit: int) -> bytes | None:
 
 
 def _unresolved(conn: Connection, delivery_id: int, request_id: str, note: str) -> str:
-    webhooks.set_note(conn, delivery_id, note)
+    deliveries.set_note(conn, delivery_id, note)
     conn.commit()
     log.warning("delivery %d request %s: %s", delivery_id, request_id, note)
     return "unresolved"

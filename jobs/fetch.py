@@ -25,7 +25,7 @@ import urllib3.connection
 import urllib3.connectionpool
 from requests.adapters import HTTPAdapter
 
-from falback.config import Config
+from core.config import Config
 from jobs.errors import CopyError, PermanentError, SourceGone, TransientError
 
 log = logging.getLogger(__name__)

@@ -10,9 +10,9 @@ from collections.abc import Callable, Sequence
 
 from redis import Redis
 
+from core.config import Config
 from db import ledger
 from db.connection import Connection
-from falback.config import Config
 from jobs.queues import chunked, enqueue_batch
 
 BATCH_SIZE = 1000

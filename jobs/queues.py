@@ -15,16 +15,13 @@ from rq import Queue, Retry
 from rq.exceptions import DuplicateJobError
 from rq.job import Job
 
-from falback.config import Config
+from core.config import Config
+from core.kinds import KINDS
 
 log = logging.getLogger(__name__)
 
 # Highest priority first; `rq worker` serves queues in the order given.
-QUEUE_FOR_KIND = {
-    "upscale": "backup-upscale",
-    "regular": "backup-regular",
-    "image": "backup-images",
-}
+QUEUE_FOR_KIND = {k.name: k.queue for k in sorted(KINDS, key=lambda k: k.priority)}
 QUEUE_NAMES = tuple(QUEUE_FOR_KIND.values())
 BACKUP_FUNC = "jobs.backup.backup_file"
 # Scheduled sweeps and the daily backfill (jobs/schedule.py). Served before the backup

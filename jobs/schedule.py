@@ -23,12 +23,12 @@ from typing import Any
 from redis import Redis, RedisError
 from rq.cron import CronScheduler
 
-from db.connection import connection
-from falback.config import Config
-from falback.lifecycle import Backoff, GracefulStop
+from core.config import Config
+from core.lifecycle import Backoff, GracefulStop
 from jobs.backfill import backfill
 from jobs.queues import MAINTENANCE_QUEUE
 from jobs.sweep import scheduled_sweep
+from jobs.worker import WorkerContext
 
 log = logging.getLogger(__name__)
 
@@ -57,18 +57,13 @@ def build_scheduler(config: Config, redis: Redis) -> CronScheduler:
     return scheduler
 
 
-def daily_backfill(type_: str, limit: int) -> dict[str, Any]:
+def daily_backfill(context: WorkerContext, type_: str, limit: int) -> dict[str, Any]:
     """The user's daily cron call, `{"type": type_, "limit": limit}`, as a job."""
-    from jobs.backup import current_config
-
-    config = current_config()
-    assert config.database_url and config.redis_url
-    redis = Redis.from_url(config.redis_url, socket_connect_timeout=5, socket_timeout=30)
+    conn = context.db()
     try:
-        with connection(config.database_url, application_name="falback-daily-backfill") as conn:
-            summary = backfill(config, conn, redis, type_, limit)
+        summary = backfill(context.config, conn, context.redis, type_, limit)
     finally:
-        redis.close()
+        conn.rollback()
     log.info("daily backfill %s %d: enqueued %d file(s), %d new ledger rows",
              type_, limit, summary.files, summary.new_ledger_rows)
     return summary.as_dict()

@@ -34,12 +34,14 @@ import psycopg2
 from redis import Redis
 from rq.job import Job, JobStatus
 
-from db import ledger, sweeps, webhooks
+from core.config import Config
+from core.kinds import KIND_NAMES
+from db import app_rows, deliveries, ledger, sweeps
 from db.connection import Connection, Row, connection
-from falback.config import Config
 from jobs.fal_results import enqueue_fetch
 from jobs.intake import BATCH_SIZE, enqueue_rows
 from jobs.queues import chunked, enqueue_batch, job_id
+from jobs.worker import WorkerContext
 
 log = logging.getLogger(__name__)
 
@@ -92,10 +94,10 @@ def _sweep(config: Config, conn: Connection, redis: Redis, limit: int) -> SweepC
     counts = SweepCounts()
 
     # (b) before (a), so each row is counted once.
-    pending = [(r["id"], r["kind"]) for r in ledger.pending_rows(conn, ledger.KINDS, limit)]
+    pending = [(r["id"], r["kind"]) for r in ledger.pending_rows(conn, KIND_NAMES, limit)]
     created: list[tuple[int, str]] = []
-    if ledger.app_files_exist(conn):
-        new_rows = ledger.insert_from_app(conn, ledger.KINDS, limit, config.expiry_days)
+    if app_rows.app_files_exist(conn):
+        new_rows = app_rows.insert_from_app(conn, KIND_NAMES, limit, config.expiry_days)
         created = [(r["id"], r["kind"]) for r in new_rows]
     conn.commit()  # new rows are safe as 'pending' before any job exists
     _delete_finished_jobs(redis, [i for i, _ in pending], _LIVE)
@@ -117,7 +119,7 @@ def _sweep(config: Config, conn: Connection, redis: Redis, limit: int) -> SweepC
 
     gave_up = sweeps.fail_expired_leases(conn, config.max_attempts, limit)
     for row in gave_up:
-        ledger.sync_app_row(conn, row["source_table"], row["source_id"])
+        app_rows.sync_app_row(conn, row["source_table"], row["source_id"])
     # Committed before enqueueing: if Redis fails now, the rows are 'queued' without a
     # job, which (c) repairs next pass.
     expired = [(r["id"], r["kind"]) for r in sweeps.requeue_expired_leases(conn, limit)]
@@ -130,7 +132,7 @@ def _sweep(config: Config, conn: Connection, redis: Redis, limit: int) -> SweepC
 
     if config.fal_key:
         counts.fal_results = sum(enqueue_fetch(redis, d, replace_ended=False)
-                                 for d in webhooks.fetchable_unresolved(conn, limit))
+                                 for d in deliveries.fetchable_unresolved(conn, limit))
         conn.commit()
 
     log.info("sweep: %s (%.2fs)", counts, time.monotonic() - started)
@@ -148,11 +150,13 @@ def run_sweep(config: Config) -> SweepCounts | None:
         redis.close()
 
 
-def scheduled_sweep() -> dict[str, int] | None:
+def scheduled_sweep(context: WorkerContext) -> dict[str, int] | None:
     """The cron job (queue falback-maintenance); its result shows in the dashboard."""
-    from jobs.backup import current_config
-
-    counts = run_sweep(current_config())
+    conn = context.db()
+    try:
+        counts = sweep(context.config, conn, context.redis)
+    finally:
+        conn.rollback()
     return counts.as_dict() if counts else None
 
 

@@ -7,8 +7,8 @@ import logging
 from flask import Flask
 from redis import Redis
 
-from falback.config import Config, ConfigError
-from falback.logs import setup_logging
+from core.config import Config, ConfigError
+from core.logs import setup_logging
 
 
 def create_app(config: Config | None = None) -> Flask:
@@ -28,9 +28,9 @@ def create_app(config: Config | None = None) -> Flask:
         config.redis_url, socket_timeout=5, socket_connect_timeout=5
     )
 
+    from jobs.fal.signature import JwksCache
     from listener import admin, app_webhook, dashboard, fal_webhook, health
-    from listener.db import init_app
-    from listener.fal_signature import JwksCache
+    from listener.context import init_app
 
     init_app(app)
     # One key cache per process; the timeout keeps a JWKS outage inside fal's 15 s.

@@ -6,11 +6,11 @@ import logging
 
 from flask import Blueprint, Response, jsonify, request
 
-from db import ledger, webhooks
+from db import app_rows, deliveries, ledger
 from jobs.backfill import BackfillError, backfill, validate
 from jobs.queues import counts
 from listener.auth import admin_denied
-from listener.db import get_config, get_db, get_redis
+from listener.context import get_config, get_db, get_redis
 
 bp = Blueprint("admin", __name__)
 log = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ def get_status() -> Response:
     conn = get_db()
     return jsonify(
         ledger=ledger.status_report(conn),
-        not_in_ledger=ledger.not_in_ledger(conn),
-        unresolved_fal_deliveries=webhooks.unresolved_count(conn),
+        not_in_ledger=app_rows.not_in_ledger(conn),
+        unresolved_fal_deliveries=deliveries.unresolved_count(conn),
         queues=counts(get_redis()),
     )

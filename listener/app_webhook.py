@@ -35,11 +35,12 @@ from redis import RedisError
 from werkzeug.datastructures import Headers
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from db import ledger
+from core.kinds import APP_TABLES, columns_of
+from db import app_rows, ledger
 from db.connection import Row
-from jobs.fal_media import storable
+from jobs.fal.plan import storable
 from jobs.intake import enqueue_rows
-from listener.db import get_config, get_db, get_redis
+from listener.context import get_config, get_db, get_redis
 
 bp = Blueprint("app_webhook", __name__)
 log = logging.getLogger(__name__)
@@ -47,13 +48,6 @@ log = logging.getLogger(__name__)
 TOLERANCE_SECONDS = 300
 SECRET_HEADER = "X-Falback-Secret"
 MAX_URL_LENGTH = 8192
-# The URL columns of each app table, as migrations/repeatable/compat.sql reads them:
-# (url column, size column, variant = ledger kind).
-RECORD_FILES: dict[str, tuple[tuple[str, str, str], ...]] = {
-    "gen_videos": (("upscale_video_url", "upscale_file_size", "upscale"),
-                   ("video_url", "file_size", "regular")),
-    "gen_images": (("image_url", "file_size", "image"),),
-}
 _ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
@@ -93,11 +87,11 @@ def receive() -> tuple[Response, int]:
     try:
         conn = get_db()
         rows: list[Row] = []
-        if ledger.app_files_exist(conn):
-            rows = ledger.upsert_app_row(conn, event.table, event.id, config.expiry_days)
+        if app_rows.app_files_exist(conn):
+            rows = app_rows.upsert_app_row(conn, event.table, event.id, config.expiry_days)
         if not rows:
             # Not visible here (yet): a replica behind, or app tables in another database.
-            rows = ledger.link_files(conn, files_from_record(event), config.expiry_days)
+            rows = app_rows.link_files(conn, files_from_record(event), config.expiry_days)
         conn.commit()
     except (psycopg2.OperationalError, psycopg2.InterfaceError) as e:
         # Nothing was committed; teardown closes the connection.
@@ -167,8 +161,8 @@ def parse_event(raw: bytes) -> Event:
     if type_ not in ("INSERT", "UPDATE", "DELETE"):
         raise BadEvent("type must be INSERT, UPDATE or DELETE")
     table = body.get("table")
-    if table not in RECORD_FILES:
-        raise BadEvent(f"table must be one of {', '.join(RECORD_FILES)}")
+    if table not in APP_TABLES:
+        raise BadEvent(f"table must be one of {', '.join(APP_TABLES)}")
     if body.get("schema", "public") != "public":
         raise BadEvent("schema must be public")
     record = body.get("record")
@@ -190,13 +184,13 @@ def _record_id(value: object) -> str:
 def files_from_record(event: Event) -> list[ledger.NewFile]:
     """The record's media URLs as linked ledger files (non-URL values are skipped)."""
     files = []
-    for url_column, size_column, variant in RECORD_FILES[event.table]:
-        url = event.record.get(url_column)
+    for column in columns_of(event.table):
+        url, variant = event.record.get(column.url_column), column.kind
         if not (isinstance(url, str) and url[:8].lower().startswith(("http://", "https://"))
                 and len(url) <= MAX_URL_LENGTH and storable(url)
                 and not any(c.isspace() for c in url)):
             continue
-        size = event.record.get(size_column)
+        size = event.record.get(column.size_column)
         files.append(ledger.NewFile(
             source_url=url, kind=variant, source_table=event.table, source_id=event.id,
             variant=variant,

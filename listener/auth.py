@@ -7,7 +7,7 @@ import hmac
 
 from flask import Response, jsonify, request
 
-from listener.db import get_config
+from listener.context import get_config
 
 
 def admin_denied() -> Response | None:

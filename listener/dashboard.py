@@ -5,7 +5,7 @@ from __future__ import annotations
 import rq_dashboard
 from flask import Flask
 
-from falback.config import Config
+from core.config import Config
 from listener.auth import admin_denied
 
 

@@ -25,14 +25,10 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from redis import RedisError
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from db import webhooks
+from core.config import Config
+from db import deliveries
 from db.connection import Connection
-from falback.config import Config
-from jobs.fal_media import clip, optional, plan_files, record_files
-from jobs.fal_results import body_limit, enqueue_fetch, unfetchable_reason
-from jobs.intake import enqueue_rows
-from listener.db import get_config, get_db, get_redis
-from listener.fal_payload import (
+from jobs.fal.payload import (
     AppLink,
     FalWebhook,
     InvalidLinkError,
@@ -42,7 +38,11 @@ from listener.fal_payload import (
     parse_app_link,
     parse_webhook,
 )
-from listener.fal_signature import JwksCache, verify_webhook
+from jobs.fal.plan import clip, optional, plan_files, record_files
+from jobs.fal.signature import JwksCache, verify_webhook
+from jobs.fal_results import body_limit, enqueue_fetch, unfetchable_reason
+from jobs.intake import enqueue_rows
+from listener.context import get_config, get_db, get_redis
 
 bp = Blueprint("fal_webhook", __name__)
 log = logging.getLogger(__name__)
@@ -134,7 +134,7 @@ def _record(
         note = unfetchable_reason(config, fal_app)
         fetch = note is None
         note = note or "waiting for the result from fal's queue API"
-    delivery = webhooks.Delivery(
+    delivery = deliveries.Delivery(
         request_id=hook.request_id,
         gateway_request_id=optional(hook.gateway_request_id),
         fal_user_id=optional(user_id),
@@ -151,9 +151,9 @@ def _record(
         note=note,
     )
     # On any error nothing is committed: teardown closes the connection.
-    delivery_id = webhooks.insert_delivery(conn, delivery)
+    delivery_id = deliveries.insert_delivery(conn, delivery)
     if delivery_id is None:
-        existing = webhooks.get_delivery_by_request(conn, hook.request_id)
+        existing = deliveries.get_delivery_by_request(conn, hook.request_id)
         conn.commit()
         assert existing is not None
         # A repeat of an unresolved payload_error: fal retried, maybe because the first

@@ -6,7 +6,7 @@ import logging
 
 from flask import Blueprint, Response, jsonify
 
-from listener.db import get_db, get_redis
+from listener.context import get_db, get_redis
 
 bp = Blueprint("health", __name__)
 log = logging.getLogger(__name__)

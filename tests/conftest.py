@@ -18,11 +18,11 @@ from flask import Flask
 from flask.testing import FlaskClient
 from redis import Redis
 
+from core.config import Config
 from db.connection import Connection, connect
 from db.migrate import apply_sample_schema
-from falback.config import Config
-from falback.embedded import EmbeddedPostgres, EmbeddedRedis
-from falback.fakecdn import FakeCdn
+from devkit.embedded import EmbeddedPostgres, EmbeddedRedis
+from devkit.fakecdn import FakeCdn
 
 ADMIN_TOKEN = "test-admin-token"
 _TEMPLATE = "falback_template"
@@ -164,6 +164,6 @@ def run_worker(config: Config, timeout: float = 120) -> subprocess.CompletedProc
     """Run a real `falback worker --burst` process until the queues are empty."""
     env = dict(os.environ, **config.as_env())
     return subprocess.run(
-        [sys.executable, "-m", "falback.cli", "worker", "--burst"],
+        [sys.executable, "-m", "falback", "worker", "--burst"],
         env=env, capture_output=True, text=True, timeout=timeout, check=True,
     )

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from falback.config import Config
+from core.config import Config
 from tests.drive_emulator import DriveEmulator
 from tests.drive_helpers import ALICE, SA_EMAIL, Drive, Key, drive_env, make_key
 

@@ -18,8 +18,8 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from core.config import Config
 from db.connection import Connection
-from falback.config import Config
 from tests.drive_emulator import DriveEmulator, FileInfo
 from tests.helpers import ledger_rows
 
@@ -85,14 +85,20 @@ def drive_env(drive: Drive, key: Key, **overrides: str) -> dict[str, str]:
 
 
 def only_row(conn: Connection) -> dict[str, Any]:
+    """The one ledger row, with its Drive upload session (drive_files) when it has one."""
     [row] = ledger_rows(conn)
-    return row
+    with conn.cursor() as cur:
+        cur.execute("SELECT session_uri, session_offset FROM drive_files WHERE ledger_id = %s",
+                    (row["id"],))
+        session = cur.fetchone()
+    conn.commit()
+    return {**row, **(session or {"session_uri": None, "session_offset": None})}
 
 
 def start_worker(config: Config) -> subprocess.Popen[str]:
     """A real `falback worker --burst` in its own process group (so it can be killed whole)."""
     return subprocess.Popen(
-        [sys.executable, "-m", "falback.cli", "worker", "--burst"],
+        [sys.executable, "-m", "falback", "worker", "--burst"],
         env=dict(os.environ, **config.as_env()), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         text=True, start_new_session=True,
     )

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import requests
 
-from falback.config import Config
+from core.config import Config
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from db.connection import Connection, fetch_all
-from falback.fakecdn import FakeCdn
+from devkit.fakecdn import FakeCdn
 
 
 def add_video(

@@ -15,7 +15,7 @@ from types import TracebackType
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from listener.fal_signature import signed_message
+from jobs.fal.signature import signed_message
 
 JWKS_PATH = "/.well-known/jwks.json"
 

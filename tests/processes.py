@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
 
-from falback.config import Config
+from core.config import Config
 
 T = TypeVar("T")
 
@@ -34,7 +34,7 @@ class Background:
     def __init__(self, config: Config, *args: str, env: dict[str, str] | None = None) -> None:
         self.lines: list[str] = []
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "falback.cli", *args],
+            [sys.executable, "-m", "falback", *args],
             env={**os.environ, **config.as_env(), "PYTHONUNBUFFERED": "1", **(env or {})},
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )

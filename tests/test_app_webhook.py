@@ -17,9 +17,9 @@ from hypothesis import strategies as st
 from redis import Redis
 from werkzeug.test import TestResponse
 
+from core.config import Config
 from db.connection import Connection, fetch_one
-from falback.config import Config
-from falback.fakecdn import FakeCdn
+from devkit.fakecdn import FakeCdn
 from tests.conftest import Servers, create_app_for, run_worker
 from tests.helpers import add_video, ledger_rows
 

@@ -7,9 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from core.config import Config
 from db.connection import Connection, fetch_all
-from falback.config import Config
-from falback.fakecdn import FakeCdn
+from devkit.fakecdn import FakeCdn
 from tests.conftest import run_worker
 from tests.helpers import add_image, add_video, file_md5, ledger_rows
 
@@ -33,7 +33,7 @@ WHERE upscale_video_url IS NOT NULL;
 
 def falback(config: Config, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "falback.cli", *args],
+        [sys.executable, "-m", "falback", *args],
         env=dict(os.environ, **config.as_env()), capture_output=True, text=True, timeout=60,
     )
 

@@ -9,10 +9,10 @@ import time
 from redis import Redis
 from rq import Queue
 
+from core.config import Config
 from db import ledger
 from db.connection import Connection, fetch_all
-from falback.config import Config
-from falback.fakecdn import FakeCdn
+from devkit.fakecdn import FakeCdn
 from jobs.backfill import backfill
 from jobs.queues import BACKUP_FUNC, enqueue_batch, enqueue_one, job_id
 from tests.conftest import run_worker
@@ -196,11 +196,10 @@ def test_a_worker_that_lost_its_claim_cannot_record(
     assert not ledger.record_done(conn, row_id, "worker-a", destination="local", destination_id="x",
                                   destination_url="file:///x", size=1, md5="0" * 32)
     assert not ledger.record_final(conn, row_id, "worker-a", "failed", "late")
-    assert not ledger.record_retry(conn, row_id, "worker-a", "late", 10)
-    ledger.save_upload_state(conn, row_id, "worker-a", "https://session", 5)
+    assert ledger.record_retry(conn, row_id, "worker-a", "late", 10) is None
     conn.commit()
     [row] = ledger_rows(conn)
-    assert (row["status"], row["claimed_by"], row["upload_session_uri"]) == ("copying", "worker-b", None)
+    assert (row["status"], row["claimed_by"], row["last_error"]) == ("copying", "worker-b", None)
 
 
 def test_a_retry_is_not_claimed_before_its_backoff_ends(

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from falback.config import DEFAULT_SOURCE_HOSTS, Config, ConfigError
+from core.config import DEFAULT_SOURCE_HOSTS, Config, ConfigError
 from tests.drive_helpers import write_key_file
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from falback.config import Config
+from core.config import Config
 from jobs.destinations.drive_check import drive_check
 from tests.drive_helpers import ALICE, SA_EMAIL, Drive, Key, drive_env, make_key, write_key_file
 from tests.test_backfill_e2e import falback
@@ -115,7 +115,7 @@ def test_the_command(config: Config, drive: Drive, sa_key: Key) -> None:
     bad = falback(config.replace(database_url=None), "drive-check")
     assert bad.returncode == 1 and "not configured" in bad.stdout
     env = {**os.environ, **config.as_env(), **drive_env(drive, sa_key, GOOGLE_DRIVE_CHUNK_SIZE="1000")}
-    broken = subprocess.run([sys.executable, "-m", "falback.cli", "drive-check"], env=env,
+    broken = subprocess.run([sys.executable, "-m", "falback", "drive-check"], env=env,
                             capture_output=True, text=True, timeout=60)
     assert broken.returncode == 2
     assert "configuration error: GOOGLE_DRIVE_CHUNK_SIZE must be a multiple of 256 KiB" in broken.stderr

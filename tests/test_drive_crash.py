@@ -11,9 +11,9 @@ import pytest
 from redis import Redis
 from rq.job import Job
 
+from core.config import Config
 from db.connection import Connection
-from falback.config import Config
-from falback.fakecdn import FakeCdn
+from devkit.fakecdn import FakeCdn
 from jobs.backfill import backfill
 from jobs.queues import enqueue_one, job_id
 from tests.conftest import run_worker
@@ -62,8 +62,8 @@ def test_killed_mid_upload_resumes_the_same_session(config: Config, conn: Connec
     worker.wait()
     killed = only_row(conn)
     [session] = emulator.sessions()
-    assert killed["status"] == "copying" and killed["upload_session_uri"] == session.uri
-    assert session.committed - chunk <= killed["upload_offset"] <= session.committed < size
+    assert killed["status"] == "copying" and killed["session_uri"] == session.uri
+    assert session.committed - chunk <= killed["session_offset"] <= session.committed < size
     assert drive.backups() == []
     if not session_survives:
         emulator.expire_session(session.uri)

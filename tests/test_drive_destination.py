@@ -15,19 +15,20 @@ from typing import Any
 import pytest
 from redis import Redis
 
-from db import destinations, ledger
+from core.config import Config
+from db import drive_state, ledger
 from db.connection import Connection, connect, fetch_all
-from falback.config import Config
-from falback.fakecdn import FakeCdn
+from devkit.fakecdn import FakeCdn
 from jobs import backup
 from jobs.backfill import backfill
-from jobs.copy import copy_file
 from jobs.destinations import from_config
 from jobs.destinations.drive import DriveDestination
 from jobs.destinations.drive_folders import Folders
 from jobs.destinations.drive_upload import DriveUpload
 from jobs.errors import VerifyError
 from jobs.fetch import SourceFetcher
+from jobs.transfer import copy_file
+from jobs.worker import WorkerContext
 from tests.drive_helpers import ALICE, CHUNK, Drive, Key, drive_env, only_row
 from tests.helpers import add_image, add_video, ledger_rows
 
@@ -35,8 +36,12 @@ pytest_plugins = ["tests.drive_fixtures"]
 
 
 def run_job(config: Config, ledger_id: int) -> object:
-    backup.configure(config)
-    return backup.backup_file(ledger_id)
+    assert config.redis_url
+    context = WorkerContext(config, Redis.from_url(config.redis_url))
+    try:
+        return backup.backup_file(context, ledger_id)
+    finally:
+        context.close()
 
 
 def backup_all(config: Config, conn: Connection, redis: Redis) -> list[dict[str, Any]]:
@@ -76,7 +81,7 @@ def test_every_size_lands_verified(drive_config: Config, conn: Connection, cdn: 
     assert_one_verified_copy(drive, cdn, row)
     counted = {k: drive.emulator.requests[k] for k in ("multipart", "initiate", "chunk", "status")}
     assert {k: v for k, v in counted.items() if v} == requests
-    assert drive.emulator.bytes_received >= size and row["upload_session_uri"] is None
+    assert drive.emulator.bytes_received >= size and only_row(conn)["session_uri"] is None
 
 
 def test_layout_names_tags_and_links(drive_config: Config, conn: Connection, cdn: FakeCdn,
@@ -192,7 +197,7 @@ def test_a_copy_that_does_not_match_is_deleted_and_made_again(
     assert row is not None
     destination = from_config(drive_config, conn)
     fetcher = SourceFetcher(drive_config)
-    upload = destination.open(row, None, lambda uri, offset: None)
+    upload = destination.open(row, None)
     assert isinstance(upload, DriveUpload)
     for chunk in fetcher.open(row.source_url).chunks():
         upload.write(chunk)
@@ -201,9 +206,9 @@ def test_a_copy_that_does_not_match_is_deleted_and_made_again(
     fetcher.close()
     bad_id = upload.file_id
     assert bad_id not in {f.id for f in drive.emulator.files()}
-    assert destinations.reservation(conn, row.id) is None
+    assert drive_state.reservation(conn, row.id) is None
     # The next attempt reserves a new id and uploads a good copy.
-    stored = copy_file(row, SourceFetcher(drive_config), destination, lambda uri, offset: None)
+    stored = copy_file(row, SourceFetcher(drive_config), destination)
     assert stored.id != bad_id and stored.md5 == cdn.file(row.source_url).md5()
     assert [f.id for f in drive.backups()] == [stored.id]
 
@@ -240,8 +245,7 @@ def test_concurrent_attempts_on_one_row_make_one_file(drive_config: Config, conn
         try:
             destination = from_config(drive_config, own)
             barrier.wait()
-            results.append(copy_file(row, SourceFetcher(drive_config), destination,
-                                     lambda uri, offset: None))
+            results.append(copy_file(row, SourceFetcher(drive_config), destination))
         except Exception as e:  # noqa: BLE001 - collected for the assertion below
             results.append(e)
         finally:

@@ -3,9 +3,9 @@ the user's monitoring queries afterwards."""
 
 from __future__ import annotations
 
+from core.config import Config
 from db.connection import Connection
-from falback.config import Config
-from falback.fakecdn import FakeCdn
+from devkit.fakecdn import FakeCdn
 from tests.conftest import run_worker
 from tests.drive_helpers import Drive
 from tests.helpers import ledger_rows

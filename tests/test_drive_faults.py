@@ -10,9 +10,9 @@ import pytest
 from redis import Redis
 from rq.registry import ScheduledJobRegistry
 
+from core.config import Config
 from db.connection import Connection, fetch_all
-from falback.config import Config
-from falback.fakecdn import FakeCdn
+from devkit.fakecdn import FakeCdn
 from jobs.backfill import backfill
 from tests.conftest import run_worker
 from tests.drive_helpers import CHUNK, Drive, Key, drive_env, only_row
@@ -82,7 +82,7 @@ def test_an_expired_session_starts_over_on_the_next_attempt(drive_config: Config
     row = only_row(conn)
     assert row["status"] == "retrying"
     assert "the next attempt starts a new upload session" in row["last_error"]
-    assert row["upload_session_uri"] is None
+    assert row["session_uri"] is None
     wait_and_work(drive_config, conn)
     row = only_row(conn)
     one_copy(drive, cdn, row)
@@ -106,7 +106,7 @@ def test_a_server_that_keeps_failing_leaves_a_readable_retry(drive_config: Confi
     row = only_row(conn)
     assert row["status"] == "retrying" and row["attempts"] == 1
     assert row["last_error"] == "Drive answered 503 backendError to send a chunk: Backend Error"
-    assert row["upload_session_uri"] is not None  # kept: the next attempt resumes it
+    assert row["session_uri"] is not None  # kept: the next attempt resumes it
     assert len(drive.emulator.faults.fired) == 1 + 3  # the PUT, then 3 backed-off retries
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from falback.config import Config, ConfigError
-from falback.drive_settings import DEFAULT_CHUNK_SIZE, DEFAULT_SCOPE, GOOGLE_API_BASE_URL
+from core.config import Config, ConfigError
+from core.drive_settings import DEFAULT_CHUNK_SIZE, DEFAULT_SCOPE, GOOGLE_API_BASE_URL
 from tests.drive_helpers import SA_EMAIL, make_key, write_key_file
 
 KEY = make_key()

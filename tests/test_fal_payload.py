@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from listener.fal_payload import (
+from jobs.fal.payload import (
     AppLink,
     FalWebhook,
     InvalidLinkError,

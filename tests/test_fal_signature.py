@@ -10,7 +10,7 @@ import pytest
 import requests
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from listener.fal_signature import (
+from jobs.fal.signature import (
     MAX_JWKS_AGE_SECONDS,
     JwksCache,
     Reason,
@@ -363,7 +363,7 @@ def test_padded_base64url_key_is_accepted(key: Ed25519PrivateKey) -> None:
 
 def test_cache_rejects_max_age_over_24h() -> None:
     with pytest.raises(ValueError, match="max_age"):
-        JwksCache(max_age=MAX_JWKS_AGE_SECONDS + 1)
+        JwksCache(["https://rest.fal.ai/.well-known/jwks.json"], max_age=MAX_JWKS_AGE_SECONDS + 1)
     with pytest.raises(ValueError, match="at least one"):
         JwksCache([])
 

@@ -23,12 +23,11 @@ from hypothesis import strategies as st
 from redis import Redis
 from werkzeug.test import TestResponse
 
+from core.config import Config, ConfigError
 from db.connection import Connection, connect, fetch_all
-from falback.config import Config, ConfigError
-from falback.fakecdn import FakeCdn
-from jobs import backup
+from devkit.fakecdn import FakeCdn
 from jobs.fal_results import fetch_result
-from listener.fal_signature import DEFAULT_JWKS_URLS
+from jobs.worker import WorkerContext
 from tests.conftest import Servers, admin_headers, create_app_for, run_worker
 from tests.fal_queue_server import FalQueueServer
 from tests.gunicorn_server import gunicorn
@@ -194,7 +193,7 @@ def test_webhook_config_is_strict_and_round_trips() -> None:
     assert "id:secret" not in repr(config) and "whsec_" not in repr(config)
     assert Config.from_env(config.as_env()) == config
     defaults = Config.from_env({})
-    assert defaults.fal_jwks_urls == DEFAULT_JWKS_URLS
+    assert defaults.fal_jwks_urls[0] == "https://rest.fal.ai/.well-known/jwks.json"
     assert (defaults.fal_key, defaults.fal_webhook_user_id, defaults.app_webhook_secret) == (None,) * 3
     assert (defaults.fal_queue_base_url, defaults.max_data_uri_bytes) == ("https://queue.fal.run", 10 << 20)
     for name, value, message in [
@@ -421,15 +420,18 @@ def test_fetch_job_records_why_a_result_is_unavailable(
     config = hook_config.replace(fal_key="wrong", fal_queue_base_url=fal_queue.base_url)
     client = create_app_for(config).test_client()
     assert post(client, key, PAYLOAD_ERROR, query="?fal_app=fal-ai/flux").status_code == 200
-    monkeypatch.setattr(backup, "_config", config)  # what `falback worker` sets up
-    assert fetch_result(1) == "unresolved"
+    assert config.redis_url
+    wrong = WorkerContext(config, Redis.from_url(config.redis_url))
+    assert fetch_result(wrong, 1) == "unresolved"
     assert "fal refused FAL_KEY (HTTP 401)" in deliveries(conn)[0]["note"]
-    monkeypatch.setattr(backup, "_config", config.replace(fal_key=fal_queue.key))
-    assert fetch_result(1) == "unresolved"
+    right = WorkerContext(config.replace(fal_key=fal_queue.key), wrong.redis)
+    assert fetch_result(right, 1) == "unresolved"
     assert "fal has no such result (HTTP 404)" in deliveries(conn)[0]["note"]
     fal_queue.set_result("fal-ai/flux", PE_ID, {"images": [{"url": "https://v3.fal.media/files/a.png"}]})
-    assert fetch_result(1) == "resolved"
-    assert fetch_result(1) == "skipped"
+    assert fetch_result(right, 1) == "resolved"
+    assert fetch_result(right, 1) == "skipped"
+    wrong.close()
+    right.close()
     assert [r["source_url"] for r in ledger_rows(conn)] == ["https://v3.fal.media/files/a.png"]
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from falback.config import Config
-from falback.fakecdn import FakeCdn
+from core.config import Config
+from devkit.fakecdn import FakeCdn
 from jobs.errors import PermanentError, SourceGone, TransientError
 from jobs.fetch import SourceFetcher, _private_channel, address_allowed, host_allowed, loggable_url
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from db import ledger
+from db import app_rows, ledger
 from db.connection import Connection
-from falback.fakecdn import FakeCdn
+from devkit.fakecdn import FakeCdn
 from tests.helpers import add_video, ledger_rows
 
 
@@ -16,7 +16,7 @@ def test_an_app_row_links_a_file_a_webhook_reported_first(conn: Connection, cdn:
                                                           fal_request_id="req-1")], 7)
     conn.commit()
     video_id = add_video(conn, cdn, 1, upscale_size=1000)
-    linked = ledger.upsert_app_row(conn, "gen_videos", str(video_id), 7)
+    linked = app_rows.upsert_app_row(conn, "gen_videos", str(video_id), 7)
     conn.commit()
     assert len(linked) == 2  # the regular video is new, the upscale is linked
     row = next(r for r in ledger_rows(conn) if r["source_url"] == url)
@@ -27,8 +27,8 @@ def test_an_app_row_links_a_file_a_webhook_reported_first(conn: Connection, cdn:
 
 def test_a_linked_row_keeps_its_link(conn: Connection, cdn: FakeCdn) -> None:
     video_id = add_video(conn, cdn, 1)
-    ledger.upsert_app_row(conn, "gen_videos", str(video_id), 7)
-    again = ledger.link_files(conn, [ledger.NewFile(
+    app_rows.upsert_app_row(conn, "gen_videos", str(video_id), 7)
+    again = app_rows.link_files(conn, [ledger.NewFile(
         source_url=cdn.base_url + "/files/b/t/video-1.mp4", kind="upscale",
         source_table="gen_videos", source_id="999", variant="upscale")], 7)
     conn.commit()
@@ -39,7 +39,7 @@ def test_a_linked_row_keeps_its_link(conn: Connection, cdn: FakeCdn) -> None:
 
 def test_an_id_of_the_wrong_type_or_an_unknown_table_matches_nothing(conn: Connection, cdn: FakeCdn) -> None:
     add_video(conn, cdn, 1)
-    assert ledger.upsert_app_row(conn, "gen_videos", "not-a-number", 7) == []
-    assert ledger.upsert_app_row(conn, "gen_videos", "99999999999999999999", 7) == []
-    assert ledger.upsert_app_row(conn, "other_table", "1", 7) == []
-    assert len(ledger.upsert_app_row(conn, "gen_videos", "1", 7)) == 1
+    assert app_rows.upsert_app_row(conn, "gen_videos", "not-a-number", 7) == []
+    assert app_rows.upsert_app_row(conn, "gen_videos", "99999999999999999999", 7) == []
+    assert app_rows.upsert_app_row(conn, "other_table", "1", 7) == []
+    assert len(app_rows.upsert_app_row(conn, "gen_videos", "1", 7)) == 1

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import psycopg2
 import pytest
 
+from db import app_rows
 from db.connection import connection, fetch_all
 from db.migrate import apply_sample_schema, migrate, numbered_migrations
 from tests.conftest import Servers
@@ -72,16 +73,15 @@ def test_linked_rows_work_without_app_tables_in_this_database(empty_database: st
 
     migrate(empty_database)
     with connection(empty_database) as conn:
-        [row] = ledger.link_files(conn, [ledger.NewFile(
+        [row] = app_rows.link_files(conn, [ledger.NewFile(
             source_url="https://v3.fal.media/files/a.mp4", kind="upscale",
             source_table="gen_videos", source_id="7", variant="upscale")], 7)
-        ledger.sync_app_row(conn, "gen_videos", "7")  # nothing to keep in step; no error
+        app_rows.sync_app_row(conn, "gen_videos", "7")  # nothing to keep in step; no error
         assert ledger.claim(conn, row["id"], "worker", 60) is not None
 
 
 def test_app_tables_with_other_column_types(empty_database: str) -> None:
     """varchar URLs, timestamp without time zone and text ids work as well."""
-    from db import ledger
 
     with connection(empty_database) as conn, conn.cursor() as cur:
         cur.execute("CREATE TABLE gen_videos (id text PRIMARY KEY, video_url varchar(500),"
@@ -95,7 +95,7 @@ def test_app_tables_with_other_column_types(empty_database: str) -> None:
     migrate(empty_database)
     migrate(empty_database)  # rebuilt from scratch each time
     with connection(empty_database) as conn:
-        assert len(ledger.upsert_app_row(conn, "gen_videos", "v1", 7)) == 2
-        assert len(ledger.upsert_app_row(conn, "gen_images", "00000000-0000-0000-0000-000000000001", 7)) == 1
-        assert ledger.upsert_app_row(conn, "gen_images", "not-a-uuid", 7) == []
-        ledger.sync_app_row(conn, "gen_videos", "v1")
+        assert len(app_rows.upsert_app_row(conn, "gen_videos", "v1", 7)) == 2
+        assert len(app_rows.upsert_app_row(conn, "gen_images", "00000000-0000-0000-0000-000000000001", 7)) == 1
+        assert app_rows.upsert_app_row(conn, "gen_images", "not-a-uuid", 7) == []
+        app_rows.sync_app_row(conn, "gen_videos", "v1")

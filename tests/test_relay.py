@@ -14,13 +14,13 @@ import pytest
 from redis import Redis
 from rq.job import Job
 
+from core.config import Config
+from core.lifecycle import Backoff
 from db.connection import Connection, connect, fetch_all, fetch_one
 from db.migrate import migrate
-from falback.config import Config
-from falback.fakecdn import FakeCdn
-from falback.lifecycle import Backoff
+from devkit.fakecdn import FakeCdn
 from jobs.queues import job_id
-from jobs.relay import AppRow, parse_payload
+from listener.relay import AppRow, parse_payload
 from tests.conftest import Servers, run_worker
 from tests.helpers import add_image, add_video, ledger_rows
 from tests.processes import Background, background, wait_for

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import requests
 
-from falback.embedded import _free_port
+from devkit.embedded import _free_port
 
 
 def wait_for(predicate: object, timeout: float, what: str) -> None:
@@ -35,7 +35,7 @@ def test_up_runs_web_and_worker_on_embedded_servers(tmp_path: Path) -> None:
     env.update(FALBACK_DATA_DIR=str(tmp_path / "data"), FALBACK_BACKUP_DIR=str(tmp_path / "backups"),
                WEB_CONCURRENCY="1")
     process = subprocess.Popen(
-        [sys.executable, "-m", "falback.cli", "up", "--demo", "--port", str(port)],
+        [sys.executable, "-m", "falback", "up", "--demo", "--port", str(port)],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )
     base = f"http://127.0.0.1:{port}"

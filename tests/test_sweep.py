@@ -18,10 +18,10 @@ from rq import Queue
 from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, ScheduledJobRegistry
 
-from db import ledger, sweeps
+from core.config import Config, ConfigError, DailyBackfill
+from db import app_rows, sweeps
 from db.connection import Connection, connect, fetch_one
-from falback.config import Config, ConfigError, DailyBackfill
-from falback.fakecdn import FakeCdn
+from devkit.fakecdn import FakeCdn
 from jobs.queues import BACKUP_FUNC, MAINTENANCE_QUEUE, job_id
 from jobs.schedule import build_scheduler
 from jobs.sweep import SweepCounts, sweep
@@ -45,7 +45,7 @@ def one_pass(config: Config, conn: Connection, redis: Redis) -> SweepCounts:
 
 
 def ledger_id_for(conn: Connection, image: int) -> int:
-    rows = ledger.upsert_app_row(conn, "gen_images", str(image), 7)
+    rows = app_rows.upsert_app_row(conn, "gen_images", str(image), 7)
     conn.commit()
     return int(rows[0]["id"])
 
@@ -194,7 +194,7 @@ def test_it_is_bounded_and_batched(
 
 def falback(config: Config, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "falback.cli", *args],
+        [sys.executable, "-m", "falback", *args],
         env={**os.environ, **config.as_env()}, capture_output=True, text=True, timeout=60,
     )
 

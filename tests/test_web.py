@@ -9,9 +9,9 @@ import pytest
 from flask.testing import FlaskClient
 from redis import Redis
 
+from core.config import Config
 from db.connection import Connection
-from falback.config import Config
-from falback.fakecdn import FakeCdn
+from devkit.fakecdn import FakeCdn
 from jobs.queues import QUEUE_NAMES
 from tests.conftest import ADMIN_TOKEN, admin_headers, create_app_for
 from tests.helpers import add_image, add_video, ledger_rows

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from core.config import Config
 from db.connection import Connection
-from falback.config import Config
 from jobs.destinations.base import Destination
 from jobs.destinations.local import LocalFolder
 

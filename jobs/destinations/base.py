@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 from urllib.parse import unquote, urlsplit
 
 from db.ledger import LedgerRow
-
-# Called by an upload as it goes, so that a crash can resume: (session URI, confirmed offset).
-SaveState = Callable[[str | None, int], None]
 
 
 @dataclass(frozen=True)
@@ -47,7 +43,7 @@ class Destination(Protocol):
         """The complete copy of this row, if an earlier attempt already made it."""
         ...
 
-    def open(self, row: LedgerRow, size: int | None, save_state: SaveState) -> Upload: ...
+    def open(self, row: LedgerRow, size: int | None) -> Upload: ...
 
 
 def readable_name(row: LedgerRow) -> str:

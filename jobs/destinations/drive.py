@@ -20,11 +20,11 @@ from typing import Any
 
 from rq import get_current_job
 
-from db import destinations as db
+from core.drive_settings import DriveSettings
+from db import drive_state as db
 from db.connection import Connection
 from db.ledger import LedgerRow
-from falback.drive_settings import DriveSettings
-from jobs.destinations.base import SaveState, StoredFile, month_of, readable_name
+from jobs.destinations.base import StoredFile, month_of, readable_name
 from jobs.destinations.drive_api import DriveApi, DriveApiError, classified
 from jobs.destinations.drive_folders import Folders, quote
 from jobs.destinations.drive_upload import DriveUpload
@@ -66,17 +66,17 @@ class DriveDestination:
                 return None
             if (int(file.get("size") or -1), file.get("md5Checksum")) == (
                     reservation.sent_size, reservation.sent_md5):
-                return self._publish(file, int(file["size"]), str(file["md5Checksum"]))
+                return self._publish(row, file, int(file["size"]), str(file["md5Checksum"]))
             self._discard(row, file, f"{file.get('size')} bytes md5 {file.get('md5Checksum')}",
                           f"{reservation.sent_size} bytes md5 {reservation.sent_md5} were sent")
             return None
 
-    def open(self, row: LedgerRow, size: int | None, save_state: SaveState) -> DriveUpload:
+    def open(self, row: LedgerRow, size: int | None) -> DriveUpload:
         self._label(row)
         with classified(self.settings):
-            file_id = self._reserve(row)
-            upload = DriveUpload(self, row, size, save_state, file_id)
-            uri = row.upload_session_uri
+            reservation = self._reserve(row)
+            upload = DriveUpload(self, row, size, reservation.file_id)
+            uri = reservation.session_uri
             if uri and row.id not in self._released and self.api.owns_session(uri):
                 upload.resume(uri)
             return upload
@@ -110,7 +110,7 @@ class DriveDestination:
                 " the next attempt uploads again"
             )
         log.info("%s: verified in Drive as %s (%d bytes, md5 %s)", self.api.label, file["id"], size, md5)
-        return self._publish(file, size, md5)
+        return self._publish(row, file, size, md5)
 
     def record_sent(self, row: LedgerRow, file_id: str, size: int, md5: str) -> None:
         db.record_sent(self.conn, row.id, file_id, size, md5)
@@ -118,13 +118,19 @@ class DriveDestination:
 
     # -- helpers
 
-    def _reserve(self, row: LedgerRow) -> str:
-        reservation = db.reservation(self.conn, row.id)
-        if reservation is not None:
-            return reservation.file_id
-        file_id = db.reserve(self.conn, row.id, self.api.generate_id())
+    def save_session(self, row: LedgerRow, session_uri: str | None, offset: int) -> None:
+        assert row.claimed_by is not None, "rows reach a destination only through claim()"
+        db.save_session(self.conn, row.id, row.claimed_by, session_uri, offset)
         self.conn.commit()
-        return file_id
+
+    def _reserve(self, row: LedgerRow) -> db.Reservation:
+        reservation = db.reservation(self.conn, row.id)
+        if reservation is None:
+            db.reserve(self.conn, row.id, self.api.generate_id())
+            self.conn.commit()
+            reservation = db.reservation(self.conn, row.id)
+            assert reservation is not None
+        return reservation
 
     def _search(self, row: LedgerRow) -> dict[str, Any] | None:
         query = (f"appProperties has {{ key='falback_source' and value='{quote(source_hash(row))}' }}"
@@ -140,7 +146,9 @@ class DriveDestination:
         self.conn.commit()
         self._released.add(row.id)
 
-    def _publish(self, file: dict[str, Any], size: int, md5: str) -> StoredFile:
+    def _publish(self, row: LedgerRow, file: dict[str, Any], size: int, md5: str) -> StoredFile:
+        if row.claimed_by is not None:  # the upload is over: its session is of no more use
+            self.save_session(row, None, 0)
         if self.settings.share_anyone:
             try:
                 self.api.share_with_anyone(str(file["id"]))

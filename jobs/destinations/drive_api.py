@@ -27,7 +27,7 @@ from typing import Any
 import requests
 from google.auth.exceptions import GoogleAuthError
 
-from falback.drive_settings import DriveSettings
+from core.drive_settings import DriveSettings
 from jobs.destinations import drive_auth
 from jobs.errors import CopyError, DestinationPaused, PermanentError, TransientError
 

@@ -14,7 +14,7 @@ from google.auth.exceptions import GoogleAuthError, RefreshError
 from google.auth.transport.requests import AuthorizedSession
 from google.oauth2 import service_account
 
-from falback.drive_settings import DriveSettings
+from core.drive_settings import DriveSettings
 
 USER_AGENT = "falback/0.1"
 

@@ -14,8 +14,8 @@ from typing import Any
 from google.auth.exceptions import GoogleAuthError
 from google.auth.transport.requests import Request
 
-from falback.config import Config
-from falback.drive_settings import DriveSettings
+from core.config import Config
+from core.drive_settings import DriveSettings
 from jobs.destinations import drive_auth
 from jobs.destinations.drive_api import FOLDER_MIME, DriveApi, DriveApiError, DriveFailure
 

@@ -8,7 +8,7 @@ own listings lag behind writes, which is why the lock is in Postgres and not a s
 
 from __future__ import annotations
 
-from db import destinations as db
+from db import drive_state as db
 from db.connection import Connection
 from jobs.destinations.drive_api import FOLDER_MIME, DriveApi, DriveApiError
 from jobs.errors import PermanentError

@@ -12,9 +12,9 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+from core.drive_settings import CHUNK_UNIT
 from db.ledger import LedgerRow
-from falback.drive_settings import CHUNK_UNIT
-from jobs.destinations.base import SaveState, StoredFile
+from jobs.destinations.base import StoredFile
 from jobs.destinations.drive_api import (
     ChunkAnswer,
     DriveApiError,
@@ -40,9 +40,9 @@ class DriveUpload:
     rest (or, for a small file never started, the whole file in one multipart request)."""
 
     def __init__(self, dest: DriveDestination, row: LedgerRow, size: int | None,
-                 save_state: SaveState, file_id: str) -> None:
+                 file_id: str) -> None:
         self.dest, self.api, self.row, self.size = dest, dest.api, row, size
-        self.save_state, self.file_id = save_state, file_id
+        self.file_id = file_id
         self.chunk_size = dest.settings.chunk_size
         self.offset = 0  # bytes Drive confirmed; the job skips them
         self.uri: str | None = None
@@ -58,7 +58,7 @@ class DriveUpload:
                 raise
             log.info("%s: the saved upload session is gone (%s); starting a new one", self.api.label,
                      e.status)
-            self.save_state(None, 0)
+            self.dest.save_session(self.row, None, 0)
             return
         self.uri = uri
         if answer.file is not None:
@@ -66,7 +66,7 @@ class DriveUpload:
             log.info("%s: the saved upload session had finished", self.api.label)
             return
         self.offset = answer.confirmed
-        self.save_state(uri, self.offset)
+        self.dest.save_session(self.row, uri, self.offset)
         log.info("%s: resuming the upload at byte %d of %s", self.api.label, self.offset,
                  self.size if self.size is not None else "unknown")
 
@@ -143,7 +143,7 @@ class DriveUpload:
             if error.upload_cap:  # the session stays: it resumes after the pause
                 raise upload_cap_pause(error, self.dest.settings)
             # 404/410: the session expired; any other 4xx: Drive's guide says start over.
-            self.save_state(None, 0)
+            self.dest.save_session(self.row, None, 0)
             outcome = copy_error(error, self.dest.settings)
             if isinstance(outcome, PermanentError):
                 raise outcome from error
@@ -159,7 +159,7 @@ class DriveUpload:
         except DriveApiError as e:
             if e.retryable:
                 raise
-            self.save_state(None, 0)
+            self.dest.save_session(self.row, None, 0)
             raise TransientError(f"{e}; the next attempt starts a new upload session") from e
 
     def _advance(self, answer: ChunkAnswer) -> None:
@@ -169,14 +169,14 @@ class DriveUpload:
             return
         taken = answer.confirmed - self.offset
         if taken < 0 or taken > len(self.buffer):
-            self.save_state(None, 0)
+            self.dest.save_session(self.row, None, 0)
             raise TransientError(f"Drive confirmed byte {answer.confirmed} while {self.offset} to"
                                  f" {self.offset + len(self.buffer)} were in flight; starting over")
         # A new buffer (not `del`): a view of the old one may still be alive somewhere.
         self.buffer = self.buffer[taken:]
         self.offset = answer.confirmed
         if taken:
-            self.save_state(self.uri, self.offset)
+            self.dest.save_session(self.row, self.uri, self.offset)
 
     def _start_session(self) -> None:
         metadata = self.dest.metadata(self.row, self.file_id)
@@ -185,7 +185,7 @@ class DriveUpload:
         except DriveApiError as e:
             self._created_elsewhere(e)
             return
-        self.save_state(self.uri, 0)
+        self.dest.save_session(self.row, self.uri, 0)
         log.info("%s: upload session started for Drive file %s", self.api.label, self.file_id)
 
     def _create_at_once(self) -> None:

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from db.ledger import LedgerRow
-from jobs.destinations.base import SaveState, StoredFile, month_of, readable_name
+from jobs.destinations.base import StoredFile, month_of, readable_name
 from jobs.errors import VerifyError
 
 _READ_SIZE = 1024 * 1024
@@ -34,7 +34,7 @@ class LocalFolder:
         size, md5 = _measure(path)
         return self._stored(path, size, md5)
 
-    def open(self, row: LedgerRow, size: int | None, save_state: SaveState) -> LocalUpload:
+    def open(self, row: LedgerRow, size: int | None) -> LocalUpload:
         path = self.path_for(row)
         path.parent.mkdir(parents=True, exist_ok=True)
         return LocalUpload(self, path)

@@ -7,9 +7,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-from db import webhooks
+from core.config import Config
+from db import blobs
 from db.connection import connect
-from falback.config import Config
 from jobs.errors import PermanentError
 
 BLOB_PREFIX = "blob:sha256:"
@@ -39,7 +39,7 @@ class BlobStream:
         assert self.config.database_url
         conn = connect(self.config.database_url, application_name="falback-worker")
         try:
-            size = webhooks.blob_size(conn, self.sha256)
+            size = blobs.blob_size(conn, self.sha256)
         finally:
             conn.close()
         if size is None:
@@ -52,7 +52,7 @@ class BlobStream:
         conn = connect(self.config.database_url, application_name="falback-worker")
         try:
             for start in range(0, self.total, step):
-                part = webhooks.blob_slice(conn, self.sha256, start, step)
+                part = blobs.blob_slice(conn, self.sha256, start, step)
                 conn.rollback()  # end the read-only transaction; don't hold it over the upload
                 if not part:
                     raise PermanentError(f"stored blob {self.sha256[:12]}... ended early")

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from falback.config import ConfigError, _Reader
+from core.env import ConfigError, EnvReader
 
 GOOGLE_API_BASE_URL = "https://www.googleapis.com"
 GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token"
@@ -85,7 +85,7 @@ def parse_drive_settings(env: Mapping[str, str]) -> DriveSettings | None:
             close = difflib.get_close_matches(name, KNOWN, n=1)
             hint = f" (did you mean {close[0]}?)" if close else ""
             raise ConfigError(f"{name} is not a falback setting{hint}")
-    reader = _Reader(env)
+    reader = EnvReader(env)
     key = _key(reader, env)
     impersonate = reader.text("GOOGLE_DRIVE_IMPERSONATE")
     if impersonate and not _EMAIL.match(impersonate):
@@ -111,7 +111,7 @@ def parse_drive_settings(env: Mapping[str, str]) -> DriveSettings | None:
     )
 
 
-def _key(reader: _Reader, env: Mapping[str, str]) -> dict[str, Any]:
+def _key(reader: EnvReader, env: Mapping[str, str]) -> dict[str, Any]:
     """client_email, private_key and the optional key fields, from variables or a file."""
     inline = {name: reader.text(name) for name in (
         "GOOGLE_DRIVE_PRIVATE_KEY", "GOOGLE_DRIVE_CLIENT_EMAIL", "GOOGLE_DRIVE_PRIVATE_KEY_ID",
@@ -216,7 +216,7 @@ def _chunk_size(value: str | None) -> int:
     return size
 
 
-def _test_url(reader: _Reader, name: str, default: str, *, path: bool) -> str:
+def _test_url(reader: EnvReader, name: str, default: str, *, path: bool) -> str:
     value = reader.text(name)
     if value is None:
         return default

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 from db.connection import connection
 from db.migrate import apply_sample_schema
-from falback.fakecdn import FakeCdn
+from devkit.fakecdn import FakeCdn
 
 MB = 1024 * 1024
 

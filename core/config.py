@@ -7,34 +7,28 @@ message naming the variable and what is wrong.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import dataclasses
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
 
-from db.ledger import BACKFILL_TYPES
+from core.drive_settings import DriveSettings, parse_drive_settings
+from core.env import ConfigError, EnvReader
+from core.kinds import BACKFILL_TYPES
 
-if TYPE_CHECKING:
-    from falback.drive_settings import DriveSettings
+__all__ = ["Config", "ConfigError", "DailyBackfill"]
 
 # fal's CDN hosts (reference/fal.md section 4). A leading "*." matches any subdomain.
 DEFAULT_SOURCE_HOSTS = ("fal.media", "*.fal.media", "storage.googleapis.com")
-# fal's webhook signing keys (same as listener.fal_signature.DEFAULT_JWKS_URLS).
+# fal's webhook signing keys (reference/fal.md section 2), tried in order.
 DEFAULT_FAL_JWKS_URLS = (
     "https://rest.fal.ai/.well-known/jwks.json",
+    # Older docs' host; most community code still uses it, so keep it as a fallback only.
     "https://rest.alpha.fal.ai/.well-known/jwks.json",
 )
 MAX_DATA_URI_BYTES_LIMIT = 64 * 1024 * 1024
-
-
-class ConfigError(ValueError):
-    """A configuration value is missing or invalid; the message names the variable."""
 
 
 @dataclass(frozen=True)
@@ -56,7 +50,7 @@ class DailyBackfill:
 
 @dataclass(frozen=True)
 class Config:
-    # Connections. None means "start the embedded servers" (see falback.embedded).
+    # Connections. None means "start the embedded servers" (see devkit.embedded).
     database_url: str | None = None
     redis_url: str | None = None
     data_dir: Path = Path(".falback")
@@ -112,14 +106,12 @@ class Config:
     drive: DriveSettings | None = field(init=False, default=None, compare=False)
 
     def __post_init__(self) -> None:
-        from falback.drive_settings import parse_drive_settings
-
         object.__setattr__(self, "drive", parse_drive_settings(self.google))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
         env = os.environ if environ is None else environ
-        reader = _Reader(env)
+        reader = EnvReader(env)
         defaults = cls()
         config = cls(
             database_url=reader.text("DATABASE_URL"),
@@ -152,7 +144,7 @@ class Config:
                 "FALBACK_SWEEP_INTERVAL", defaults.sweep_interval_seconds, minimum=1
             ),
             sweep_limit=reader.integer("FALBACK_SWEEP_LIMIT", defaults.sweep_limit, minimum=1),
-            daily_backfill=reader.daily_backfill("FALBACK_DAILY_BACKFILL", defaults.daily_backfill),
+            daily_backfill=_daily_backfill(reader, "FALBACK_DAILY_BACKFILL", defaults.daily_backfill),
             fal_webhook_user_id=reader.text("FAL_WEBHOOK_USER_ID"),
             fal_jwks_urls=reader.urls("FAL_JWKS_URLS", defaults.fal_jwks_urls),
             fal_key=reader.text("FAL_KEY"),
@@ -225,120 +217,26 @@ class Config:
         ]
 
 
-class _Reader:
-    """Strict parsers in the manner of Healthchecks' envbool/envint."""
-
-    def __init__(self, env: Mapping[str, str]) -> None:
-        self.env = env
-
-    def text(self, name: str) -> str | None:
-        value = self.env.get(name, "").strip()
-        return value or None
-
-    def path(self, name: str, default: Path) -> Path:
-        value = self.text(name)
-        return Path(value) if value else default
-
-    def integer(self, name: str, default: int, *, minimum: int) -> int:
-        value = self.text(name)
-        if value is None:
-            return default
-        try:
-            number = int(value)
-        except ValueError:
-            raise ConfigError(f"{name} must be a whole number, got {value!r}") from None
-        if number < minimum:
-            raise ConfigError(f"{name} must be at least {minimum}, got {number}")
-        return number
-
-    def number(self, name: str, default: float) -> float:
-        value = self.text(name)
-        if value is None:
-            return default
-        try:
-            number = float(value)
-        except ValueError:
-            raise ConfigError(f"{name} must be a number of seconds, got {value!r}") from None
-        if number <= 0:
-            raise ConfigError(f"{name} must be greater than 0, got {value}")
-        return number
-
-    def boolean(self, name: str, default: bool) -> bool:
-        value = self.text(name)
-        if value is None:
-            return default
-        if value.lower() in ("1", "true", "yes"):
-            return True
-        if value.lower() in ("0", "false", "no"):
-            return False
-        raise ConfigError(f"{name} must be true or false, got {value!r}")
-
-    def daily_backfill(self, name: str, default: DailyBackfill | None) -> DailyBackfill | None:
-        value = self.text(name)
-        if value is None:
-            return default
-        if value.lower() == "off":
-            return None
-        match = _DAILY_BACKFILL.match(value)
-        if not match:
-            raise ConfigError(
-                f"{name} must be 'HH:MM TYPE LIMIT' (UTC, e.g. '02:00 upscale 50') or 'off',"
-                f" got {value!r}"
-            )
-        hour, minute, type_, limit = int(match[1]), int(match[2]), match[3], int(match[4])
-        if hour > 23 or minute > 59:
-            raise ConfigError(f"{name}: {match[1]}:{match[2]} is not a time of day")
-        if type_ not in BACKFILL_TYPES:
-            raise ConfigError(f"{name}: type must be one of {', '.join(BACKFILL_TYPES)}, got {type_!r}")
-        if limit < 1:
-            raise ConfigError(f"{name}: limit must be at least 1, got {limit}")
-        return DailyBackfill(hour, minute, type_, limit)
-
-    def urls(self, name: str, default: tuple[str, ...], *, single: bool = False) -> tuple[str, ...]:
-        """Comma-separated http(s) URLs (exactly one when `single`)."""
-        value = self.text(name)
-        if value is None:
-            return default
-        urls = tuple(u.strip() for u in value.split(",") if u.strip())
-        if not urls or (single and len(urls) > 1):
-            raise ConfigError(f"{name} must be {'one URL' if single else 'a comma-separated list of URLs'}")
-        for url in urls:
-            parts = urlsplit(url)
-            if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
-                raise ConfigError(f"{name}: {url!r} is not an http(s) URL without query or fragment")
-        return urls
-
-    def webhook_secret(self, name: str) -> str | None:
-        """A Standard Webhooks secret: whsec_ then base64 of at least 16 random bytes."""
-        value = self.text(name)
-        if value is None:
-            return None
-        try:
-            key = base64.b64decode(value.removeprefix("whsec_"), validate=True)
-        except (binascii.Error, ValueError):
-            key = b""
-        if not value.startswith("whsec_") or len(key) < 16:
-            raise ConfigError(
-                f"{name} must be whsec_ followed by base64 of at least 16 random bytes; make one"
-                " with python3 -c \"import base64, os;"
-                " print('whsec_' + base64.b64encode(os.urandom(32)).decode())\""
-            )
-        return value
-
-    def hosts(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
-        value = self.text(name)
-        if value is None:
-            return default
-        hosts = tuple(h.strip().lower() for h in value.split(",") if h.strip())
-        if not hosts:
-            raise ConfigError(f"{name} must list at least one host name")
-        for host in hosts:
-            bare = host.removeprefix("*.")
-            if not bare or "/" in bare or ":" in bare or "*" in bare:
-                raise ConfigError(
-                    f"{name}: {host!r} is not a host name (use e.g. v3.fal.media or *.fal.media)"
-                )
-        return hosts
-
-
 _DAILY_BACKFILL = re.compile(r"^(\d{1,2}):(\d{2})\s+(\S+)\s+(\d+)$")
+
+
+def _daily_backfill(reader: EnvReader, name: str, default: DailyBackfill | None) -> DailyBackfill | None:
+    value = reader.text(name)
+    if value is None:
+        return default
+    if value.lower() == "off":
+        return None
+    match = _DAILY_BACKFILL.match(value)
+    if not match:
+        raise ConfigError(
+            f"{name} must be 'HH:MM TYPE LIMIT' (UTC, e.g. '02:00 upscale 50') or 'off',"
+            f" got {value!r}"
+        )
+    hour, minute, type_, limit = int(match[1]), int(match[2]), match[3], int(match[4])
+    if hour > 23 or minute > 59:
+        raise ConfigError(f"{name}: {match[1]}:{match[2]} is not a time of day")
+    if type_ not in BACKFILL_TYPES:
+        raise ConfigError(f"{name}: type must be one of {', '.join(BACKFILL_TYPES)}, got {type_!r}")
+    if limit < 1:
+        raise ConfigError(f"{name}: limit must be at least 1, got {limit}")
+    return DailyBackfill(hour, minute, type_, limit)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from flask import Flask, current_app, g
 from redis import Redis
 
+from core.config import Config
 from db.connection import Connection, connect
-from falback.config import Config
 
 
 def get_config() -> Config:

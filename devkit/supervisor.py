@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from falback.config import Config
+from core.config import Config
 
 PROCFILE = Path(__file__).resolve().parent.parent / "Procfile"
 
@@ -53,6 +53,8 @@ def run(config: Config, extra_env: dict[str, str], port: int) -> int:
     env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
     children: dict[str, subprocess.Popen[bytes]] = {}
     for name, command in read_procfile().items():
+        if name == "release":
+            continue  # `up` has migrated already
         children[name] = subprocess.Popen(
             command, shell=True, env=env, cwd=PROCFILE.parent, start_new_session=True,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

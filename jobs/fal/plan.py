@@ -20,10 +20,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from db import ledger, webhooks
+from db import blobs, ledger
 from db.connection import Connection
-from jobs.blobs import blob_url
-from listener.fal_payload import AppLink, MediaKind, MediaProblem, MediaRef
+from jobs.blob_source import blob_url
+from jobs.fal.payload import AppLink, MediaKind, MediaProblem, MediaRef
 
 _BIGINT_MAX = 2**63 - 1
 # No real fal result comes near this; it bounds what one signed body can make us insert.
@@ -123,7 +123,7 @@ def record_files(conn: Connection, plan: Plan, expiry_days: int) -> list[tuple[i
     """Store the plan's blobs and create its ledger rows (in the caller's transaction);
     return (ledger id, kind) of the rows created, for `jobs.intake.enqueue_rows`."""
     for blob in plan.blobs:
-        webhooks.insert_blob(conn, blob.sha256, blob.content_type, blob.data)
+        blobs.insert_blob(conn, blob.sha256, blob.content_type, blob.data)
     rows = ledger.insert_files(conn, plan.files, expiry_days)
     return [(int(r["id"]), str(r["kind"])) for r in rows]
 

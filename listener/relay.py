@@ -3,7 +3,7 @@
 Triggers on the app tables (migrations 0002 + repeatable/notify_triggers.sql) send
 `{"table": ..., "id": ...}` on channel `falback_media` when a row gets a media URL. The
 relay LISTENs on its own autocommit connection and, for each notified app row, creates
-or links the ledger rows (`ledger.upsert_app_row`) and enqueues those still 'pending'
+or links the ledger rows (`app_rows.upsert_app_row`) and enqueues those still 'pending'
 (`intake.enqueue_rows`, the path every producer shares). Notifications that arrive
 together are handled as one batch.
 
@@ -30,10 +30,11 @@ import psycopg2
 import psycopg2.extensions
 from redis import Redis, RedisError
 
-from db import ledger
+from core.config import Config
+from core.kinds import APP_TABLES
+from core.lifecycle import Backoff, GracefulStop
+from db import app_rows
 from db.connection import Connection, connect
-from falback.config import Config
-from falback.lifecycle import Backoff, GracefulStop
 from jobs.intake import enqueue_rows
 from jobs.sweep import sweep
 
@@ -65,7 +66,7 @@ def parse_payload(payload: str) -> AppRow | None:
     if not isinstance(data, dict):
         return None
     table, row_id = data.get("table"), data.get("id")
-    if table not in ledger.APP_TABLES or isinstance(row_id, bool) or not isinstance(row_id, int | str):
+    if table not in APP_TABLES or isinstance(row_id, bool) or not isinstance(row_id, int | str):
         return None
     return AppRow(table, str(row_id))
 
@@ -162,7 +163,7 @@ class Relay:
         pending: list[tuple[int, str]] = []
         try:
             for app_row in batch:
-                rows = ledger.upsert_app_row(work, app_row.table, app_row.id, self.config.expiry_days)
+                rows = app_rows.upsert_app_row(work, app_row.table, app_row.id, self.config.expiry_days)
                 log.info("%s %s: %s", app_row.table, app_row.id, ", ".join(
                     f"ledger {r['id']} {r['kind']} {r['status']}" for r in rows) or "no media URL")
                 pending += [(r["id"], r["kind"]) for r in rows if r["status"] == "pending"]

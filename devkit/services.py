@@ -12,8 +12,8 @@ import socket
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 
-from falback.config import Config
-from falback.embedded import EmbeddedPostgres, EmbeddedRedis
+from core.config import Config
+from devkit.embedded import EmbeddedPostgres, EmbeddedRedis
 
 
 @contextmanager

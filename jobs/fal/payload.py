@@ -19,6 +19,8 @@ from enum import StrEnum
 from itertools import islice
 from urllib.parse import parse_qs, unquote, unquote_to_bytes, urlsplit
 
+from core.kinds import APP_TABLES, columns_of
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_DATA_BYTES = 10 * 1024 * 1024
@@ -123,8 +125,7 @@ class AppLink:
 
 
 VALID_LINKS: dict[str, frozenset[str]] = {
-    "gen_videos": frozenset({"regular", "upscale"}),
-    "gen_images": frozenset({"image"}),
+    table: frozenset(c.kind for c in columns_of(table)) for table in APP_TABLES
 }
 
 # --- body -----------------------------------------------------------------------------

@@ -20,14 +20,17 @@ class Reservation:
     file_id: str
     sent_size: int | None
     sent_md5: str | None
+    # The resumable upload session and the offset Drive confirmed, for resuming after a crash.
+    session_uri: str | None = None
+    session_offset: int | None = None
 
 
 def reservation(conn: Connection, ledger_id: int) -> Reservation | None:
     with conn.cursor() as cur:
-        cur.execute("SELECT file_id, sent_size, sent_md5 FROM drive_files WHERE ledger_id = %s",
-                    (ledger_id,))
+        cur.execute("SELECT file_id, sent_size, sent_md5, session_uri, session_offset"
+                    " FROM drive_files WHERE ledger_id = %s", (ledger_id,))
         row = fetch_one(cur)
-    return Reservation(row["file_id"], row["sent_size"], row["sent_md5"]) if row else None
+    return Reservation(**row) if row else None
 
 
 def reserve(conn: Connection, ledger_id: int, file_id: str) -> str:
@@ -53,14 +56,25 @@ def record_sent(conn: Connection, ledger_id: int, file_id: str, size: int, md5: 
         )
 
 
+def save_session(conn: Connection, ledger_id: int, owner: str, session_uri: str | None,
+                 offset: int) -> None:
+    """Keep the upload session and confirmed offset, while `owner` still holds the row's
+    claim (a worker whose lease ran out changes nothing)."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "UPDATE drive_files SET session_uri = %s, session_offset = %s, updated_at = now()"
+            " WHERE ledger_id = %s AND EXISTS (SELECT 1 FROM ledger WHERE id = %s"
+            " AND status = 'copying' AND claimed_by = %s)",
+            (session_uri, offset, ledger_id, ledger_id, owner),
+        )
+
+
 def release(conn: Connection, ledger_id: int, file_id: str) -> None:
-    """Forget a reservation whose file was deleted (a bad copy), and its upload session:
+    """Forget a reservation whose file was deleted (a bad copy), with its upload session:
     the next attempt reserves a new id and starts a new session."""
     with conn.cursor() as cur:
         cur.execute("DELETE FROM drive_files WHERE ledger_id = %s AND file_id = %s",
                     (ledger_id, file_id))
-        cur.execute("UPDATE ledger SET upload_session_uri = NULL, upload_offset = NULL"
-                    " WHERE id = %s", (ledger_id,))
 
 
 def cached_folder(conn: Connection, parent_id: str, name: str) -> str | None:

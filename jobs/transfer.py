@@ -6,16 +6,14 @@ import hashlib
 import logging
 
 from db.ledger import LedgerRow
-from jobs.blobs import BlobStream, is_blob_url
-from jobs.destinations.base import Destination, SaveState, StoredFile
+from jobs.blob_source import BlobStream, is_blob_url
+from jobs.destinations.base import Destination, StoredFile
 from jobs.fetch import SourceFetcher, SourceStream
 
 log = logging.getLogger(__name__)
 
 
-def copy_file(
-    row: LedgerRow, fetcher: SourceFetcher, destination: Destination, save_state: SaveState
-) -> StoredFile:
+def copy_file(row: LedgerRow, fetcher: SourceFetcher, destination: Destination) -> StoredFile:
     """Copy `row`'s source to `destination` in constant memory and return the verified copy.
 
     A copy an earlier attempt completed is found and returned, never made twice. When the
@@ -33,7 +31,7 @@ def copy_file(
         if is_blob_url(row.source_url)
         else fetcher.open(row.source_url)
     )
-    upload = destination.open(row, stream.total, save_state)
+    upload = destination.open(row, stream.total)
     digest = hashlib.md5(usedforsecurity=False)
     size = 0
     try:

@@ -26,11 +26,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_JWKS_URLS: tuple[str, ...] = (
-    "https://rest.fal.ai/.well-known/jwks.json",
-    # Older docs' host; most community code still uses it, so keep it as a fallback only.
-    "https://rest.alpha.fal.ai/.well-known/jwks.json",
-)
 MAX_JWKS_AGE_SECONDS = 24 * 3600  # fal: "Do not cache longer than 24 hours".
 DEFAULT_MIN_REFRESH_INTERVAL_SECONDS = 60.0
 DEFAULT_FETCH_TIMEOUT_SECONDS = 10.0
@@ -108,7 +103,7 @@ class JwksCache:
 
     def __init__(
         self,
-        urls: Sequence[str] = DEFAULT_JWKS_URLS,
+        urls: Sequence[str],
         *,
         session: requests.Session | None = None,
         max_age: float = MAX_JWKS_AGE_SECONDS,
