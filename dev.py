@@ -55,13 +55,13 @@ def main(argv: list[str]) -> int:
     python = str(BIN / "python")
     command, rest = argv[0], argv[1:]
     if command == "run":
-        return subprocess.call([python, "-m", "falback.cli", "up", *rest], cwd=ROOT)
+        return subprocess.call([python, "-m", "falback", "up", *rest], cwd=ROOT)
     if command == "test":
         code = subprocess.call([python, "-m", "pytest", *rest], cwd=ROOT)
         # pytest's 5 means "no tests collected": a broken suite, not a pass.
         return 1 if code == 5 else code
     lint = subprocess.call([python, "-m", "ruff", "check", "."], cwd=ROOT)
-    types = subprocess.call([python, "-m", "mypy", "falback", "db", "jobs", "listener"], cwd=ROOT)
+    types = subprocess.call([python, "-m", "mypy", "core", "db", "jobs", "listener", "falback", "devkit"], cwd=ROOT)
     return lint or types
 
 
