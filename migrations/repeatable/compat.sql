@@ -102,7 +102,7 @@ BEGIN
         FROM public.falback_app_files f
         LEFT JOIN public.ledger l ON l.source_url = f.url
         GROUP BY f.kind
-        ORDER BY CASE f.kind WHEN 'upscale' THEN 1 WHEN 'regular' THEN 2 ELSE 3 END
+        ORDER BY CASE f.kind WHEN 'upscale' THEN 1 WHEN 'regular' THEN 2 WHEN 'image' THEN 3 ELSE 4 END
     $v$;
 END
 $$;
