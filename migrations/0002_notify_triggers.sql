@@ -1,4 +1,4 @@
--- The NOTIFY half of the relay (jobs/relay.py): a trigger function that announces an app
+-- The NOTIFY half of the relay (listener/relay.py): a trigger function that announces an app
 -- row whose media URL appeared or changed. Only the function lives here; the triggers are
 -- attached by repeatable/notify_triggers.sql, because the app tables (gen_videos,
 -- gen_images) may not exist yet when numbered migrations run.

@@ -40,5 +40,5 @@ CREATE TABLE webhook_blobs (
     created_at    timestamptz NOT NULL DEFAULT now()
 );
 -- Media is already compressed; EXTERNAL skips a useless compression pass and lets
--- substring() read a slice without detoasting the whole value (jobs/blobs.py).
+-- substring() read a slice without detoasting the whole value (jobs/blob_source.py).
 ALTER TABLE webhook_blobs ALTER COLUMN data SET STORAGE EXTERNAL;
