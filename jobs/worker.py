@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import psycopg2
 from redis import Redis
 from rq import Queue, SimpleWorker, Worker
 from rq.job import Job
@@ -38,13 +39,16 @@ class WorkerContext:
         if self._pid != os.getpid():
             # A forked work horse: the parent's socket is not ours to use or close.
             self._db, self._pid = None, os.getpid()
-        if self._db is not None and self._db.closed:
-            self._db = None
+        if self._db is not None:
+            try:
+                self._db.rollback()  # whatever the last job left open
+            except psycopg2.Error:
+                self._db.close()  # broken (say, Postgres restarted): open a new one
+            if self._db.closed:
+                self._db = None
         if self._db is None:
             assert self.config.database_url
             self._db = connect(self.config.database_url, application_name="falback-worker")
-        else:
-            self._db.rollback()  # whatever the last job left open
         return self._db
 
     def close(self) -> None:
