@@ -256,3 +256,18 @@ def status_report(conn: Connection) -> list[dict[str, Any]]:
             """
         )
         return [dict(r) for r in fetch_all(cur)]
+
+
+def reset_failed_with_reason(conn: Connection, reason: str | None) -> list[Row]:
+    """`reset_failed` for the failed rows of one reason (the status page's retry action)."""
+    with conn.cursor() as cur:
+        cur.execute(
+            """
+            UPDATE ledger SET status = 'pending', attempts = 0, next_attempt_at = NULL,
+                              updated_at = now()
+            WHERE status = 'failed' AND last_error IS NOT DISTINCT FROM %s
+            RETURNING id, kind, source_table, source_id
+            """,
+            (reason,),
+        )
+        return fetch_all(cur)

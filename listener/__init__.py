@@ -29,7 +29,7 @@ def create_app(config: Config | None = None) -> Flask:
     )
 
     from jobs.fal.signature import JwksCache
-    from listener import admin, app_webhook, dashboard, fal_webhook, health
+    from listener import admin, app_webhook, dashboard, fal_webhook, health, metrics, status_page
     from listener.context import init_app
 
     init_app(app)
@@ -41,6 +41,8 @@ def create_app(config: Config | None = None) -> Flask:
     app.register_blueprint(admin.bp)
     app.register_blueprint(fal_webhook.bp)
     app.register_blueprint(app_webhook.bp)
+    app.register_blueprint(status_page.bp)
+    metrics.init_app(app)
     dashboard.mount(app, config)
     log = logging.getLogger(__name__)
     if not config.fal_webhook_user_id:

@@ -1,4 +1,5 @@
-"""Admin API: POST /backfill (the user's existing call) and GET /status."""
+"""Admin API: POST /backfill (the user's existing call). The status figures are in
+listener/status_page.py (GET /status, GET /api/status)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,7 @@ import logging
 
 from flask import Blueprint, Response, jsonify, request
 
-from db import app_rows, deliveries, ledger
 from jobs.backfill import BackfillError, backfill, validate
-from jobs.queues import counts
 from listener.auth import admin_denied
 from listener.context import get_config, get_db, get_redis
 
@@ -41,14 +40,3 @@ def post_backfill() -> tuple[Response, int]:
     log.info("backfill %s limit %d: %d files enqueued (dry run: %s)",
              type_, limit, summary.files, dry_run)
     return jsonify(summary.as_dict()), 200
-
-
-@bp.get("/status")
-def get_status() -> Response:
-    conn = get_db()
-    return jsonify(
-        ledger=ledger.status_report(conn),
-        not_in_ledger=app_rows.not_in_ledger(conn),
-        unresolved_fal_deliveries=deliveries.unresolved_count(conn),
-        queues=counts(get_redis()),
-    )

@@ -48,8 +48,8 @@ def gunicorn(config: Config, log_path: Path, *, workers: int = 2, threads: int =
                 try:
                     if requests.get(f"{base_url}/ping", timeout=1).status_code == 200:
                         break
-                except requests.ConnectionError:
-                    pass
+                except (requests.ConnectionError, requests.Timeout):
+                    pass  # not listening yet, or the app is still loading
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"gunicorn did not answer:\n{log_path.read_text()[-3000:]}")
                 time.sleep(0.1)

@@ -1,0 +1,81 @@
+"""The status page (GET /status, HTML), its JSON twin (GET /api/status) and the retry
+action for a group of failures (POST /status/retry), all behind the admin token.
+
+The retry action changes state, so it is refused unless the browser says the request
+comes from this site (Sec-Fetch-Site, else Origin): a page elsewhere cannot make an
+operator's browser, which holds the Basic credentials, retry anything.
+"""
+
+from __future__ import annotations
+
+import logging
+from urllib.parse import urlsplit
+
+from flask import Blueprint, Response, jsonify, redirect, render_template, request, url_for
+from werkzeug.wrappers import Response as BaseResponse
+
+from db import app_rows, figures, ledger
+from jobs.intake import enqueue_rows
+from jobs.queues import counts as queue_counts
+from listener.auth import admin_denied
+from listener.context import get_config, get_db, get_redis
+
+bp = Blueprint("status_page", __name__)
+log = logging.getLogger(__name__)
+
+
+@bp.before_request
+def require_admin() -> Response | None:
+    return admin_denied()
+
+
+@bp.get("/api/status")
+def api_status() -> Response:
+    found = figures.collect(get_db())
+    found.queues = queue_counts(get_redis())
+    return jsonify(found.as_dict())
+
+
+@bp.get("/status")
+def status() -> str:
+    found = figures.collect(get_db())
+    found.queues = queue_counts(get_redis())
+    return render_template("status.html", f=found, duration=figures.duration, size=size,
+                           retried=request.args.get("retried"))
+
+
+@bp.post("/status/retry")
+def retry() -> BaseResponse | tuple[Response, int]:
+    if not same_origin():
+        return jsonify(error="cross-site request refused"), 403
+    reason = request.form.get("reason")
+    if reason is None or len(reason) > 10_000:
+        return jsonify(error="form field 'reason' (a failure reason from the status page) is required"), 400
+    conn = get_db()
+    rows = ledger.reset_failed_with_reason(conn, reason or None)  # "": no reason recorded
+    for row in rows:
+        app_rows.sync_app_row(conn, row["source_table"], row["source_id"])
+    conn.commit()
+    enqueue_rows(conn, get_redis(), get_config(), [(r["id"], r["kind"]) for r in rows])
+    log.info("status page: %d failed file(s) back to the queue (reason %r)", len(rows), reason[:200])
+    return redirect(url_for("status_page.status", retried=len(rows)), code=303)
+
+
+def same_origin() -> bool:
+    """True when the browser marks the request as coming from this site."""
+    fetch_site = request.headers.get("Sec-Fetch-Site")
+    if fetch_site is not None:
+        return fetch_site == "same-origin"
+    origin = request.headers.get("Origin")
+    if origin is None or origin == "null":
+        return False
+    return urlsplit(origin).netloc == request.host
+
+
+def size(n: int | None) -> str:
+    value = float(n or 0)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if value < 1024 or unit == "TB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"
