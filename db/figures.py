@@ -201,5 +201,15 @@ def duration(seconds: float) -> str:
     return f"{s}s"
 
 
+def size(n: int | None) -> str:
+    """`512 B`, `3.9 KB`, `5.6 GB` (binary units, as pg_size_pretty)."""
+    value = float(n or 0)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if value < 1024 or unit == "TB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"
+
+
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None

@@ -16,7 +16,7 @@ from redis import Redis
 from core.config import Config, ConfigError
 from core.kinds import BACKFILL_TYPES
 from core.logs import setup_logging
-from db import app_rows, deliveries, ledger
+from db import app_rows, figures, ledger
 from db.connection import connection
 from db.migrate import migrate
 
@@ -29,7 +29,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     fill.add_argument("--type", required=True, choices=list(BACKFILL_TYPES))
     fill.add_argument("--limit", required=True, type=int)
     fill.add_argument("--dry-run", action="store_true", help="show what would be enqueued")
-    commands.add_parser("status", help="backup progress per file type")
+    status = commands.add_parser("status", help="backup progress, files at risk, alarms")
+    status.add_argument("--watch", action="store_true", help="live progress bars until Ctrl-C")
+    status.add_argument("--interval", type=float, default=2.0, help="seconds between redraws")
     work = commands.add_parser("worker", help="run an RQ worker on the backup queues")
     work.add_argument("--burst", action="store_true", help="exit when the queues are empty")
     retry = commands.add_parser("retry-failed", help="give failed files new attempts (after a fix)")
@@ -75,7 +77,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "backfill":
         return _backfill(config, args.type, args.limit, args.dry_run)
     if args.command == "status":
-        return _status(config)
+        from falback.status import print_status, watch
+
+        return watch(config, args.interval) if args.watch else print_status(config)
     if args.command == "worker":
         return _worker(config, args.burst)
     if args.command == "retry-failed":
@@ -125,33 +129,10 @@ def _backfill(config: Config, type_: str, limit: int, dry_run: bool) -> int:
         print(f"falback backfill: {e}", file=sys.stderr)
         return 2
     verb = "would enqueue" if dry_run else "enqueued"
-    print(f"{verb} {summary.files} file(s), {_size(summary.bytes)}"
+    print(f"{verb} {summary.files} file(s), {figures.size(summary.bytes)}"
           f" ({summary.new_ledger_rows} new ledger rows)")
-    for kind, figures in summary.per_kind.items():
-        print(f"  {kind:<8} {figures['files']:>8} files {_size(figures['bytes']):>10}")
-    return 0
-
-
-def _status(config: Config) -> int:
-    assert config.database_url
-    with connection(config.database_url) as conn:
-        rows = ledger.status_report(conn)
-        unseen = {r["kind"]: r for r in app_rows.not_in_ledger(conn)}
-        unresolved = deliveries.unresolved_count(conn)
-    header = (f"{'type':<8} {'files':>7} {'backed up':>9} {'failed':>6} {'gone':>5}"
-              f" {'active':>6} {'new':>5} {'done %':>7} {'bytes done':>11} {'remaining':>10}")
-    print(header)
-    for row in rows or [{"kind": k} for k in unseen]:
-        new = unseen.get(row["kind"], {})
-        files = row.get("files", 0) + new.get("files", 0)
-        done = row.get("backed_up", 0)
-        print(f"{row['kind']:<8} {files:>7} {done:>9} {row.get('failed', 0):>6}"
-              f" {row.get('gone', 0):>5} {row.get('in_progress', 0):>6} {new.get('files', 0):>5}"
-              f" {100 * done / files if files else 0:>6.1f}%"
-              f" {_size(row.get('bytes_done', 0)):>11}"
-              f" {_size(row.get('bytes_remaining', 0) + new.get('bytes', 0)):>10}")
-    if unresolved:
-        print(f"unresolved fal deliveries: {unresolved} (result not fetched; see fal_deliveries.note)")
+    for kind, totals in summary.per_kind.items():
+        print(f"  {kind:<8} {totals['files']:>8} files {figures.size(totals['bytes']):>10}")
     return 0
 
 
@@ -217,15 +198,6 @@ def _up(config: Config, port: int, demo: bool) -> int:
     finally:
         if cdn is not None:
             cdn.stop()
-
-
-def _size(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ def api_status() -> Response:
 def status() -> str:
     found = figures.collect(get_db())
     found.queues = queue_counts(get_redis())
-    return render_template("status.html", f=found, duration=figures.duration, size=size,
+    return render_template("status.html", f=found, duration=figures.duration, size=figures.size,
                            retried=request.args.get("retried"))
 
 
@@ -70,12 +70,3 @@ def same_origin() -> bool:
     if origin is None or origin == "null":
         return False
     return urlsplit(origin).netloc == request.host
-
-
-def size(n: int | None) -> str:
-    value = float(n or 0)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if value < 1024 or unit == "TB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{n} B"

@@ -20,7 +20,7 @@ from db.connection import Connection
 from devkit.fakecdn import FakeCdn
 from tests.conftest import ADMIN_TOKEN, admin_headers, run_worker
 from tests.gunicorn_server import gunicorn
-from tests.helpers import add_image, add_video, ledger_rows
+from tests.helpers import add_image, ledger_rows
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
