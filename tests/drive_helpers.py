@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from core.config import Config
-from db.connection import Connection
+from db.connection import Connection, fetch_one
 from tests.drive_emulator import DriveEmulator, FileInfo
 from tests.helpers import ledger_rows
 
@@ -90,7 +90,7 @@ def only_row(conn: Connection) -> dict[str, Any]:
     with conn.cursor() as cur:
         cur.execute("SELECT session_uri, session_offset FROM drive_files WHERE ledger_id = %s",
                     (row["id"],))
-        session = cur.fetchone()
+        session = fetch_one(cur)
     conn.commit()
     return {**row, **(session or {"session_uri": None, "session_offset": None})}
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from core.config import Config
-from db.connection import Connection, fetch_all
+from db.connection import Connection, Row, fetch_all
 from devkit.fakecdn import FakeCdn
 from tests.conftest import run_worker
 from tests.helpers import add_image, add_video, file_md5, ledger_rows
@@ -38,7 +38,7 @@ def falback(config: Config, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def query(conn: Connection, sql: str) -> list[dict[str, object]]:
+def query(conn: Connection, sql: str) -> list[Row]:
     with conn.cursor() as cur:
         cur.execute(sql)
         rows = fetch_all(cur)

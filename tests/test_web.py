@@ -18,7 +18,8 @@ from tests.helpers import add_image, add_video, ledger_rows
 
 
 def queued_job_ids(redis: Redis) -> dict[str, list[str]]:
-    return {name: [j.decode() for j in redis.lrange(f"rq:queue:{name}", 0, -1)] for name in QUEUE_NAMES}
+    return {name: [j.decode() if isinstance(j, bytes) else j for j in redis.lrange(f"rq:queue:{name}", 0, -1)]
+            for name in QUEUE_NAMES}
 
 
 def test_healthz_ok(client: FlaskClient) -> None:
