@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from core.config import DEFAULT_SOURCE_HOSTS, Config, ConfigError
-from tests.drive_helpers import write_key_file
+from tests.support.drive import write_key_file
 
 
 def test_defaults_need_nothing_set() -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from core.config import Config, ConfigError
 from core.drive_settings import DEFAULT_CHUNK_SIZE, DEFAULT_SCOPE, GOOGLE_API_BASE_URL
-from tests.drive_helpers import SA_EMAIL, make_key, write_key_file
+from tests.support.drive import SA_EMAIL, make_key, write_key_file
 
 KEY = make_key()
 ESCAPED = KEY.private_pem.replace("\n", "\\n")

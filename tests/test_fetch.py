@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from core.config import Config
-from devkit.fakecdn import FakeCdn
 from jobs.errors import PermanentError, SourceGone, TransientError
 from jobs.fetch import SourceFetcher, _private_channel, address_allowed, host_allowed, loggable_url
+from tests.fakes.cdn import FakeCdn
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import pytest
 from db import app_rows
 from db.connection import connection, fetch_all
 from db.migrate import apply_sample_schema, migrate, numbered_migrations
-from tests.conftest import Servers
+from tests.support.servers import Servers
 
 
 @pytest.fixture

@@ -11,10 +11,10 @@ from redis import Redis
 
 from core.config import Config
 from db.connection import Connection
-from devkit.fakecdn import FakeCdn
 from jobs.queues import QUEUE_NAMES
-from tests.conftest import ADMIN_TOKEN, admin_headers, create_app_for
-from tests.helpers import add_image, add_video, ledger_rows
+from tests.fakes.cdn import FakeCdn
+from tests.support.rows import add_image, add_video, ledger_rows
+from tests.support.web import ADMIN_TOKEN, admin_headers, create_app_for
 
 
 def queued_job_ids(redis: Redis) -> dict[str, list[str]]:

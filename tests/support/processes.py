@@ -1,4 +1,5 @@
-"""Long-running `falback` commands (relay, cron) as real subprocesses, bounded in time and
+"""The `falback` command as a real subprocess with a config's environment: one-shot
+commands run to completion, and long-running ones (relay, cron) bounded in time and
 always stopped, with their output collected for assertions."""
 
 from __future__ import annotations
@@ -8,34 +9,34 @@ import signal
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TypeVar
 
 from core.config import Config
+from tests.support.wait import wait_for
 
-T = TypeVar("T")
+
+def command_env(config: Config) -> dict[str, str]:
+    """This process's environment plus the variables that make a child read `config`."""
+    return {**os.environ, **config.as_env()}
 
 
-def wait_for(check: Callable[[], T], timeout: float, what: str, interval: float = 0.05) -> T:
-    """Poll `check` until it returns something truthy; fail with `what` after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
+def falback(config: Config, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run `falback ARGS...` to completion; its exit code and output are the caller's to check."""
+    return subprocess.run(
+        [sys.executable, "-m", "falback", *args],
+        env=command_env(config), capture_output=True, text=True, timeout=timeout,
+    )
 
 
 class Background:
+    """A long-running `falback` command whose output lines are collected as they come."""
+
     def __init__(self, config: Config, *args: str, env: dict[str, str] | None = None) -> None:
         self.lines: list[str] = []
         self.process = subprocess.Popen(
             [sys.executable, "-m", "falback", *args],
-            env={**os.environ, **config.as_env(), "PYTHONUNBUFFERED": "1", **(env or {})},
+            env={**command_env(config), "PYTHONUNBUFFERED": "1", **(env or {})},
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
