@@ -128,4 +128,4 @@ def test_settings_are_checked_when_a_test_builds_the_config(tmp_path: Path) -> N
     with pytest.raises(ConfigError, match="GOOGLE_DRIVE_CHUNK_SIZE"):
         Config(google=user_env(GOOGLE_DRIVE_CHUNK_SIZE="7"))
     config = Config(google=user_env())
-    assert config.replace(max_attempts=2).drive == config.drive
+    assert config.drive is not None and config.replace(max_attempts=2).drive == config.drive

@@ -417,7 +417,6 @@ def test_payload_error_with_a_key_fetches_the_result_in_a_job(
 
 def test_fetch_job_records_why_a_result_is_unavailable(
     key: Ed25519PrivateKey, hook_config: Config, conn: Connection, fal_queue: FalQueueServer,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     config = hook_config.replace(fal_key="wrong", fal_queue_base_url=fal_queue.base_url)
     client = create_app_for(config).test_client()
