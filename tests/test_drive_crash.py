@@ -89,6 +89,7 @@ def test_killed_mid_upload_resumes_the_same_session(config: Config, conn: Connec
     assert source.requests == ["", ""]
 
 
+@pytest.mark.slow
 def test_a_1_gib_file_streams_in_flat_memory(config: Config, conn: Connection, cdn: FakeCdn,
                                               redis: Redis, drive: Drive, sa_key: Key) -> None:
     """The work horse's peak RSS for 1 GiB stays under 150 MiB, and exceeds a 2 MiB file's
