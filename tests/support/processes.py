@@ -11,6 +11,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from core.config import Config
 from tests.support.wait import wait_for
@@ -29,15 +30,18 @@ def falback(config: Config, *args: str, timeout: float = 60) -> subprocess.Compl
     )
 
 
-class Background:
-    """A long-running `falback` command whose output lines are collected as they come."""
+class Spawned:
+    """A long-running command whose output lines (stdout and stderr) are collected as they
+    come. With `group`, it gets a process group of its own and stop() signals the whole
+    group, as a platform stopping a Procfile process does."""
 
-    def __init__(self, config: Config, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(self, argv: list[str], *, env: dict[str, str], cwd: Path | None = None,
+                 group: bool = False) -> None:
         self.lines: list[str] = []
+        self.group = group
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "falback", *args],
-            env={**command_env(config), "PYTHONUNBUFFERED": "1", **(env or {})},
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            argv, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            start_new_session=group,
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -68,14 +72,33 @@ class Background:
     def stop(self, timeout: float = 10) -> int:
         """SIGTERM, then SIGKILL if it does not exit in time; return the exit code."""
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+            self._signal(signal.SIGTERM)
             try:
                 self.process.wait(timeout)
             except subprocess.TimeoutExpired:
-                self.process.kill()
+                self._signal(signal.SIGKILL)
                 self.process.wait(5)
+        if self.group:
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)  # whatever it left behind
+            except ProcessLookupError:
+                pass
         self._reader.join(5)
         return self.process.returncode
+
+    def _signal(self, signum: int) -> None:
+        if self.group:
+            os.killpg(self.process.pid, signum)
+        else:
+            self.process.send_signal(signum)
+
+
+class Background(Spawned):
+    """A long-running `falback` command run with `config` as its environment."""
+
+    def __init__(self, config: Config, *args: str, env: dict[str, str] | None = None) -> None:
+        super().__init__([sys.executable, "-m", "falback", *args],
+                         env={**command_env(config), "PYTHONUNBUFFERED": "1", **(env or {})})
 
 
 @contextmanager
