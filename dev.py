@@ -3,7 +3,7 @@
 
     python3 dev.py run [--demo] [--port N]   run every process (embedded servers if unset)
     python3 dev.py test [pytest args]        run the test suite
-    python3 dev.py lint                      ruff and mypy
+    python3 dev.py lint                      ruff, mypy (product and tests), import contracts
 
 The first call creates `.venv/` and installs requirements-dev.txt; later calls reinstall
 only when a requirements file changed.
@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 STAMP = VENV / ".requirements-hash"
+PACKAGES = ("core", "db", "jobs", "listener", "falback", "devkit")
 
 
 def requirements_hash() -> str:
@@ -61,8 +62,10 @@ def main(argv: list[str]) -> int:
         # pytest's 5 means "no tests collected": a broken suite, not a pass.
         return 1 if code == 5 else code
     lint = subprocess.call([python, "-m", "ruff", "check", "."], cwd=ROOT)
-    types = subprocess.call([python, "-m", "mypy", "core", "db", "jobs", "listener", "falback", "devkit"], cwd=ROOT)
-    return lint or types
+    types = subprocess.call([python, "-m", "mypy", *PACKAGES, "tests"], cwd=ROOT)
+    # The import directions in pyproject.toml's [tool.importlinter] contracts.
+    layers = subprocess.call([str(BIN / "lint-imports")], cwd=ROOT)
+    return lint or types or layers
 
 
 if __name__ == "__main__":

@@ -35,8 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from core.config import Config  # noqa: E402
 from db.migrate import migrate  # noqa: E402
 from devkit.embedded import EmbeddedPostgres, EmbeddedRedis  # noqa: E402
-from tests.gunicorn_server import gunicorn  # noqa: E402
-from tests.jwks_server import JwksServer, jwks, signed_headers  # noqa: E402
+from tests.fakes.jwks_server import JwksServer, jwks, signed_headers  # noqa: E402
+from tests.support.gunicorn import gunicorn  # noqa: E402
 
 Request = tuple[bytes, dict[str, str]]
 

@@ -1,13 +1,12 @@
 """Fixtures: real embedded Postgres and Redis for the session, a fresh database per test
-(cloned from a migrated template), a stand-in for fal's CDN, and the Flask app."""
+(cloned from a migrated template), a stand-in for fal's CDN, the Flask app, and the Drive
+emulator with a service-account key. Helpers are in tests/support/."""
 
 from __future__ import annotations
 
 import itertools
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,22 +21,14 @@ from core.config import Config
 from db.connection import Connection, connect
 from db.migrate import apply_sample_schema
 from devkit.embedded import EmbeddedPostgres, EmbeddedRedis
-from devkit.fakecdn import FakeCdn
+from tests.fakes.cdn import FakeCdn
+from tests.fakes.drive_emulator import DriveEmulator
+from tests.support.drive import ALICE, SA_EMAIL, Drive, Key, drive_env, make_key
+from tests.support.servers import Servers
+from tests.support.web import ADMIN_TOKEN, create_app_for
 
-ADMIN_TOKEN = "test-admin-token"
 _TEMPLATE = "falback_template"
 _counter = itertools.count()
-
-
-class Servers:
-    def __init__(self, postgres: EmbeddedPostgres, postgres_url: str, redis: EmbeddedRedis) -> None:
-        self.postgres = postgres
-        self.postgres_url = postgres_url
-        self.redis = redis
-
-    def database_url(self, name: str) -> str:
-        # pgserver URLs look like postgresql://postgres:@/postgres?host=/path
-        return self.postgres_url.replace("@/postgres?", f"@/{name}?")
 
 
 @pytest.fixture(scope="session")
@@ -143,27 +134,28 @@ def app(config: Config) -> Flask:
     return create_app_for(config)
 
 
-def create_app_for(config: Config) -> Flask:
-    from listener import create_app
-
-    app = create_app(config)
-    app.testing = True
-    return app
-
-
 @pytest.fixture
 def client(app: Flask) -> FlaskClient:
     return app.test_client()
 
 
-def admin_headers() -> dict[str, str]:
-    return {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+@pytest.fixture(scope="session")
+def sa_key() -> Key:
+    """A service-account key, made once (RSA key generation is slow)."""
+    return make_key()
 
 
-def run_worker(config: Config, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """Run a real `falback worker --burst` process until the queues are empty."""
-    env = dict(os.environ, **config.as_env())
-    return subprocess.run(
-        [sys.executable, "-m", "falback", "worker", "--burst"],
-        env=env, capture_output=True, text=True, timeout=timeout, check=True,
-    )
+@pytest.fixture
+def drive(tmp_path: Path, sa_key: Key) -> Iterator[Drive]:
+    """The Drive emulator with a shared drive (the service account and Alice are members)
+    and a folder in it for the backups."""
+    with DriveEmulator(tmp_path / "drive", sa_key.public_pem, service_account_email=SA_EMAIL,
+                       allowed_subjects={ALICE}) as emulator:
+        drive_id = emulator.create_shared_drive("Backups", members={SA_EMAIL, ALICE})
+        yield Drive(emulator, drive_id, emulator.create_folder("fal", drive_id))
+
+
+@pytest.fixture
+def drive_config(config: Config, drive: Drive, sa_key: Key) -> Config:
+    """`config` with GOOGLE_DRIVE_* variables that point at the emulator."""
+    return config.replace(google=drive_env(drive, sa_key))

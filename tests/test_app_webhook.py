@@ -19,9 +19,11 @@ from werkzeug.test import TestResponse
 
 from core.config import Config
 from db.connection import Connection, fetch_one
-from devkit.fakecdn import FakeCdn
-from tests.conftest import Servers, create_app_for, run_worker
-from tests.helpers import add_video, ledger_rows
+from tests.fakes.cdn import FakeCdn
+from tests.support.rows import add_video, ledger_rows
+from tests.support.servers import Servers
+from tests.support.web import create_app_for
+from tests.support.workers import run_worker
 
 SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
 OTHER_SECRET = "whsec_" + base64.b64encode(b"fedcba9876543210fedcba9876543210").decode()

@@ -2,58 +2,21 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 from core.config import Config
-from db.connection import Connection, fetch_all
-from devkit.fakecdn import FakeCdn
-from tests.conftest import run_worker
-from tests.helpers import add_image, add_video, file_md5, ledger_rows
-
-USER_FAILED_QUERY = """
-SELECT id, generation_model, file_size, backup_status, created_at
-FROM gen_videos
-WHERE backup_status = 'failed'
-ORDER BY file_size DESC;
-"""
-
-USER_PROGRESS_QUERY = """
-SELECT 
-    COUNT(*) as total_upscale_videos,
-    COUNT(CASE WHEN backup_drive_url IS NOT NULL THEN 1 END) as backed_up,
-    ROUND((COUNT(CASE WHEN backup_drive_url IS NOT NULL THEN 1 END)::numeric / COUNT(*)) * 100, 2) as completion_percentage,
-    pg_size_pretty(SUM(COALESCE(upscale_file_size, 0))) as total_size_remaining
-FROM gen_videos
-WHERE upscale_video_url IS NOT NULL;
-"""  # noqa: W291, E501 - the user's query, verbatim
-
-
-def falback(config: Config, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "falback", *args],
-        env=dict(os.environ, **config.as_env()), capture_output=True, text=True, timeout=60,
-    )
-
-
-def query(conn: Connection, sql: str) -> list[dict[str, object]]:
-    with conn.cursor() as cur:
-        cur.execute(sql)
-        rows = fetch_all(cur)
-    conn.commit()
-    return rows
-
-
-def seed_thirty(conn: Connection, cdn: FakeCdn) -> None:
-    """10 upscaled videos (2 files each), 10 plain videos, 10 images: 30 rows, 40 files."""
-    for n in range(10):
-        add_video(conn, cdn, n, size=100_000 + n, upscale_size=700_000 + n, age_days=6 - n * 0.1)
-    for n in range(10, 20):
-        add_video(conn, cdn, n, size=90_000 + n, age_days=5)
-    for n in range(10):
-        add_image(conn, cdn, n, size=20_000 + n, age_days=4)
+from db.connection import Connection
+from tests.fakes.cdn import FakeCdn
+from tests.support.processes import falback
+from tests.support.rows import (
+    USER_FAILED_QUERY,
+    USER_PROGRESS_QUERY,
+    file_md5,
+    ledger_rows,
+    query,
+    seed_thirty,
+)
+from tests.support.workers import run_worker
 
 
 def test_it_backs_up_every_file_most_valuable_first(config: Config, conn: Connection, cdn: FakeCdn) -> None:

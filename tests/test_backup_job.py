@@ -12,19 +12,12 @@ from rq import Queue
 from core.config import Config
 from db import ledger
 from db.connection import Connection, fetch_all
-from devkit.fakecdn import FakeCdn
 from jobs.backfill import backfill
 from jobs.queues import BACKUP_FUNC, enqueue_batch, enqueue_one, job_id
-from tests.conftest import run_worker
-from tests.helpers import add_image, add_video, ledger_rows
-from tests.test_backfill_e2e import falback
-
-FAILED_QUERY = """
-SELECT id, generation_model, file_size, backup_status, created_at
-FROM gen_videos
-WHERE backup_status = 'failed'
-ORDER BY file_size DESC;
-"""
+from tests.fakes.cdn import FakeCdn
+from tests.support.processes import falback
+from tests.support.rows import USER_FAILED_QUERY, add_image, add_video, ledger_rows
+from tests.support.workers import run_worker, run_worker_process
 
 
 def backfill_all(config: Config, conn: Connection, redis: Redis) -> None:
@@ -83,7 +76,9 @@ def test_two_workers_on_one_row_copy_it_once(
         BACKUP_FUNC, args=(row["id"],), job_id=f"duplicate-{row['id']}"
     )
     results: list[subprocess.CompletedProcess[str]] = []
-    workers = [threading.Thread(target=lambda: results.append(run_worker(config))) for _ in range(2)]
+    # Real processes: an in-process worker runs only in the main thread (RQ's signals).
+    workers = [threading.Thread(target=lambda: results.append(run_worker_process(config)))
+               for _ in range(2)]
     for w in workers:
         w.start()
     for w in workers:
@@ -125,7 +120,7 @@ def test_a_source_truncated_every_time_fails_after_max_attempts(
     assert row["last_error"].startswith("gave up after 3 attempts: source body cut off at byte 262144")
     assert not list(config.backup_dir.rglob("*.mp4")) and not list(config.backup_dir.rglob(".*.part"))
     with conn.cursor() as cur:
-        cur.execute(FAILED_QUERY)
+        cur.execute(USER_FAILED_QUERY)
         failed = fetch_all(cur)
     conn.commit()
     assert [(r["id"], r["backup_status"]) for r in failed] == [(video_id, "failed")]

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 from pathlib import Path
 
 import pytest
 
-from core.config import DEFAULT_SOURCE_HOSTS, Config, ConfigError
-from tests.drive_helpers import write_key_file
+from core.config import DEFAULT_SOURCE_HOSTS, Config, ConfigError, DailyBackfill
+from core.drive_settings import DEFAULT_SCOPE, KNOWN, DriveSettings
+from tests.support.drive import SA_EMAIL, make_key, write_key_file
 
 
 def test_defaults_need_nothing_set() -> None:
@@ -18,23 +21,96 @@ def test_defaults_need_nothing_set() -> None:
     assert config.retry_intervals() == [30, 120, 480, 1920]
 
 
-def test_it_reads_every_variable_and_round_trips_through_as_env(tmp_path: Path) -> None:
-    env = {
-        "DATABASE_URL": "postgresql://u@db/x", "REDIS_URL": "redis://r:6379/1",
-        "FALBACK_ADMIN_TOKEN": "t", "FALBACK_SOURCE_HOSTS": "v3.fal.media, *.example.com",
-        "FALBACK_ALLOW_LOOPBACK_SOURCES": "yes", "FALBACK_MAX_ATTEMPTS": "7",
-        "FALBACK_RETRY_BASE_SECONDS": "5", "FALBACK_BACKUP_DIR": str(tmp_path),
-        "FALBACK_READ_TIMEOUT": "1.5", "GOOGLE_DRIVE_FOLDER_ID": "abc",
-        "GOOGLE_DRIVE_KEY_FILE": str(write_key_file(tmp_path / "key.json")),
-    }
-    config = Config.from_env(env)
+# Every variable Config.from_env reads, each with a value other than its default, and
+# the field it sets. GOOGLE_DRIVE_* (kept raw in `google`, parsed into `drive`) come below.
+EVERY_VARIABLE = {
+    "DATABASE_URL": ("postgresql://u@db/x", "database_url"),
+    "REDIS_URL": ("redis://r:6379/1", "redis_url"),
+    "FALBACK_DATA_DIR": ("/srv/falback", "data_dir"),
+    "FALBACK_ADMIN_TOKEN": ("t", "admin_token"),
+    "FALBACK_MAX_BACKFILL_LIMIT": ("500", "max_backfill_limit"),
+    "FALBACK_SOURCE_HOSTS": ("v3.fal.media, *.example.com", "source_hosts"),
+    "FALBACK_ALLOW_LOOPBACK_SOURCES": ("yes", "allow_loopback_sources"),
+    "FALBACK_CONNECT_TIMEOUT": ("2.5", "connect_timeout"),
+    "FALBACK_READ_TIMEOUT": ("1.5", "read_timeout"),
+    "FALBACK_FETCH_CHUNK_SIZE": ("65536", "fetch_chunk_size"),
+    "FALBACK_FETCH_RESUME_ATTEMPTS": ("0", "fetch_resume_attempts"),
+    "FALBACK_BACKUP_DIR": ("/srv/backups", "backup_dir"),
+    "FALBACK_MAX_ATTEMPTS": ("7", "max_attempts"),
+    "FALBACK_RETRY_BASE_SECONDS": ("5", "retry_base_seconds"),
+    "FALBACK_JOB_TIMEOUT": ("600", "job_timeout_seconds"),
+    "FALBACK_EXPIRY_DAYS": ("3", "expiry_days"),
+    "FALBACK_SWEEP_INTERVAL": ("45", "sweep_interval_seconds"),
+    "FALBACK_SWEEP_LIMIT": ("250", "sweep_limit"),
+    "FALBACK_DAILY_BACKFILL": ("03:15 images 20", "daily_backfill"),
+    "FAL_WEBHOOK_USER_ID": ("user-1", "fal_webhook_user_id"),
+    "FAL_JWKS_URLS": ("https://a.example/jwks.json, http://127.0.0.1:9/j", "fal_jwks_urls"),
+    "FAL_KEY": ("id:secret", "fal_key"),
+    "FAL_QUEUE_BASE_URL": ("https://queue.example/", "fal_queue_base_url"),
+    "FAL_REST_BASE_URL": ("https://rest.example", "fal_rest_base_url"),
+    "FAL_CDN_TOKEN_HOSTS": ("*.private.example", "fal_cdn_token_hosts"),
+    "FALBACK_MAX_DATA_URI_BYTES": ("2048", "max_data_uri_bytes"),
+    "FALBACK_APP_WEBHOOK_SECRET": ("whsec_" + base64.b64encode(b"k" * 24).decode(), "app_webhook_secret"),
+}
+DRIVE_SETTINGS = {
+    "GOOGLE_DRIVE_FOLDER_ID": "abc", "GOOGLE_DRIVE_IMPERSONATE": "alice@example.com",
+    "GOOGLE_DRIVE_SCOPE": "drive.file", "GOOGLE_DRIVE_CHUNK_SIZE": "8MiB",
+    "GOOGLE_DRIVE_SHARE_ANYONE": "true", "GOOGLE_DRIVE_MAX_RETRIES": "2",
+    "GOOGLE_DRIVE_RETRY_BASE_SECONDS": "0.5", "GOOGLE_DRIVE_TIMEOUT": "30",
+    "GOOGLE_DRIVE_UPLOAD_CAP_PAUSE": "60", "GOOGLE_DRIVE_API_BASE_URL": "http://127.0.0.1:8555",
+    "GOOGLE_DRIVE_TOKEN_URI": "http://127.0.0.1:8555/token",
+}
+
+
+def drive_key_variables(source: str, tmp_path: Path) -> dict[str, str]:
+    """The service-account key, as the user's note's variables or as a JSON key file."""
+    key = make_key()
+    if source == "variables":
+        return {"GOOGLE_DRIVE_PROJECT_ID": "demo-project", "GOOGLE_DRIVE_PRIVATE_KEY_ID": "k1",
+                "GOOGLE_DRIVE_PRIVATE_KEY": key.private_pem.replace("\n", "\\n"),
+                "GOOGLE_DRIVE_CLIENT_EMAIL": SA_EMAIL, "GOOGLE_DRIVE_CLIENT_ID": "123"}
+    path = str(write_key_file(tmp_path / "key.json", key))
+    # GOOGLE_APPLICATION_CREDENTIALS is the fallback key file: read, and passed on, too.
+    return {"GOOGLE_DRIVE_KEY_FILE": path, "GOOGLE_APPLICATION_CREDENTIALS": path}
+
+
+@pytest.mark.parametrize("key_source", ["variables", "file"])
+def test_it_reads_every_variable_and_round_trips_through_as_env(key_source: str, tmp_path: Path) -> None:
+    env = {name: value for name, (value, _) in EVERY_VARIABLE.items()}
+    drive = {**DRIVE_SETTINGS, **drive_key_variables(key_source, tmp_path)}
+    config = Config.from_env({**env, **drive})
+    defaults = Config()
+
+    # Each variable reached its field, and every field has a variable here.
+    for name, (_, field) in EVERY_VARIABLE.items():
+        assert getattr(config, field) != getattr(defaults, field), f"{name} was not read"
+    fields = {f.name for f in dataclasses.fields(Config) if f.init}
+    assert fields - {field for _, field in EVERY_VARIABLE.values()} == {"google"}
+    assert config.google == drive
+    assert config.drive is not None
+    drive_defaults = DriveSettings("", "", "")
+    assert [f.name for f in dataclasses.fields(DriveSettings)
+            if getattr(config.drive, f.name) == getattr(drive_defaults, f.name)] == []
+    # Parsed, not just stored.
     assert config.source_hosts == ("v3.fal.media", "*.example.com")
-    assert config.allow_loopback_sources and config.max_attempts == 7 and config.read_timeout == 1.5
+    assert config.allow_loopback_sources is True and config.read_timeout == 1.5
+    assert config.daily_backfill == DailyBackfill(3, 15, "images", 20)
+    assert config.fal_queue_base_url == "https://queue.example"
     assert config.retry_intervals() == [5, 20, 80, 320, 1280, 5120]
-    assert config.google == {"GOOGLE_DRIVE_FOLDER_ID": "abc",
-                             "GOOGLE_DRIVE_KEY_FILE": env["GOOGLE_DRIVE_KEY_FILE"]}
-    assert config.drive is not None and config.drive.folder_id == "abc"
-    assert Config.from_env(config.as_env()) == config
+    assert (config.drive.chunk_size, config.drive.scope) == (8 * 1024 * 1024, DEFAULT_SCOPE + ".file")
+
+    # as_env writes every variable back, and each comes back as it was.
+    written = config.as_env()
+    assert set(written) == set(env) | set(drive)
+    rebuilt = Config.from_env(written)
+    for name, (_, field) in EVERY_VARIABLE.items():
+        assert getattr(rebuilt, field) == getattr(config, field), name
+    assert rebuilt == config and rebuilt.drive == config.drive
+
+
+def test_every_drive_variable_is_covered_above(tmp_path: Path) -> None:
+    covered = set(DRIVE_SETTINGS) | set(drive_key_variables("variables", tmp_path))
+    assert covered | set(drive_key_variables("file", tmp_path)) >= set(KNOWN)
 
 
 @pytest.mark.parametrize(

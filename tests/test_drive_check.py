@@ -11,10 +11,8 @@ import pytest
 
 from core.config import Config
 from jobs.destinations.drive_check import drive_check
-from tests.drive_helpers import ALICE, SA_EMAIL, Drive, Key, drive_env, make_key, write_key_file
-from tests.test_backfill_e2e import falback
-
-pytest_plugins = ["tests.drive_fixtures"]
+from tests.support.drive import ALICE, SA_EMAIL, Drive, Key, drive_env, make_key, write_key_file
+from tests.support.processes import falback
 
 
 def check(config: Config, drive: Drive, key: Key, **env: str) -> tuple[int, str]:

@@ -13,14 +13,13 @@ from rq.job import Job
 
 from core.config import Config
 from db.connection import Connection
-from devkit.fakecdn import FakeCdn
 from jobs.backfill import backfill
 from jobs.queues import enqueue_one, job_id
-from tests.conftest import run_worker
-from tests.drive_helpers import Drive, Key, children, drive_env, only_row, peak_rss, start_worker, wait_for
-from tests.helpers import add_video, ledger_rows
-
-pytest_plugins = ["tests.drive_fixtures"]
+from tests.fakes.cdn import FakeCdn
+from tests.support.drive import Drive, Key, drive_env, only_row
+from tests.support.rows import add_video, ledger_rows
+from tests.support.wait import wait_for
+from tests.support.workers import children, peak_rss, run_worker, worker_process
 
 MiB = 1024 * 1024
 
@@ -54,7 +53,7 @@ def test_killed_mid_upload_resumes_the_same_session(config: Config, conn: Connec
     four_mib = config.replace(google=drive_env(drive, sa_key, GOOGLE_DRIVE_CHUNK_SIZE="4MiB"))
     add_video(conn, cdn, 1, size=1000, upscale_size=size, slow_delay=0.004)
     backfill(four_mib, conn, redis, "upscale", 10)
-    worker = start_worker(four_mib)
+    worker = worker_process(four_mib)
     emulator = drive.emulator
     wait_for(lambda: emulator.sessions() and emulator.sessions()[0].committed >= 4 * chunk, 30,
              "four chunks in Drive")
@@ -90,6 +89,7 @@ def test_killed_mid_upload_resumes_the_same_session(config: Config, conn: Connec
     assert source.requests == ["", ""]
 
 
+@pytest.mark.slow
 def test_a_1_gib_file_streams_in_flat_memory(config: Config, conn: Connection, cdn: FakeCdn,
                                               redis: Redis, drive: Drive, sa_key: Key) -> None:
     """The work horse's peak RSS for 1 GiB stays under 150 MiB, and exceeds a 2 MiB file's
@@ -99,7 +99,7 @@ def test_a_1_gib_file_streams_in_flat_memory(config: Config, conn: Connection, c
                                 job_timeout_seconds=600)
     add_video(conn, cdn, 1, size=2 * MiB, upscale_size=1024 * MiB)
     backfill(big_config, conn, redis, "all", 10)
-    worker = start_worker(big_config)
+    worker = worker_process(big_config)
     peaks: dict[int, int] = {}  # work horse pid -> VmHWM, in the order the jobs ran
     started = time.monotonic()
     while worker.poll() is None:

@@ -18,7 +18,6 @@ from redis import Redis
 from core.config import Config
 from db import drive_state, ledger
 from db.connection import Connection, connect, fetch_all
-from devkit.fakecdn import FakeCdn
 from jobs import backup
 from jobs.backfill import backfill
 from jobs.destinations import from_config
@@ -29,10 +28,9 @@ from jobs.errors import VerifyError
 from jobs.fetch import SourceFetcher
 from jobs.transfer import copy_file
 from jobs.worker import WorkerContext
-from tests.drive_helpers import ALICE, CHUNK, Drive, Key, drive_env, only_row
-from tests.helpers import add_image, add_video, ledger_rows
-
-pytest_plugins = ["tests.drive_fixtures"]
+from tests.fakes.cdn import FakeCdn
+from tests.support.drive import ALICE, CHUNK, Drive, Key, drive_env, only_row
+from tests.support.rows import add_image, add_video, ledger_rows
 
 
 def run_job(config: Config, ledger_id: int) -> object:

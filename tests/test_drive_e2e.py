@@ -5,13 +5,11 @@ from __future__ import annotations
 
 from core.config import Config
 from db.connection import Connection
-from devkit.fakecdn import FakeCdn
-from tests.conftest import run_worker
-from tests.drive_helpers import Drive
-from tests.helpers import ledger_rows
-from tests.test_backfill_e2e import USER_FAILED_QUERY, USER_PROGRESS_QUERY, falback, query, seed_thirty
-
-pytest_plugins = ["tests.drive_fixtures"]
+from tests.fakes.cdn import FakeCdn
+from tests.support.drive import Drive
+from tests.support.processes import falback
+from tests.support.rows import USER_FAILED_QUERY, USER_PROGRESS_QUERY, ledger_rows, query, seed_thirty
+from tests.support.workers import run_worker
 
 
 def test_the_backfill_lands_every_file_in_drive_once(drive_config: Config, conn: Connection,

@@ -23,7 +23,7 @@ from googleapiclient.discovery import build, build_from_document
 from googleapiclient.errors import HttpError, ResumableUploadError
 from googleapiclient.http import MediaFileUpload, MediaIoBaseDownload, MediaIoBaseUpload
 
-from tests.drive_emulator import DriveEmulator
+from tests.fakes.drive_emulator import DriveEmulator
 
 SCOPES = ["https://www.googleapis.com/auth/drive"]
 SA_EMAIL = "falback@demo-project.iam.gserviceaccount.com"

@@ -12,13 +12,11 @@ from rq.registry import ScheduledJobRegistry
 
 from core.config import Config
 from db.connection import Connection, fetch_all
-from devkit.fakecdn import FakeCdn
 from jobs.backfill import backfill
-from tests.conftest import run_worker
-from tests.drive_helpers import CHUNK, Drive, Key, drive_env, only_row
-from tests.helpers import add_image, add_video, ledger_rows
-
-pytest_plugins = ["tests.drive_fixtures"]
+from tests.fakes.cdn import FakeCdn
+from tests.support.drive import CHUNK, Drive, Key, drive_env, only_row
+from tests.support.rows import add_image, add_video, ledger_rows
+from tests.support.workers import run_worker
 
 SIZE = 6 * CHUNK + 123  # above the multipart limit: a resumable upload of 7 chunks
 

@@ -10,7 +10,7 @@ import pytest
 
 from core.config import Config, ConfigError
 from core.drive_settings import DEFAULT_CHUNK_SIZE, DEFAULT_SCOPE, GOOGLE_API_BASE_URL
-from tests.drive_helpers import SA_EMAIL, make_key, write_key_file
+from tests.support.drive import SA_EMAIL, make_key, write_key_file
 
 KEY = make_key()
 ESCAPED = KEY.private_pem.replace("\n", "\\n")
@@ -128,4 +128,4 @@ def test_settings_are_checked_when_a_test_builds_the_config(tmp_path: Path) -> N
     with pytest.raises(ConfigError, match="GOOGLE_DRIVE_CHUNK_SIZE"):
         Config(google=user_env(GOOGLE_DRIVE_CHUNK_SIZE="7"))
     config = Config(google=user_env())
-    assert config.replace(max_attempts=2).drive == config.drive
+    assert config.drive is not None and config.replace(max_attempts=2).drive == config.drive

@@ -18,7 +18,7 @@ from jobs.fal.signature import (
     parse_jwks,
     verify_webhook,
 )
-from tests.jwks_server import JwksServer, jwk, jwks, signed_headers
+from tests.fakes.jwks_server import JwksServer, jwk, jwks, signed_headers
 
 NOW = 1_700_000_000
 BODY = b'{"request_id":"req-1","status":"OK","payload":{"images":[]}}'

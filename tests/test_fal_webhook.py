@@ -25,15 +25,17 @@ from werkzeug.test import TestResponse
 
 from core.config import Config, ConfigError
 from db.connection import Connection, connect, fetch_all
-from devkit.fakecdn import FakeCdn
 from jobs.fal_results import fetch_result
 from jobs.worker import WorkerContext
-from tests.conftest import Servers, admin_headers, create_app_for, run_worker
-from tests.fal_queue_server import FalQueueServer
-from tests.gunicorn_server import gunicorn
-from tests.helpers import add_video, file_md5, ledger_rows
-from tests.jwks_server import JwksServer, jwks, signed_headers
-from tests.test_backfill_e2e import falback
+from tests.fakes.cdn import FakeCdn
+from tests.fakes.fal_queue_server import FalQueueServer
+from tests.fakes.jwks_server import JwksServer, jwks, signed_headers
+from tests.support.gunicorn import gunicorn
+from tests.support.processes import falback
+from tests.support.rows import add_video, file_md5, ledger_rows
+from tests.support.servers import Servers
+from tests.support.web import admin_headers, create_app_for
+from tests.support.workers import run_worker
 
 PAYLOADS = Path(__file__).parent / "fal_payloads"
 USER = "user-1"
@@ -415,7 +417,6 @@ def test_payload_error_with_a_key_fetches_the_result_in_a_job(
 
 def test_fetch_job_records_why_a_result_is_unavailable(
     key: Ed25519PrivateKey, hook_config: Config, conn: Connection, fal_queue: FalQueueServer,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     config = hook_config.replace(fal_key="wrong", fal_queue_base_url=fal_queue.base_url)
     client = create_app_for(config).test_client()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from db import app_rows, ledger
 from db.connection import Connection
-from devkit.fakecdn import FakeCdn
-from tests.helpers import add_video, ledger_rows
+from tests.fakes.cdn import FakeCdn
+from tests.support.rows import add_video, ledger_rows
 
 
 def test_an_app_row_links_a_file_a_webhook_reported_first(conn: Connection, cdn: FakeCdn) -> None:

@@ -11,7 +11,7 @@ import pytest
 from db import app_rows
 from db.connection import connection, fetch_all
 from db.migrate import apply_sample_schema, migrate, numbered_migrations
-from tests.conftest import Servers
+from tests.support.servers import Servers
 
 
 @pytest.fixture
@@ -96,6 +96,7 @@ def test_app_tables_with_other_column_types(empty_database: str) -> None:
     migrate(empty_database)  # rebuilt from scratch each time
     with connection(empty_database) as conn:
         assert len(app_rows.upsert_app_row(conn, "gen_videos", "v1", 7)) == 2
-        assert len(app_rows.upsert_app_row(conn, "gen_images", "00000000-0000-0000-0000-000000000001", 7)) == 1
+        uuid = "00000000-0000-0000-0000-000000000001"
+        assert len(app_rows.upsert_app_row(conn, "gen_images", uuid, 7)) == 1
         assert app_rows.upsert_app_row(conn, "gen_images", "not-a-uuid", 7) == []
         app_rows.sync_app_row(conn, "gen_videos", "v1")

@@ -18,12 +18,14 @@ from core.config import Config
 from core.lifecycle import Backoff
 from db.connection import Connection, connect, fetch_all, fetch_one
 from db.migrate import migrate
-from devkit.fakecdn import FakeCdn
 from jobs.queues import job_id
 from listener.relay import AppRow, parse_payload
-from tests.conftest import Servers, run_worker
-from tests.helpers import add_image, add_video, ledger_rows
-from tests.processes import Background, background, wait_for
+from tests.fakes.cdn import FakeCdn
+from tests.support.processes import Background, background
+from tests.support.rows import add_image, add_video, ledger_rows
+from tests.support.servers import Servers
+from tests.support.wait import wait_for
+from tests.support.workers import run_worker
 
 
 def statuses(conn: Connection) -> dict[int, str]:

@@ -3,9 +3,6 @@ cron process that schedules it and the daily backfill."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import UTC, timedelta
 from typing import Any
@@ -21,13 +18,15 @@ from rq.registry import FailedJobRegistry, ScheduledJobRegistry
 from core.config import Config, ConfigError, DailyBackfill
 from db import app_rows, sweeps
 from db.connection import Connection, connect, fetch_one
-from devkit.fakecdn import FakeCdn
 from jobs.queues import BACKUP_FUNC, MAINTENANCE_QUEUE, job_id
 from jobs.schedule import build_scheduler
 from jobs.sweep import SweepCounts, sweep
-from tests.conftest import Servers, run_worker
-from tests.helpers import add_image, add_video, ledger_rows
-from tests.processes import background, wait_for
+from tests.fakes.cdn import FakeCdn
+from tests.support.processes import background, falback
+from tests.support.rows import add_image, add_video, ledger_rows
+from tests.support.servers import Servers
+from tests.support.wait import wait_for
+from tests.support.workers import run_worker
 
 IMAGES = "backup-images"
 
@@ -190,13 +189,6 @@ def test_it_is_bounded_and_batched(
     assert (third.created, third.lost_queued) == (0, 0)
     assert Queue(IMAGES, connection=redis).count == n
     assert trips.redis < 60 and trips.sql < 60, f"{trips.redis} Redis and {trips.sql} SQL round trips"
-
-
-def falback(config: Config, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "falback", *args],
-        env={**os.environ, **config.as_env()}, capture_output=True, text=True, timeout=60,
-    )
 
 
 def test_the_sweep_command(config: Config, conn: Connection, cdn: FakeCdn) -> None:

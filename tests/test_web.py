@@ -11,14 +11,15 @@ from redis import Redis
 
 from core.config import Config
 from db.connection import Connection
-from devkit.fakecdn import FakeCdn
 from jobs.queues import QUEUE_NAMES
-from tests.conftest import ADMIN_TOKEN, admin_headers, create_app_for
-from tests.helpers import add_image, add_video, ledger_rows
+from tests.fakes.cdn import FakeCdn
+from tests.support.rows import add_image, add_video, ledger_rows
+from tests.support.web import ADMIN_TOKEN, admin_headers, create_app_for
 
 
 def queued_job_ids(redis: Redis) -> dict[str, list[str]]:
-    return {name: [j.decode() for j in redis.lrange(f"rq:queue:{name}", 0, -1)] for name in QUEUE_NAMES}
+    return {name: [j.decode() if isinstance(j, bytes) else j for j in redis.lrange(f"rq:queue:{name}", 0, -1)]
+            for name in QUEUE_NAMES}
 
 
 def test_healthz_ok(client: FlaskClient) -> None:

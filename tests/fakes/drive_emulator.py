@@ -12,7 +12,7 @@ Pointing the stock client at it (``api_endpoint`` alone is not enough: the clien
                     discoveryServiceUrl=drive.discovery_url)
     # or: build_from_document(drive.discovery_document(), credentials=creds)
 
-Standalone: ``python -m tests.drive_emulator --port 8555 --dir PATH --public-key FILE``.
+Standalone: ``python -m tests.fakes.drive_emulator --port 8555 --dir PATH --public-key FILE``.
 """
 
 from __future__ import annotations

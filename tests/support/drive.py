@@ -1,4 +1,5 @@
-"""Helpers for the Drive tests (the fixtures are in tests/drive_fixtures.py).
+"""Helpers for the Drive tests (the fixtures, sa_key, drive and drive_config, are in
+tests/conftest.py).
 
 Only the base URL and the token URI differ from production; everything else in the
 GOOGLE_DRIVE_* variables, and the code they drive, is the production path.
@@ -7,10 +8,6 @@ GOOGLE_DRIVE_* variables, and the code they drive, is the production path.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,10 +15,9 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from core.config import Config
-from db.connection import Connection
-from tests.drive_emulator import DriveEmulator, FileInfo
-from tests.helpers import ledger_rows
+from db.connection import Connection, fetch_one
+from tests.fakes.drive_emulator import DriveEmulator, FileInfo
+from tests.support.rows import ledger_rows
 
 SA_EMAIL = "falback@demo-project.iam.gserviceaccount.com"
 ALICE = "alice@example.com"
@@ -90,45 +86,9 @@ def only_row(conn: Connection) -> dict[str, Any]:
     with conn.cursor() as cur:
         cur.execute("SELECT session_uri, session_offset FROM drive_files WHERE ledger_id = %s",
                     (row["id"],))
-        session = cur.fetchone()
+        session = fetch_one(cur)
     conn.commit()
     return {**row, **(session or {"session_uri": None, "session_offset": None})}
-
-
-def start_worker(config: Config) -> subprocess.Popen[str]:
-    """A real `falback worker --burst` in its own process group (so it can be killed whole)."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "falback", "worker", "--burst"],
-        env=dict(os.environ, **config.as_env()), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True, start_new_session=True,
-    )
-
-
-def children(pid: int) -> list[int]:
-    try:
-        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    except OSError:
-        return []
-    return [int(p) for p in text.split()]
-
-
-def peak_rss(pid: int) -> int | None:
-    """VmHWM (peak resident set) of a live process, in bytes."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
-
-
-def wait_for(predicate: Any, timeout: float, what: str, step: float = 0.02) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(step)
 
 
 def write_key_file(path: Path, key: Key | None = None, **fields: str) -> Path:

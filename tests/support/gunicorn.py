@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,15 +15,9 @@ from pathlib import Path
 import requests
 
 from core.config import Config
+from tests.support.ports import free_port
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @contextmanager
@@ -49,7 +42,7 @@ def gunicorn(config: Config, log_path: Path, *, workers: int = 2, threads: int =
                     if requests.get(f"{base_url}/ping", timeout=1).status_code == 200:
                         break
                 except (requests.ConnectionError, requests.Timeout):
-                    pass  # not listening yet, or the app is still loading
+                    pass  # not listening yet, or listening while its workers still boot
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"gunicorn did not answer:\n{log_path.read_text()[-3000:]}")
                 time.sleep(0.1)
