@@ -17,10 +17,11 @@ from redis import Redis
 
 from core.config import Config
 from db.connection import Connection
-from devkit.fakecdn import FakeCdn
-from tests.conftest import ADMIN_TOKEN, admin_headers, run_worker
-from tests.gunicorn_server import gunicorn
-from tests.helpers import add_image, ledger_rows
+from tests.fakes.cdn import FakeCdn
+from tests.support.gunicorn import gunicorn
+from tests.support.rows import add_image, ledger_rows
+from tests.support.web import ADMIN_TOKEN, admin_headers
+from tests.support.workers import run_worker
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

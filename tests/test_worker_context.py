@@ -64,7 +64,7 @@ def test_jobs_receive_the_workers_context(config: Config, redis: Redis) -> None:
     job = queue.enqueue(context_of_job, "t")
     worker = make_worker(config, redis, [queue], fork=False)
     worker.work(burst=True)
-    assert job.refresh() is None and job.return_value() == f"t: WorkerContext {config.max_attempts}"
+    assert job.return_value(refresh=True) == f"t: WorkerContext {config.max_attempts}"
 
 
 def test_a_job_run_outside_a_falback_worker_says_so(redis: Redis) -> None:
