@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from core.config import Config
-from db.connection import Connection
+from db.connection import Connection, fetch_one
 from tests.drive_emulator import DriveEmulator, FileInfo
 from tests.helpers import ledger_rows
 
@@ -40,8 +40,9 @@ class Drive:
     drive_id: str  # the shared drive
     folder_id: str  # GOOGLE_DRIVE_FOLDER_ID: a folder inside it
 
-    def backups(self) -> list[FileInfo]:
-        """Files (not folders) under the configured folder, at any depth."""
+    def backups(self, *, trashed: bool = False) -> list[FileInfo]:
+        """Files (not folders) under the configured folder, at any depth: the live ones, or
+        with `trashed` those in Drive's trash."""
         by_id = {f.id: f for f in self.emulator.files()}
 
         def under(info: FileInfo) -> bool:
@@ -52,7 +53,8 @@ class Drive:
                 parent = by_id[parent].parents[0] if by_id[parent].parents else None
             return parent == self.folder_id
 
-        return [f for f in by_id.values() if f.content_path is not None and under(f)]
+        return [f for f in by_id.values()
+                if f.content_path is not None and f.trashed == trashed and under(f)]
 
 
 def make_key() -> Key:
@@ -90,7 +92,7 @@ def only_row(conn: Connection) -> dict[str, Any]:
     with conn.cursor() as cur:
         cur.execute("SELECT session_uri, session_offset FROM drive_files WHERE ledger_id = %s",
                     (row["id"],))
-        session = cur.fetchone()
+        session = fetch_one(cur)
     conn.commit()
     return {**row, **(session or {"session_uri": None, "session_offset": None})}
 
