@@ -148,7 +148,8 @@ class Bench:
         settings = Config.from_env(self.env()).drive
         assert settings is not None
         api = DriveApi(settings)
-        uri = api.start_session({"name": "baseline.mp4", "parents": [self.drive_id]}, size, "video/mp4")
+        uri = api.uploads.start_session({"name": "baseline.mp4", "parents": [self.drive_id]}, size,
+                                        "video/mp4")
         api.close()
         url = self.source(size)
         started = time.perf_counter()

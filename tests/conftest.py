@@ -151,7 +151,10 @@ def drive(tmp_path: Path, sa_key: Key) -> Iterator[Drive]:
     and a folder in it for the backups."""
     with DriveEmulator(tmp_path / "drive", sa_key.public_pem, service_account_email=SA_EMAIL,
                        allowed_subjects={ALICE}) as emulator:
-        drive_id = emulator.create_shared_drive("Backups", members={SA_EMAIL, ALICE})
+        # The service account is a Content manager, as docs/google-drive.md asks: it may add
+        # and trash files, not delete them.
+        drive_id = emulator.create_shared_drive(
+            "Backups", members={SA_EMAIL: "fileOrganizer", ALICE: "organizer"})
         yield Drive(emulator, drive_id, emulator.create_folder("fal", drive_id))
 
 

@@ -28,11 +28,14 @@ def test_a_good_shared_drive_setup(config: Config, drive: Drive, sa_key: Key) ->
     assert code == 0, output
     assert f"service account  {SA_EMAIL} (key k1, from GOOGLE_DRIVE_PRIVATE_KEY)" in output
     assert "token            ok" in output
+    assert f"drive api        ok, as {SA_EMAIL}" in output
     assert f"folder           'fal' ({drive.folder_id}) in a shared drive ({drive.drive_id})" in output
-    assert "write probe      created and deleted a test file: ok" in output
+    assert "write probe      created a test file and moved it to the trash: ok" in output
     assert output.endswith("drive-check: ok, backups can go to Drive")
-    assert drive.emulator.requests["multipart"] == 1 and drive.emulator.requests["delete"] == 1
-    assert drive.backups() == []  # the probe is gone
+    # A Content manager may trash but not delete in a shared drive: the probe is trashed.
+    assert drive.emulator.requests["multipart"] == 1 and drive.emulator.requests["update"] == 1
+    assert drive.emulator.requests["delete"] == 0
+    assert drive.backups() == [] and len(drive.backups(trashed=True)) == 1
 
 
 def test_impersonation_into_a_users_my_drive(config: Config, drive: Drive, sa_key: Key) -> None:
@@ -56,12 +59,16 @@ def test_impersonation_into_a_users_my_drive(config: Config, drive: Drive, sa_ke
      " service account has no storage quota, so Drive refuses its files there. Use a folder in a"
      f" shared drive and add {SA_EMAIL} to it as a Content manager, or set GOOGLE_DRIVE_IMPERSONATE"),
     ({"GOOGLE_DRIVE_FOLDER_ID": "1nope"},
-     f"the folder 1nope (GOOGLE_DRIVE_FOLDER_ID) was not found, or {SA_EMAIL} cannot see it. Add"
+     f"the folder 1nope (GOOGLE_DRIVE_FOLDER_ID) was not found, or {SA_EMAIL} cannot see it: add"
      f" {SA_EMAIL} to the shared drive as a Content manager"),
+    ({"GOOGLE_DRIVE_FOLDER_ID": "1nope", "GOOGLE_DRIVE_IMPERSONATE": ALICE},
+     f"the folder 1nope (GOOGLE_DRIVE_FOLDER_ID) was not found, or {ALICE} cannot see it: share it"
+     f" with {ALICE} as an Editor (or, if it is in a shared drive, add {ALICE} to that shared drive"
+     " as a Content manager)"),
     ({"GOOGLE_DRIVE_SCOPE": "drive.readonly"},
-     "the token's scope https://www.googleapis.com/auth/drive.readonly does not allow creating files"
-     " (Drive answered 403 insufficientPermissions to upload a file: Request had insufficient"
-     " authentication scopes.): set GOOGLE_DRIVE_SCOPE=drive"),
+     "Drive answered 403 insufficientPermissions to upload a file: Request had insufficient"
+     " authentication scopes. The token's scope (https://www.googleapis.com/auth/drive.readonly)"
+     " cannot write files: set GOOGLE_DRIVE_SCOPE=drive"),
 ])
 def test_each_problem_in_plain_words(config: Config, drive: Drive, sa_key: Key, env: dict[str, str],
                                      problem: str) -> None:
@@ -128,3 +135,33 @@ def test_a_json_key_file(config: Config, drive: Drive, sa_key: Key, tmp_path: Pa
     lines: list[str] = []
     assert drive_check(config.replace(google=env), lines.append) == 0, lines
     assert f"(key k1, from GOOGLE_DRIVE_KEY_FILE ({key_file}))" in lines[0]
+
+
+@pytest.mark.parametrize(("role", "problem"), [
+    ("writer", "created the probe file 'falback-drive-check-{}.txt' but could not move it to the trash:"
+               " Drive answered 403 insufficientFilePermissions to move a file to the trash: The user"
+               " does not have sufficient permissions for this file. {} lacks the role for this in"
+               " the shared drive: make it a Content manager"),
+    ("reader", "Drive answered 403 insufficientFilePermissions to upload a file: The user does not"
+               " have sufficient permissions for this file. {1} lacks the role for this in the shared"
+               " drive: make it a Content manager"),
+])
+def test_a_role_below_content_manager(config: Config, drive: Drive, sa_key: Key, role: str,
+                                      problem: str) -> None:
+    """A Contributor (writer) can add files but not trash them; a Viewer cannot add any."""
+    low = drive.emulator.create_shared_drive("Low", members={SA_EMAIL: role})
+    code, output = check(config, drive, sa_key, GOOGLE_DRIVE_FOLDER_ID=low)
+    assert code == 1
+    stamp = output.split("falback-drive-check-", 1)[1][:16] if role == "writer" else ""
+    assert f"PROBLEM          {problem.format(stamp, SA_EMAIL)}" in output, output
+
+
+def test_a_full_shared_drive_is_not_told_to_use_a_shared_drive(config: Config, drive: Drive,
+                                                               sa_key: Key) -> None:
+    drive.emulator.faults.add("storage_quota", on="multipart",
+                              message="The user's Drive storage quota has been exceeded.")
+    code, output = check(config, drive, sa_key)
+    assert code == 1
+    assert ("PROBLEM          Drive answered 403 storageQuotaExceeded to upload a file: The user's"
+            " Drive storage quota has been exceeded. The shared drive is full") in output, output
+    assert "no storage quota" not in output and "Use a folder in a shared drive" not in output

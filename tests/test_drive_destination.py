@@ -21,9 +21,8 @@ from db.connection import Connection, connect, fetch_all
 from jobs import backup
 from jobs.backfill import backfill
 from jobs.destinations import from_config
-from jobs.destinations.drive import DriveDestination
+from jobs.destinations.drive import DriveCopy, DriveDestination
 from jobs.destinations.drive_folders import Folders
-from jobs.destinations.drive_upload import DriveUpload
 from jobs.errors import VerifyError
 from jobs.fetch import SourceFetcher
 from jobs.transfer import copy_file
@@ -185,9 +184,11 @@ def test_a_copy_the_ledger_lost_track_of_is_checked_not_duplicated(
     assert_one_verified_copy(drive, cdn, again)
 
 
-def test_a_copy_that_does_not_match_is_deleted_and_made_again(
+def test_a_copy_that_does_not_match_is_trashed_and_made_again(
     drive_config: Config, conn: Connection, cdn: FakeCdn, redis: Redis, drive: Drive
 ) -> None:
+    """The service account is a Content manager (fileOrganizer): it may trash the bad
+    copy, not delete it (that needs a Manager)."""
     add_video(conn, cdn, 1, size=6 * CHUNK + 1)
     backfill(drive_config, conn, redis, "all", 10)
     row = ledger.claim(conn, only_row(conn)["id"], "test", 60)
@@ -196,14 +197,16 @@ def test_a_copy_that_does_not_match_is_deleted_and_made_again(
     destination = from_config(drive_config, conn)
     fetcher = SourceFetcher(drive_config)
     upload = destination.open(row, None)
-    assert isinstance(upload, DriveUpload)
+    assert isinstance(upload, DriveCopy)
     for chunk in fetcher.open(row.source_url).chunks():
         upload.write(chunk)
-    with pytest.raises(VerifyError, match="the Drive copy did not match the source .* deleted it"):
+    with pytest.raises(VerifyError, match="the Drive copy did not match the source .* moved it to"
+                                          " Drive's trash"):
         upload.finish(6 * CHUNK + 1, "0" * 32)  # as if Drive had stored other bytes
     fetcher.close()
     bad_id = upload.file_id
-    assert bad_id not in {f.id for f in drive.emulator.files()}
+    assert [f.id for f in drive.backups(trashed=True)] == [bad_id]
+    assert drive.emulator.requests["delete"] == 0
     assert drive_state.reservation(conn, row.id) is None
     # The next attempt reserves a new id and uploads a good copy.
     stored = copy_file(row, SourceFetcher(drive_config), destination)
@@ -213,6 +216,8 @@ def test_a_copy_that_does_not_match_is_deleted_and_made_again(
 
 def test_a_bad_copy_found_later_is_replaced(drive_config: Config, conn: Connection, cdn: FakeCdn,
                                             redis: Redis, drive: Drive) -> None:
+    """A worker run, with the service account a Content manager: the bad copy goes to the
+    trash (a DELETE would be refused) and a good one replaces it in the same attempt."""
     add_image(conn, cdn, 1, size=30_000)
     [first] = backup_all(drive_config, conn, redis)
     requeue(conn, first["id"])
@@ -221,8 +226,9 @@ def test_a_bad_copy_found_later_is_replaced(drive_config: Config, conn: Connecti
     conn.commit()
     assert run_job(drive_config, first["id"]) == "done"
     again = only_row(conn)
-    assert again["destination_id"] != first["destination_id"]
+    assert again["destination_id"] != first["destination_id"] and again["attempts"] == 2
     assert_one_verified_copy(drive, cdn, again)
+    assert [f.id for f in drive.backups(trashed=True)] == [first["destination_id"]]
 
 
 def test_concurrent_attempts_on_one_row_make_one_file(drive_config: Config, conn: Connection,
@@ -283,3 +289,90 @@ def test_folders_are_made_once_by_racing_workers(drive_config: Config, drive: Dr
     assert len(set(made)) == 1 and len(made) == 4
     assert sorted(f.name for f in drive.emulator.files() if f.name != "fal") == ["2026-11", "upscale"]
     assert drive.emulator.requests["create"] == 2
+
+
+def lose_reservation(conn: Connection) -> None:
+    with conn.cursor() as cur:
+        cur.execute("DELETE FROM drive_files")
+    conn.commit()
+
+
+@pytest.mark.parametrize("mode", ["shared drive", "impersonated"])
+def test_searches_use_the_one_corpus_that_holds_the_backups(
+    config: Config, conn: Connection, cdn: FakeCdn, redis: Redis, drive: Drive, sa_key: Key, mode: str
+) -> None:
+    """Folder lookups and the appProperties search ask the shared drive (corpora=drive,
+    driveId) or the user's own files (corpora=user), never allDrives."""
+    env = {}
+    if mode == "impersonated":
+        env = {"GOOGLE_DRIVE_IMPERSONATE": ALICE,
+               "GOOGLE_DRIVE_FOLDER_ID": drive.emulator.create_folder("backups", owner=ALICE)}
+    settings = config.replace(google=drive_env(drive, sa_key, **env))
+    add_video(conn, cdn, 1, size=6 * CHUNK + 1)
+    [first] = backup_all(settings, conn, redis)
+    requeue(conn, first["id"])
+    lose_reservation(conn)  # the next attempt searches by appProperties
+    assert run_job(settings, first["id"]) == "done"
+    assert only_row(conn)["destination_id"] == first["destination_id"]
+    lists = [e.query for e in drive.emulator.log if e.type == "list"]
+    assert len(lists) >= 3  # two folders, then the search
+    where = ({"corpora": "drive", "driveId": drive.drive_id, "includeItemsFromAllDrives": "true"}
+             if mode == "shared drive" else {"corpora": "user"})
+    assert all({k: q.get(k) for k in ("corpora", "driveId", "includeItemsFromAllDrives")}
+               == {"driveId": None, "includeItemsFromAllDrives": None, **where} for q in lists), lists
+
+
+@pytest.mark.parametrize("incomplete", [1, 100])
+def test_an_incomplete_search_is_not_taken_for_not_found(
+    drive_config: Config, conn: Connection, cdn: FakeCdn, redis: Redis, drive: Drive, incomplete: int
+) -> None:
+    """incompleteSearch: true with no files may hide the copy a lost reservation points
+    to: the search is asked again, and if it stays incomplete the attempt waits, rather
+    than upload a second copy."""
+    add_video(conn, cdn, 1, size=6 * CHUNK + 1)
+    [first] = backup_all(drive_config, conn, redis)
+    requeue(conn, first["id"])
+    lose_reservation(conn)
+    drive.emulator.faults.add("incomplete_search", incomplete)
+    initiated = drive.emulator.requests["initiate"]
+    if incomplete == 1:
+        assert run_job(drive_config, first["id"]) == "done"
+        assert only_row(conn)["destination_id"] == first["destination_id"]
+    else:
+        run_job(drive_config, first["id"])
+        row = only_row(conn)
+        assert row["status"] == "retrying" and "incomplete" in row["last_error"], row["last_error"]
+        assert drive.emulator.requests["initiate"] == initiated  # nothing uploaded
+    assert [f.id for f in drive.backups()] == [first["destination_id"]]
+
+
+def test_a_copy_someone_trashed_is_made_again(drive_config: Config, conn: Connection, cdn: FakeCdn,
+                                              redis: Redis, drive: Drive) -> None:
+    """The reserved id now names a trashed file, which can never become the copy: the
+    reservation is given up and a new file is made in the same attempt."""
+    add_video(conn, cdn, 1, size=6 * CHUNK + 1)
+    [first] = backup_all(drive_config, conn, redis)
+    requeue(conn, first["id"])
+    drive.emulator.trash(first["destination_id"])
+    assert run_job(drive_config, first["id"]) == "done"
+    again = only_row(conn)
+    assert again["destination_id"] != first["destination_id"]
+    assert_one_verified_copy(drive, cdn, again)
+
+
+def test_a_deleted_folder_is_made_again(drive_config: Config, conn: Connection, cdn: FakeCdn,
+                                        redis: Redis, drive: Drive) -> None:
+    add_video(conn, cdn, 1, size=1000)
+    [first] = backup_all(drive_config, conn, redis)
+    month = drive.emulator.file(first["destination_id"]).parents[0]
+    drive.emulator.remove(month)  # someone deleted regular/<month>, and the copy in it
+    requeue(conn, first["id"])
+    run_job(drive_config, first["id"])
+    failed = only_row(conn)
+    assert failed["status"] == "retrying"
+    assert failed["last_error"].endswith("is gone; the next attempt makes it again")
+    requeue(conn, first["id"])
+    assert run_job(drive_config, first["id"]) == "done"
+    again = only_row(conn)
+    assert drive.emulator.file(again["destination_id"]).parents[0] != month
+    assert_one_verified_copy(drive, cdn, again)

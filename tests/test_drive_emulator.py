@@ -304,6 +304,19 @@ def test_short_confirmation_keeps_fewer_bytes(drive: DriveEmulator, svc: Any,
     assert session.bytes_received == path.stat().st_size + CHUNK
 
 
+def test_an_odd_acknowledgement_and_the_stock_client(drive: DriveEmulator, svc: Any,
+                                                    shared: tuple[str, str], tmp_path: Path) -> None:
+    """A 308 may confirm a count that is not a multiple of 256 KiB; the stock client then
+    sends whole chunks from there, which Drive takes."""
+    path = random_file(tmp_path, 4 * CHUNK + 3)
+    request = start_upload(svc, path, shared[1], chunksize=2 * CHUNK)
+    drive.faults.add("short_confirm", keep_bytes=100_000)
+    status, _ = request.next_chunk()
+    assert status.resumable_progress == 100_000
+    assert finish(request)["md5Checksum"] == md5_of(path)
+    assert 400 not in [e.status for e in drive.log if e.type == "chunk"]
+
+
 def test_session_expiry_answers_404(drive: DriveEmulator, svc: Any, shared: tuple[str, str],
                                     tmp_path: Path) -> None:
     path = random_file(tmp_path, 3 * CHUNK)
@@ -339,7 +352,8 @@ def test_raw_resumable_protocol(drive: DriveEmulator, key: rsa.RSAPrivateKey,
                            headers={"X-Upload-Content-Type": "application/octet-stream"})
     assert started.status_code == 200
     uri = started.headers["Location"]
-    data = os.urandom(2 * CHUNK)
+    total = 5 * CHUNK // 2
+    data = os.urandom(total)
 
     def put(content_range: str, body: Any = b"") -> Any:
         return session.put(uri, data=body, headers={"Content-Range": content_range})
@@ -349,14 +363,20 @@ def test_raw_resumable_protocol(drive: DriveEmulator, key: rsa.RSAPrivateKey,
     assert put(f"bytes 0-{CHUNK - 1}/*", data[:CHUNK]).headers["Range"] == f"bytes=0-{CHUNK - 1}"
     assert put(f"bytes {CHUNK}-{CHUNK + 99}/*", data[CHUNK:CHUNK + 100]).status_code == 400
     # Chunked transfer encoding (a generator body) and an overlapping resend both work.
-    gen = (data[i:i + 1000] for i in range(CHUNK // 2, 2 * CHUNK, 1000))
-    assert put(f"bytes {CHUNK // 2}-{2 * CHUNK - 1}/*", gen).headers["Range"] == \
-        f"bytes=0-{2 * CHUNK - 1}"
-    done = put(f"bytes */{2 * CHUNK}")  # ends exactly on a chunk boundary: empty finish
+    half = CHUNK // 2
+    gen = (data[i:min(i + 1000, half + CHUNK)] for i in range(half, half + CHUNK, 1000))
+    assert put(f"bytes {half}-{half + CHUNK - 1}/*", gen).headers["Range"] == \
+        f"bytes=0-{half + CHUNK - 1}"
+    # A non-final chunk is judged by its own length, wherever it starts: from this odd
+    # offset half a unit is refused, a whole unit is taken.
+    odd = half + CHUNK
+    assert put(f"bytes {odd}-{odd + half - 1}/*", data[odd:odd + half]).status_code == 400
+    assert put(f"bytes {odd}-{total - 1}/*", data[odd:]).headers["Range"] == f"bytes=0-{total - 1}"
+    done = put(f"bytes */{total}")  # the data ended with a whole chunk: an empty finish
     assert done.status_code == 200
-    assert done.json() == {"id": done.json()["id"], "size": str(2 * CHUNK),
+    assert done.json() == {"id": done.json()["id"], "size": str(total),
                            "md5Checksum": hashlib.md5(data).hexdigest()}
-    assert put(f"bytes */{2 * CHUNK}").status_code == 200  # a later query sees it complete
+    assert put(f"bytes */{total}").status_code == 200  # a later query sees it complete
 
 
 # ---------------------------------------------------------------- auth
@@ -488,6 +508,79 @@ def test_permissions_and_delete(drive: DriveEmulator, svc: Any, shared: tuple[st
     assert drive.file(file_id).permissions[0]["type"] == "anyone"
     svc.files().delete(fileId=file_id, supportsAllDrives=True).execute()
     assert file_id not in {f.id for f in drive.files()}
+
+
+def test_shared_drive_roles(drive: DriveEmulator, svc: Any) -> None:
+    """Drive's role table: a Content manager (fileOrganizer) may trash but not delete; a
+    Contributor (writer) may add files but not trash them; a Manager (organizer) may delete."""
+    def drive_where(role: str) -> tuple[str, str]:
+        drive_id = drive.create_shared_drive(role, members={SA_EMAIL: role})
+        return drive_id, drive.add_file("f.bin", b"x", drive_id)
+
+    files = svc.files()
+
+    def trash(file_id: str, value: bool = True) -> Any:
+        return files.update(fileId=file_id, body={"trashed": value}, fields="id,trashed",
+                            supportsAllDrives=True).execute()
+
+    def refused(call: Any) -> str:
+        with pytest.raises(HttpError) as caught:
+            call.execute()
+        assert caught.value.resp.status == 403
+        return error_reason(caught.value)
+
+    _, content_managers = drive_where("fileOrganizer")
+    assert trash(content_managers) == {"id": content_managers, "trashed": True}
+    assert trash(content_managers, False)["trashed"] is False  # and back
+    assert refused(files.delete(fileId=content_managers, supportsAllDrives=True)) == \
+        "insufficientFilePermissions"
+    contributors_drive, contributors = drive_where("writer")
+    svc.files().create(body={"name": "new", "parents": [contributors_drive]},
+                       supportsAllDrives=True).execute()
+    assert refused(files.update(fileId=contributors, body={"trashed": True},
+                                supportsAllDrives=True)) == "insufficientFilePermissions"
+    viewers_drive, _ = drive_where("reader")
+    assert refused(files.create(body={"name": "new", "parents": [viewers_drive]},
+                                supportsAllDrives=True)) == "insufficientFilePermissions"
+    _, managers = drive_where("organizer")
+    files.delete(fileId=managers, supportsAllDrives=True).execute()
+    assert managers not in {f.id for f in drive.files()}
+
+
+def test_list_corpora(drive: DriveEmulator, svc: Any, shared: tuple[str, str]) -> None:
+    """corpora=drive needs driveId (and the other way round); user is the caller's own
+    files; allDrives is both; an injected incomplete search says so and finds nothing."""
+    in_drive = drive.add_file("x.bin", b"x", shared[1])
+    mine = drive.add_file("x.bin", b"x", drive.create_folder("mine", owner=ALICE,
+                                                              shared_with={SA_EMAIL}))
+    files = svc.files()
+
+    def found(**kw: Any) -> tuple[set[str], bool]:
+        page = files.list(q="name = 'x.bin'", fields="incompleteSearch,files(id)",
+                          supportsAllDrives=True, **kw).execute()
+        return {f["id"] for f in page["files"]}, page["incompleteSearch"]
+
+    everything = {"includeItemsFromAllDrives": True}
+    assert found(corpora="drive", driveId=shared[0], **everything) == ({in_drive}, False)
+    assert found(corpora="user") == ({mine}, False)
+    assert found(corpora="allDrives", **everything) == ({in_drive, mine}, False)
+    for bad in ({"corpora": "drive", **everything}, {"driveId": shared[0], **everything},
+                {"corpora": "drive", "driveId": shared[0]}, {"corpora": "everything"}):
+        with pytest.raises(HttpError) as caught:
+            found(**bad)
+        assert caught.value.resp.status == 400
+    drive.faults.add("incomplete_search")
+    assert found(corpora="allDrives", **everything) == (set(), True)
+
+
+def test_about_names_the_user(drive: DriveEmulator, svc: Any, key: rsa.RSAPrivateKey) -> None:
+    assert svc.about().get(fields="user(emailAddress)").execute() == {
+        "user": {"emailAddress": SA_EMAIL}}
+    with pytest.raises(HttpError) as caught:  # about.get insists on fields
+        svc.about().get().execute()
+    assert caught.value.resp.status == 400
+    alice = service(drive, credentials(drive, key).with_subject(ALICE))
+    assert alice.about().get(fields="user").execute()["user"]["emailAddress"] == ALICE
 
 
 def test_fields_are_validated_against_the_schema(svc: Any, shared: tuple[str, str]) -> None:

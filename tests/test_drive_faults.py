@@ -14,7 +14,7 @@ from core.config import Config
 from db.connection import Connection, fetch_all
 from jobs.backfill import backfill
 from tests.fakes.cdn import FakeCdn
-from tests.support.drive import CHUNK, Drive, Key, drive_env, only_row
+from tests.support.drive import ALICE, CHUNK, SA_EMAIL, Drive, Key, drive_env, only_row
 from tests.support.rows import add_image, add_video, ledger_rows
 from tests.support.workers import run_worker
 
@@ -108,28 +108,69 @@ def test_a_server_that_keeps_failing_leaves_a_readable_retry(drive_config: Confi
     assert len(drive.emulator.faults.fired) == 1 + 3  # the PUT, then 3 backed-off retries
 
 
-def test_storage_quota_is_permanent_with_advice(drive_config: Config, conn: Connection, cdn: FakeCdn,
-                                                redis: Redis, drive: Drive) -> None:
+def test_an_odd_acknowledgement_shifts_the_chunks(drive_config: Config, conn: Connection,
+                                                  cdn: FakeCdn, redis: Redis, drive: Drive) -> None:
+    """A 308 whose Range ends off a 256 KiB boundary: the next chunks start there and are
+    still whole multiples of 256 KiB, which Drive takes (a shorter one gets 400)."""
+    add_video(conn, cdn, 1, size=SIZE)
+    backfill(drive_config, conn, redis, "all", 10)
+    drive.emulator.faults.add("short_confirm", 1, keep_bytes=100_000)
+    run_worker(drive_config)
+    row = only_row(conn)
+    one_copy(drive, cdn, row)
+    assert row["attempts"] == 1 and len(drive.emulator.sessions()) == 1
+    chunks = [e.status for e in drive.emulator.log if e.type == "chunk"]
+    # The short one, 5 whole chunks from byte 100000 on, then the rest: no 400, no new session.
+    assert chunks == [308] * 6 + [200]
+
+
+QUOTA_FULL = "The user's Drive storage quota has been exceeded."
+
+
+@pytest.mark.parametrize("mode", ["shared drive", "impersonated", "service account's My Drive"])
+def test_storage_quota_is_permanent_with_advice_for_the_mode(
+    config: Config, conn: Connection, cdn: FakeCdn, redis: Redis, drive: Drive, sa_key: Key, mode: str
+) -> None:
+    """403 storageQuotaExceeded means a full shared drive, a full user's My Drive, or a
+    service account with no quota of its own; each gets its own advice."""
+    env = {}
+    if mode == "impersonated":
+        env = {"GOOGLE_DRIVE_IMPERSONATE": ALICE,
+               "GOOGLE_DRIVE_FOLDER_ID": drive.emulator.create_folder("backups", owner=ALICE)}
+    elif mode == "service account's My Drive":  # Drive refuses the first folder falback makes
+        env = {"GOOGLE_DRIVE_FOLDER_ID": drive.emulator.create_folder(
+            "inbox", owner=ALICE, shared_with={SA_EMAIL})}
+    settings = config.replace(google=drive_env(drive, sa_key, **env))
     video_id = add_video(conn, cdn, 1, size=SIZE)
     add_image(conn, cdn, 2, size=1000)
-    backfill(drive_config, conn, redis, "all", 10)
-    drive.emulator.faults.add("storage_quota", 1)
-    drive.emulator.faults.add("storage_quota", 1, on="multipart")
-    run_worker(drive_config)
+    backfill(settings, conn, redis, "all", 10)
+    if mode != "service account's My Drive":
+        drive.emulator.faults.add("storage_quota", 1, message=QUOTA_FULL)
+        drive.emulator.faults.add("storage_quota", 1, on="multipart", message=QUOTA_FULL)
+    run_worker(settings)
+    advice = {
+        "shared drive": f"Drive answered 403 storageQuotaExceeded to {{doing}}: {QUOTA_FULL[:-1]}. The"
+                        " shared drive is full: the organisation's Workspace storage, or a storage"
+                        " limit an admin set on this shared drive, is used up.",
+        "impersonated": f"Drive answered 403 storageQuotaExceeded to {{doing}}: {QUOTA_FULL[:-1]}. The"
+                        f" storage of {ALICE} is full: free space or buy more, or back up into a"
+                        " shared drive",
+        "service account's My Drive": "Drive refused the upload: a service account has no storage"
+                                      " quota (Service Accounts do not have storage quota.",
+    }[mode]
     video, image = ledger_rows(conn)
-    for row in (video, image):
+    for row, doing in ((video, "start an upload"), (image, "upload a file")):
         assert row["status"] == "failed" and row["attempts"] == 1
-        assert row["last_error"].startswith(
-            "Drive refused the upload: a service account has no storage quota (Service Accounts do"
-            " not have storage quota."
-        )
-        assert "shared drive" in row["last_error"] and "GOOGLE_DRIVE_IMPERSONATE" in row["last_error"]
+        assert row["last_error"].startswith(advice.format(doing=doing)), row["last_error"]
+        if mode != "service account's My Drive":
+            assert "no storage quota" not in row["last_error"]
+            assert "GOOGLE_DRIVE_FOLDER_ID in a shared drive" not in row["last_error"]
     assert drive.backups() == []
     with conn.cursor() as cur:
         cur.execute("SELECT backup_status, backup_error FROM gen_videos WHERE id = %s", (video_id,))
         [app] = fetch_all(cur)
     conn.commit()
-    assert app["backup_status"] == "failed" and "no storage quota" in app["backup_error"]
+    assert app["backup_status"] == "failed" and app["backup_error"].endswith(video["last_error"])
 
 
 def test_the_daily_upload_cap_pauses_drive_without_spending_attempts(

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import google_auth_httplib2
 from google.auth.exceptions import GoogleAuthError, RefreshError
 from google.auth.transport.requests import AuthorizedSession
 from google.oauth2 import service_account
+from googleapiclient.http import build_http
 
 from core.drive_settings import DriveSettings
+from jobs.destinations.drive_errors import DriveAuthError, DriveFailure, DriveUnreachable
 
 USER_AGENT = "falback/0.1"
 
@@ -27,12 +30,23 @@ def credentials(settings: DriveSettings) -> Any:
     return creds
 
 
-def session(settings: DriveSettings) -> AuthorizedSession:
-    """A requests session that adds a fresh token to every request (and refreshes it on a
-    401). Bodies are always bytes, so the resend after a refresh is safe."""
-    authed = AuthorizedSession(credentials(settings))  # type: ignore[no-untyped-call]
+def session(settings: DriveSettings, creds: Any) -> AuthorizedSession:
+    """A requests session for the upload protocol that adds a fresh token to every request
+    (and refreshes it on a 401). Bodies are always bytes, so the resend after a refresh
+    is safe."""
+    authed = AuthorizedSession(creds)  # type: ignore[no-untyped-call]
     authed.headers["User-Agent"] = USER_AGENT
     return authed
+
+
+def authorized_http(settings: DriveSettings, creds: Any) -> Any:
+    """The httplib2 transport for google-api-python-client: build_http() (it keeps 308
+    from being followed as a redirect), our timeout, no redirects (a token must not
+    follow one elsewhere), wrapped by google-auth-httplib2 for tokens and 401 refreshes."""
+    http = build_http()
+    http.timeout = settings.timeout
+    http.follow_redirects = False
+    return google_auth_httplib2.AuthorizedHttp(creds, http=http)
 
 
 def explain(error: GoogleAuthError, settings: DriveSettings) -> str:
@@ -61,3 +75,9 @@ def explain(error: GoogleAuthError, settings: DriveSettings) -> str:
 def is_retryable(error: GoogleAuthError) -> bool:
     """A token request that failed on the way (network, Google 5xx), not a refusal."""
     return bool(getattr(error, "retryable", False)) or not isinstance(error, RefreshError)
+
+
+def failure(error: GoogleAuthError, settings: DriveSettings) -> DriveFailure:
+    """A failed token request as a DriveFailure: a refusal is final, the rest is retried."""
+    message = explain(error, settings)
+    return DriveUnreachable(message) if is_retryable(error) else DriveAuthError(message)

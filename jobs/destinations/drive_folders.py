@@ -4,16 +4,29 @@ Each folder is made once and reused. The id is cached in Postgres; a miss takes 
 advisory lock for that (parent, name), looks again (cache, then Drive by name, parent and
 type) and only then creates, so two workers cannot make two `upscale` folders. Drive's
 own listings lag behind writes, which is why the lock is in Postgres and not a search.
+
+The configured folder is looked up once per process: whether it sits in a shared drive
+decides the corpus searches use and how advice is worded.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from db import drive_state as db
 from db.connection import Connection
-from jobs.destinations.drive_api import FOLDER_MIME, DriveApi, DriveApiError
+from jobs.destinations.drive_advice import folder_missing
+from jobs.destinations.drive_api import FOLDER_MIME, DriveApi
+from jobs.destinations.drive_errors import DriveApiError
 from jobs.errors import PermanentError
 
 TAG = "falback_folder"  # appProperties key on the folders falback made
+
+
+@dataclass(frozen=True)
+class Space:
+    root_id: str  # GOOGLE_DRIVE_FOLDER_ID, or the real id of the My Drive root
+    drive_id: str | None  # the shared drive that holds it; None: a My Drive
 
 
 class Folders:
@@ -21,24 +34,35 @@ class Folders:
         self.api = api
         self.conn = conn
         self.root_id = root_id  # None: the My Drive root of whoever the token is for
+        self.known: Space | None = None
+
+    def space(self) -> Space:
+        """Where backups go, looked up once (files.get on the folder, or on "root")."""
+        if self.known is None:
+            found = self.api.get_file(self.root_id or "root", "id,mimeType,driveId")
+            if found is None:
+                if self.root_id is None:
+                    raise PermanentError("Drive has no My Drive root for this account")
+                raise PermanentError(folder_missing(self.api.settings))
+            if found.get("mimeType") != FOLDER_MIME:
+                raise PermanentError(f"GOOGLE_DRIVE_FOLDER_ID {self.root_id} is a file, not a folder")
+            # "root" is an alias whose meaning depends on the token; keep the real id.
+            self.known = Space(str(found["id"]), found.get("driveId") or None)
+        return self.known
+
+    @property
+    def shared(self) -> bool | None:
+        """In a shared drive? None until looked up."""
+        return None if self.known is None else self.known.drive_id is not None
 
     def path(self, *names: str) -> list[str]:
         """The ids of root/names[0]/names[1]/..., made where missing; the last is the target."""
-        parent = self.root()
+        parent = self.space().root_id
         ids = []
         for name in names:
             parent = self.ensure(parent, name)
             ids.append(parent)
         return ids
-
-    def root(self) -> str:
-        if self.root_id is None:
-            # "root" is an alias whose meaning depends on the token; cache by the real id.
-            found = self.api.get_file("root", "id")
-            if found is None:
-                raise PermanentError("Drive has no My Drive root for this account")
-            self.root_id = str(found["id"])
-        return self.root_id
 
     def ensure(self, parent: str, name: str) -> str:
         cached = db.cached_folder(self.conn, parent, name)
@@ -62,7 +86,7 @@ class Folders:
     def _find_or_create(self, parent: str, name: str) -> str:
         query = (f"name = '{quote(name)}' and '{quote(parent)}' in parents"
                  f" and mimeType = '{FOLDER_MIME}' and trashed = false")
-        found = self.api.list_files(query, "id,appProperties")
+        found = self.api.list_files(query, "id,appProperties", drive_id=self.space().drive_id)
         # Prefer ours; a folder of that name a person made is fine too.
         found.sort(key=lambda f: TAG not in (f.get("appProperties") or {}))
         if found:
@@ -70,12 +94,8 @@ class Folders:
         try:
             return str(self.api.create_folder(name, parent, {TAG: "1"})["id"])
         except DriveApiError as e:
-            if e.status == 404 and parent == self.root_id:
-                raise PermanentError(
-                    f"the Drive folder {parent} (GOOGLE_DRIVE_FOLDER_ID) was not found, or"
-                    f" {self.api.settings.client_email} cannot see it: add it to the shared drive"
-                    " as a Content manager (run `falback drive-check`)"
-                ) from None
+            if e.status == 404 and parent == self.space().root_id:
+                raise PermanentError(f"{folder_missing(self.api.settings)} ({e})") from None
             raise
 
 

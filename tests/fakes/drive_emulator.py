@@ -5,8 +5,9 @@ Google (OAuth2 JWT-bearer token exchange, files.*, resumable/multipart/media upl
 alt=media with Range, permissions, shared drives), keeps content on disk (never whole in
 memory) and can inject the faults Drive is known for. See ``DriveEmulator``.
 
-Pointing the stock client at it (``api_endpoint`` alone is not enough: the client keeps
-``https`` for upload URLs):
+Metadata calls reach it with ``client_options={"api_endpoint": url + "/drive/v3/"}``, as
+falback builds its client. For uploads through the stock client that is not enough (it
+keeps ``https`` for upload URLs), so point the whole discovery document at it:
 
     service = build("drive", "v3", credentials=creds, cache_discovery=False,
                     discoveryServiceUrl=drive.discovery_url)
@@ -28,6 +29,7 @@ import shutil
 import signal
 import socket
 import struct
+import sys
 import threading
 import time
 from collections import Counter
@@ -67,13 +69,18 @@ FAULT_KINDS = {
     "server_error": "chunk", "too_many_requests": "chunk", "user_rate_limit": "chunk",
     "rate_limit": "chunk", "storage_quota": "initiate", "upload_limit": "initiate",
     "drop_connection": "chunk", "short_confirm": "chunk", "session_expired": "chunk",
-    "auth_error": "any",
+    "auth_error": "any", "incomplete_search": "list",
 }
 REQUEST_TYPES = {
     "token", "discovery", "initiate", "chunk", "status", "multipart", "simple", "get",
     "media", "list", "create", "update", "delete", "generate_ids", "permissions",
-    "drives_get", "unknown",
+    "drives_get", "about", "unknown",
 }
+# Shared-drive roles (Drive's "Roles and permissions" table): what each may do there.
+ROLES = ("organizer", "fileOrganizer", "writer", "commenter", "reader")
+CAN_ADD = {"organizer", "fileOrganizer", "writer"}  # add files, edit metadata and content
+CAN_TRASH = {"organizer", "fileOrganizer"}  # move items to the trash, and back
+CAN_DELETE = {"organizer"}  # files.delete: "the user must be an organizer on the parent folder"
 SA_QUOTA_MESSAGE = (
     "Service Accounts do not have storage quota. Leverage shared drives "
     "(https://developers.google.com/workspace/drive/api/guides/about-shareddrives), "
@@ -177,7 +184,10 @@ class Principal:
 class SharedDrive:
     id: str
     name: str
-    members: set[str] | None  # None: everybody who holds a token may use it
+    members: dict[str, str] | None  # email -> role; None: everybody, as organizer
+
+    def role(self, email: str) -> str | None:
+        return "organizer" if self.members is None else self.members.get(email)
 
 
 @dataclass
@@ -266,6 +276,7 @@ class LogEntry:
     path: str  # without the query string: session ids stay out of logs
     type: str
     status: int
+    query: dict[str, str] = field(default_factory=dict)  # without upload_id, for the same reason
 
 
 # ---------------------------------------------------------------- faults
@@ -295,7 +306,9 @@ class FaultPlan:
         Params: server_error ``status`` (503); too_many_requests ``retry_after`` (1);
         storage_quota ``message``; drop_connection ``after_bytes`` (half the body) and
         ``keep_bytes`` (0); short_confirm ``keep_bytes`` (half the chunk, rounded down to
-        256 KiB); any kind ``session`` (upload id or URI) to hit one upload session only.
+        256 KiB; any count, such as an odd one, that the chunk holds); incomplete_search
+        (an answer with ``incompleteSearch: true`` and no files); any kind ``session``
+        (upload id or URI) to hit one upload session only.
         """
         if kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault kind {kind!r}; known: {sorted(FAULT_KINDS)}")
@@ -549,6 +562,11 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     emulator: DriveEmulator
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return  # a client dropped its keep-alive connection: nothing to report
+        super().handle_error(request, client_address)
+
 
 # ---------------------------------------------------------------- fields= and q=
 
@@ -760,9 +778,13 @@ class DriveEmulator:
 
     Use as a context manager; ``url`` is the API root, ``token_uri`` the OAuth endpoint.
     Access follows Drive: shared-drive items need ``supportsAllDrives=true`` (else 404)
-    and drive membership; My Drive items are seen by their owner and whoever they are
-    shared with; a service account that is not impersonating anybody cannot create
-    anything outside a shared drive (403 storageQuotaExceeded). Upload-session PUTs need
+    and drive membership, and the member's role decides (ROLES: a Content manager,
+    ``fileOrganizer``, may add and trash but not delete; a Contributor, ``writer``, may add
+    but not trash; only a Manager, ``organizer``, may delete); My Drive items are seen by
+    their owner and whoever they are shared with, and only the owner may trash or delete
+    them; a service account that is not impersonating anybody cannot create anything
+    outside a shared drive (403 storageQuotaExceeded). files.list searches the corpus
+    asked for (``user``, ``drive`` with ``driveId``, ``allDrives``). Upload-session PUTs need
     no token (the session id is the capability). ``daily_upload_limit`` (bytes per 24 h)
     refuses new uploads once reached, the way Drive applies its 750 GB cap.
     """
@@ -825,13 +847,18 @@ class DriveEmulator:
 
     # -- set-up helpers for tests
 
-    def create_shared_drive(self, name: str, *, members: Iterable[str] | None = None,
+    def create_shared_drive(self, name: str, *,
+                            members: Iterable[str] | dict[str, str] | None = None,
                             drive_id: str | None = None) -> str:
-        """A shared drive; its id is also the id of its root folder, as in Drive."""
+        """A shared drive; its id is also the id of its root folder, as in Drive.
+        ``members`` maps email to role (see ROLES); a plain list makes each an organizer."""
         drive_id = drive_id or "0A" + secrets.token_urlsafe(12)
+        roles = None if members is None else (
+            dict(members) if isinstance(members, dict) else dict.fromkeys(members, "organizer"))
+        if roles and set(roles.values()) - set(ROLES):
+            raise ValueError(f"unknown roles {sorted(set(roles.values()) - set(ROLES))}")
         with self._lock:
-            self._drives[drive_id] = SharedDrive(drive_id, name,
-                                                 None if members is None else set(members))
+            self._drives[drive_id] = SharedDrive(drive_id, name, roles)
             self._items[drive_id] = Item(drive_id, name, FOLDER, [], drive_id, None, is_root=True)
         return drive_id
 
@@ -861,6 +888,25 @@ class DriveEmulator:
                 item.sha256 = hashlib.sha256(content).hexdigest()
             self._items[item.id] = item
             return item.id
+
+    def trash(self, file_id: str) -> None:
+        """As if a person moved the item to Drive's trash."""
+        with self._lock:
+            self._items[file_id].trashed = True
+
+    def remove(self, file_id: str) -> None:
+        """As if a person deleted the item (and what is in it) for good."""
+        with self._lock:
+            self._remove(self._items[file_id])
+
+    def _remove(self, item: Item) -> None:
+        doomed = [item]
+        while doomed:
+            current = doomed.pop()
+            self._items.pop(current.id, None)
+            if current.content_path:
+                current.content_path.unlink(missing_ok=True)
+            doomed.extend(i for i in self._items.values() if current.id in i.parents)
 
     # -- observability
 
@@ -931,6 +977,7 @@ class DriveEmulator:
             r("POST", file_path + "/permissions", self._create_permission, fixed("permissions")),
             r("GET", file_path + "/permissions", self._list_permissions, fixed("permissions")),
             r("GET", "/drive/v3/drives/(?P<id>[^/]+)", self._get_drive, fixed("drives_get")),
+            r("GET", "/drive/v3/about", self._about, fixed("about")),
             r("PUT", upload_path, self._session_put, _session_request_type, auth=False),
             r("POST", upload_path, self._upload, _upload_request_type),
             r("PATCH", upload_path, self._upload, _upload_request_type),
@@ -956,7 +1003,8 @@ class DriveEmulator:
         if not response.drop:
             call.body.drain()  # keep-alive needs the whole body read before answering
         with self._lock:
-            self.log.append(LogEntry(call.method, call.path, call.type, response.status))
+            query = {k: v for k, v in call.query.items() if k != "upload_id"}
+            self.log.append(LogEntry(call.method, call.path, call.type, response.status, query))
         log.debug("%s %s -> %s (%s)", call.method, call.path, response.status, call.type)
         return response
 
@@ -971,7 +1019,7 @@ class DriveEmulator:
             call.principal = self._authenticate(call)
         call.fault = self.faults.take(call.type, call.query.get("upload_id"))
         if call.fault and call.fault.kind not in ("drop_connection", "short_confirm",
-                                                  "session_expired"):
+                                                  "session_expired", "incomplete_search"):
             call.body.drain()
             raise _fault_error(call.fault)
         if call.fault and call.fault.kind == "session_expired":
@@ -1088,8 +1136,7 @@ class DriveEmulator:
 
     def _visible(self, who: Principal, item: Item) -> bool:
         if item.drive_id is not None:
-            members = self._drives[item.drive_id].members
-            return members is None or who.email in members
+            return self._drives[item.drive_id].role(who.email) is not None
         node: Item | None = item
         while node is not None:
             if node.owner == who.email or who.email in node.readers:
@@ -1122,9 +1169,23 @@ class DriveEmulator:
         parent = self._find(who, all_drives, str(parents[0]))
         if not parent.is_folder:
             raise _bad_request("The specified parent is not a folder.")
+        self._require(who, parent, CAN_ADD)
         if parent.drive_id is None and who.is_service_account:
             raise _storage_quota()  # a service account cannot own My Drive items
         return parent.id, parent.drive_id, None if parent.drive_id else who.email
+
+    def _require(self, who: Principal, item: Item, roles: set[str], *,
+                 owner_only: bool = False) -> None:
+        """403 unless the caller may do this: in a shared drive its role must be one of
+        ``roles``; in a My Drive, with ``owner_only`` (trash, delete), it must own the item
+        ("Only the owner may trash a file")."""
+        if item.drive_id is not None:
+            allowed = self._drives[item.drive_id].role(who.email) in roles
+        else:
+            allowed = not owner_only or item.owner == who.email
+        if not allowed:
+            raise DriveError(403, "insufficientFilePermissions",
+                             "The user does not have sufficient permissions for this file.")
 
     def _check_new_id(self, metadata: dict[str, Any]) -> str:
         file_id = metadata.get("id")
@@ -1244,7 +1305,11 @@ class DriveEmulator:
 
     def _update_metadata(self, call: _Call) -> _Response:
         item = self._lookup(call, call.groups["id"])
-        self._apply_metadata(item, call.json_body())
+        metadata = call.json_body()
+        self._require(call.who, item, CAN_ADD)
+        if "trashed" in metadata and bool(metadata["trashed"]) != item.trashed:
+            self._require(call.who, item, CAN_TRASH, owner_only=True)
+        self._apply_metadata(item, metadata)
         self._move(call, item)
         return self._file_response(item, call.query.get("fields"))
 
@@ -1286,28 +1351,27 @@ class DriveEmulator:
 
     def _delete(self, call: _Call) -> _Response:
         item = self._lookup(call, call.groups["id"])
+        self._require(call.who, item, CAN_DELETE, owner_only=True)
         with self._lock:
-            doomed = [item]
-            while doomed:
-                current = doomed.pop()
-                self._items.pop(current.id, None)
-                if current.content_path:
-                    current.content_path.unlink(missing_ok=True)
-                doomed.extend(i for i in self._items.values() if current.id in i.parents)
+            self._remove(item)
         return _Response(204)
 
     def _list(self, call: _Call) -> _Response:
         predicate = QueryParser(call.query["q"]).parse() if call.query.get("q") else None
+        corpus = self._corpus(call)
         with self._lock:
-            matches = [i for i in self._items.values() if self._listable(call, i)
+            matches = [i for i in self._items.values() if self._listable(call.who, corpus, i)
                        and (predicate is None or predicate(i))]
+        incomplete = call.fault is not None and call.fault.kind == "incomplete_search"
+        if incomplete:
+            matches = []  # "some search results might be missing": here, all of them
         matches = _order(matches, call.query.get("orderBy"))
         size = _int_param(call, "pageSize", 100)
         if not 1 <= size <= 1000:
             raise _invalid_param("pageSize")
         start = _page_offset(call.query.get("pageToken"))
         page = matches[start:start + size]
-        body: dict[str, Any] = {"kind": "drive#fileList", "incompleteSearch": False,
+        body: dict[str, Any] = {"kind": "drive#fileList", "incompleteSearch": incomplete,
                                 "files": [self._file_json(i) for i in page]}
         if start + size < len(matches):
             body["nextPageToken"] = base64.urlsafe_b64encode(str(start + size).encode()).decode()
@@ -1316,23 +1380,42 @@ class DriveEmulator:
         selection = self._selection(call.query.get("fields"), "FileList", default)
         return _Response.json(200, project(body, selection))
 
-    def _listable(self, call: _Call, item: Item) -> bool:
-        if item.is_root or not self._visible(call.who, item):
-            return False
+    def _corpus(self, call: _Call) -> tuple[bool, set[str]]:
+        """(My Drive items?, shared drives searched) for files.list's corpora and driveId:
+        ``user`` (the default) is what the caller owns or was shared, ``drive`` one shared
+        drive, ``allDrives`` both; shared-drive items need includeItemsFromAllDrives."""
         corpora = call.query.get("corpora", "user")
         drive_id = call.query.get("driveId")
-        if corpora == "drive" and not drive_id:
+        if corpora not in ("user", "domain", "drive", "allDrives"):
+            raise _invalid_param("corpora")
+        if (corpora == "drive") != bool(drive_id):
             raise _bad_request("The driveId parameter must be specified if and only if "
                                "corpora is set to drive.", "invalid")
-        if item.drive_id is None:
-            return corpora != "drive"
         included = call.all_drives and call.flag("includeItemsFromAllDrives",
                                                  "includeTeamDriveItems")
-        return included and (drive_id is None or item.drive_id == drive_id)
+        if corpora in ("drive", "allDrives") and not included:
+            raise _bad_request("The includeItemsFromAllDrives parameter must be set to true "
+                               f"when corpora is {corpora}.", "invalid")
+        if corpora == "drive":
+            drive = self._drives.get(str(drive_id))
+            if drive is None or drive.role(call.who.email) is None:
+                raise DriveError(404, "notFound", f"Shared drive not found: {drive_id}",
+                                 location="driveId")
+            return False, {drive.id}
+        if corpora == "allDrives":
+            return True, {d.id for d in self._drives.values() if d.role(call.who.email)}
+        return True, set()
+
+    def _listable(self, who: Principal, corpus: tuple[bool, set[str]], item: Item) -> bool:
+        if item.is_root or not self._visible(who, item):
+            return False
+        my_drive, drives = corpus
+        return my_drive if item.drive_id is None else item.drive_id in drives
 
     def _create_permission(self, call: _Call) -> _Response:
         item = self._lookup(call, call.groups["id"])
         body = call.json_body()
+        self._require(call.who, item, CAN_ADD)
         kind, role = body.get("type"), body.get("role")
         if kind not in ("user", "group", "domain", "anyone"):
             raise _bad_request("The permission type field is required.", "required")
@@ -1362,12 +1445,21 @@ class DriveEmulator:
 
     def _get_drive(self, call: _Call) -> _Response:
         drive = self._drives.get(call.groups["id"])
-        if drive is None or (drive.members is not None and call.who.email not in drive.members):
+        if drive is None or drive.role(call.who.email) is None:
             raise DriveError(404, "notFound", f"Shared drive not found: {call.groups['id']}",
                              location="driveId")
         body = {"kind": "drive#drive", "id": drive.id, "name": drive.name}
         selection = self._selection(call.query.get("fields"), "Drive", None)
         return _Response.json(200, project(body, selection))
+
+    def _about(self, call: _Call) -> _Response:
+        if not call.query.get("fields"):  # about.get is one of the methods that insist
+            raise DriveError(400, "required", "The 'fields' parameter is required for this method.",
+                             location="fields")
+        user = {"kind": "drive#user", "emailAddress": call.who.email, "me": True,
+                "displayName": call.who.email.split("@")[0]}
+        body = {"kind": "drive#about", "user": user}
+        return _Response.json(200, project(body, self._selection(call.query["fields"], "About", None)))
 
     # -- uploads: initiation, multipart, simple
 
@@ -1386,6 +1478,7 @@ class DriveEmulator:
         """(target file for update, parent, drive id, owner), checked like Drive does."""
         if "id" in call.groups:
             target = self._lookup(call, call.groups["id"])
+            self._require(call.who, target, CAN_ADD)
             return target.id, target.parents[0], target.drive_id, target.owner
         parent, drive_id, owner = self._placement(call.who, call.all_drives, metadata)
         return None, parent, drive_id, owner
@@ -1489,9 +1582,11 @@ class DriveEmulator:
         if length is not None and session.total is not None and start + length > session.total:
             raise _bad_request("Content-Range goes past the declared length.")
         final = length is None or (session.total is not None and start + length == session.total)
-        if not final and length is not None and (start + length) % GRANULARITY:
-            raise _bad_request(f"Non-final chunks must end on a multiple of {GRANULARITY} "
-                               "bytes.")
+        # Drive's guide: every chunk but the last is a multiple of 256 KiB long, wherever
+        # the previous 308 left off (so after an odd acknowledgement the chunks shift).
+        if not final and length is not None and length % GRANULARITY:
+            raise _bad_request(f"Invalid request. The chunk size must be a multiple of "
+                               f"{GRANULARITY} bytes, except for the final chunk.")
         skip = session.committed - start  # a resend may overlap what is already stored
         if self._store_chunk(call, session, skip, length) is None:
             return _Response(0, drop=True)

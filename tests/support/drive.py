@@ -36,8 +36,9 @@ class Drive:
     drive_id: str  # the shared drive
     folder_id: str  # GOOGLE_DRIVE_FOLDER_ID: a folder inside it
 
-    def backups(self) -> list[FileInfo]:
-        """Files (not folders) under the configured folder, at any depth."""
+    def backups(self, *, trashed: bool = False) -> list[FileInfo]:
+        """Files (not folders) under the configured folder, at any depth: the live ones, or
+        with `trashed` those in Drive's trash."""
         by_id = {f.id: f for f in self.emulator.files()}
 
         def under(info: FileInfo) -> bool:
@@ -48,7 +49,8 @@ class Drive:
                 parent = by_id[parent].parents[0] if by_id[parent].parents else None
             return parent == self.folder_id
 
-        return [f for f in by_id.values() if f.content_path is not None and under(f)]
+        return [f for f in by_id.values()
+                if f.content_path is not None and f.trashed == trashed and under(f)]
 
 
 def make_key() -> Key:
