@@ -28,6 +28,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from core.config import Config
 from db import deliveries
 from db.connection import Connection
+from jobs.fal.jwks import JwksCache
 from jobs.fal.payload import (
     AppLink,
     FalWebhook,
@@ -39,7 +40,7 @@ from jobs.fal.payload import (
     parse_webhook,
 )
 from jobs.fal.plan import clip, optional, plan_files, record_files
-from jobs.fal.signature import JwksCache, verify_webhook
+from jobs.fal.signature import verify_webhook
 from jobs.fal_results import body_limit, enqueue_fetch, unfetchable_reason
 from jobs.intake import enqueue_rows
 from listener.context import get_config, get_db, get_redis
