@@ -8,6 +8,7 @@ columns that compat step added.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,6 +17,10 @@ from psycopg2 import sql
 from core.kinds import APP_TABLES, priority_sql
 from db.connection import Connection, Row, fetch_all, fetch_one
 from db.ledger import NEW_FILE_INSERT, PRIORITY_ORDER, NewFile
+
+# An app row's primary key as text: integers, uuids and short text ids (nanoid, cuid) all
+# fit. An id of the wrong type for its table simply matches no row.
+APP_ROW_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 def app_files_exist(conn: Connection) -> bool:

@@ -23,12 +23,14 @@ from urllib.parse import urlsplit
 from db import blobs, ledger
 from db.connection import Connection
 from jobs.blob_source import blob_url
-from jobs.fal.payload import AppLink, MediaKind, MediaProblem, MediaRef
+from jobs.fal.kinds import MediaKind
+from jobs.fal.payload import AppLink
+from jobs.fal.walker import DEFAULT_MAX_REFS, MediaRef, MediaScan
 
 _BIGINT_MAX = 2**63 - 1
 # No real fal result comes near this; it bounds what one signed body can make us insert.
-MAX_FILES = 1000
-_NOTE_LIMIT = 2000
+MAX_FILES = DEFAULT_MAX_REFS
+NOTE_LIMIT = 2000
 _KIND_BY_MEDIA = {MediaKind.IMAGE: "image", MediaKind.AUDIO: "image", MediaKind.MODEL: "image"}
 
 
@@ -46,7 +48,7 @@ class Plan:
     notes: list[str] = field(default_factory=list)
 
     def note(self) -> str | None:
-        return clip("; ".join(self.notes), _NOTE_LIMIT) if self.notes else None
+        return clip("; ".join(self.notes), NOTE_LIMIT) if self.notes else None
 
 
 def clip(text: str, limit: int) -> str:
@@ -70,19 +72,16 @@ def storable(url: str) -> bool:
     return True
 
 
-def plan_files(
-    media: Sequence[MediaRef],
-    problems: Sequence[MediaProblem],
-    *,
-    request_id: str,
-    link: AppLink | None,
-    fal_app: str | None,
-) -> Plan:
+def plan_files(scan: MediaScan, *, request_id: str, link: AppLink | None, fal_app: str | None) -> Plan:
     plan = Plan()
+    media = scan.media
     linked = {id(ref) for ref in _linked_refs(media, link)}
-    if len(media) > MAX_FILES:
-        plan.notes.append(f"{len(media)} files referenced; only the first {MAX_FILES} were kept")
+    if len(media) + scan.unexamined > MAX_FILES:
+        plan.notes.append(f"{len(media) + scan.unexamined} files referenced;"
+                          f" only the first {MAX_FILES} were kept")
         media = media[:MAX_FILES]
+    if scan.truncated:
+        plan.notes.append("nested too deep to walk completely; some files may be missing")
     for ref in media:
         row_link = link if id(ref) in linked else None
         if not storable(ref.url):
@@ -107,7 +106,7 @@ def plan_files(
                 source_url=source_url,
                 kind=kind,
                 source_table=row_link.source_table if row_link else None,
-                source_id=str(row_link.source_id) if row_link else None,
+                source_id=row_link.source_id if row_link else None,
                 variant=row_link.variant if row_link else None,
                 fal_request_id=request_id,
                 file_name=file_name,
@@ -115,7 +114,10 @@ def plan_files(
                 expected_size=size,
             )
         )
-    plan.notes.extend(f"{clip(p.path, 200)}: {clip(p.message, 200)}" for p in problems)
+    if scan.more_problems:  # said first: the note is cut at its limit
+        plan.notes.append(f"{len(scan.problems) + scan.more_problems} URLs cannot be copied;"
+                          f" the first {len(scan.problems)} follow")
+    plan.notes.extend(f"{clip(p.path, 200)}: {clip(p.message, 200)}" for p in scan.problems)
     return plan
 
 
