@@ -34,6 +34,7 @@ from tests.gunicorn_server import gunicorn
 from tests.helpers import add_video, file_md5, ledger_rows
 from tests.jwks_server import JwksServer, jwks, signed_headers
 from tests.test_backfill_e2e import falback
+from tests.test_relay import backup_columns, copied_video, execute
 
 PAYLOADS = Path(__file__).parent / "fal_payloads"
 USER = "user-1"
@@ -347,6 +348,42 @@ def test_a_bad_hint_in_the_url_is_dropped_and_the_media_recorded(
     assert queued(redis, "backup-regular") == [f"backup-{row['id']}"]
 
 
+def test_a_linked_webhook_brings_the_app_row_up_to_date(
+    key: Ed25519PrivateKey, hook_client: FlaskClient, hook_config: Config, conn: Connection,
+    redis: Redis, cdn: FakeCdn,
+) -> None:
+    """The app stored the upscale URL with no relay running, then fal's webhook came: the
+    app row must stop saying 'completed' (its upscaled file is not backed up yet)."""
+    video = copied_video(conn, hook_config, redis, cdn, 1)
+    upscaled = cdn.add("/files/b/t/video-1_up.mp4", 80_000, seed=77)
+    execute(conn, "UPDATE gen_videos SET upscale_video_url = %s WHERE id = %s", upscaled, video)
+    response = post(hook_client, key, video_webhook(upscaled, "req-up"),
+                    query=f"?table=gen_videos&id={video}&variant=upscale")
+    assert response.status_code == 200, response.json
+    assert backup_columns(conn, video) == {"backup_status": "in_progress", "backup_storage_url": None}
+    run_worker(hook_config)
+    upscale = [r for r in ledger_rows(conn) if r["kind"] == "upscale"][0]
+    assert backup_columns(conn, video) == {"backup_status": "completed",
+                                           "backup_storage_url": upscale["destination_url"]}
+
+
+def test_an_app_row_that_cannot_be_updated_does_not_cost_the_files(
+    key: Ed25519PrivateKey, hook_client: FlaskClient, conn: Connection, cdn: FakeCdn,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    video = add_video(conn, cdn, 1, upscale_size=1000)
+    execute(conn, "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS"
+            " $$BEGIN RAISE EXCEPTION 'read-only'; END$$;"
+            " CREATE TRIGGER refuse BEFORE UPDATE ON gen_videos FOR EACH ROW EXECUTE FUNCTION refuse()")
+    upscaled = cdn.base_url + "/files/b/t/video-1_up.mp4"
+    response = post(hook_client, key, video_webhook(upscaled, "req-up"),
+                    query=f"?table=gen_videos&id={video}&variant=upscale")
+    assert response.status_code == 200, response.json
+    assert [(r["source_url"], r["source_id"]) for r in ledger_rows(conn)] == [(upscaled, str(video))]
+    assert backup_columns(conn, video)["backup_status"] is None
+    assert "not brought up to date: RaiseException" in caplog.text
+
+
 def test_a_bad_fal_app_on_a_payload_error_says_so_and_stays_unresolved(
     key: Ed25519PrivateKey, hook_config: Config, conn: Connection
 ) -> None:
@@ -485,6 +522,30 @@ def test_payload_error_with_a_key_fetches_the_result_in_a_job(
     assert row["md5"] == cdn.file(video).md5()
     # owner/app only, the key sent as fal documents it.
     assert fal_queue.requests == [(f"/fal-ai/kling-video/requests/{PE_ID}", "Key key-id:key-secret")]
+
+
+def test_a_fetched_result_brings_the_linked_app_row_up_to_date(
+    key: Ed25519PrivateKey, hook_config: Config, conn: Connection, redis: Redis, cdn: FakeCdn,
+    fal_queue: FalQueueServer,
+) -> None:
+    config = hook_config.replace(fal_key=fal_queue.key, fal_queue_base_url=fal_queue.base_url)
+    video = copied_video(conn, config, redis, cdn, 1)
+    upscaled = cdn.add("/files/b/t/video-1_up.mp4", 80_000, seed=77)
+    execute(conn, "UPDATE gen_videos SET upscale_video_url = %s WHERE id = %s", upscaled, video)
+    fal_queue.set_result("fal-ai/topaz", PE_ID, {"video": {"url": upscaled}})
+    client = create_app_for(config).test_client()
+    response = post(client, key, PAYLOAD_ERROR,
+                    query=f"?fal_app=fal-ai/topaz/upscale/video&table=gen_videos&id={video}&variant=upscale")
+    assert response.status_code == 200, response.json
+    assert config.redis_url
+    context = WorkerContext(config, Redis.from_url(config.redis_url))
+    try:
+        assert fetch_result(context, 1) == "resolved"
+    finally:
+        context.close()
+    assert backup_columns(conn, video) == {"backup_status": "in_progress", "backup_storage_url": None}
+    assert [(r["kind"], r["source_id"], r["status"]) for r in ledger_rows(conn)] == [
+        ("regular", str(video), "done"), ("upscale", str(video), "queued")]
 
 
 def test_fetch_job_records_why_a_result_is_unavailable(

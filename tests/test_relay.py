@@ -16,9 +16,11 @@ from rq.job import Job
 
 from core.config import Config
 from core.lifecycle import Backoff
+from db import app_rows, ledger
 from db.connection import Connection, connect, fetch_all, fetch_one
 from db.migrate import migrate
 from devkit.fakecdn import FakeCdn
+from jobs.intake import enqueue_rows
 from jobs.queues import job_id
 from listener.relay import AppRow, parse_payload
 from tests.conftest import Servers, run_worker
@@ -65,6 +67,36 @@ def execute(conn: Connection, sql: str, *params: object) -> None:
     with conn.cursor() as cur:
         cur.execute(sql, params)
     conn.commit()
+
+
+def backup_columns(conn: Connection, video: int) -> dict[str, object]:
+    with conn.cursor() as cur:
+        cur.execute("SELECT backup_status, backup_storage_url FROM gen_videos WHERE id = %s", (video,))
+        row = fetch_one(cur)
+    conn.commit()
+    assert row is not None
+    return dict(row)
+
+
+def copied_video(conn: Connection, config: Config, redis: Redis, cdn: FakeCdn, n: int) -> int:
+    """A gen_videos row (regular file only) whose file is backed up: 'completed'."""
+    video = add_video(conn, cdn, n)
+    rows = app_rows.upsert_app_row(conn, "gen_videos", str(video), config.expiry_days)
+    enqueue_rows(conn, redis, config, [(r["id"], r["kind"]) for r in rows])
+    run_worker(config)
+    assert backup_columns(conn, video)["backup_status"] == "completed"
+    return video
+
+
+def copied_unlinked(conn: Connection, config: Config, redis: Redis, url: str) -> str:
+    """Back up `url` the way a fal webhook without an app link does; return the copy's URL."""
+    rows = ledger.insert_files(conn, [ledger.NewFile(url, "upscale", fal_request_id="r-up")],
+                               config.expiry_days)
+    enqueue_rows(conn, redis, config, [(r["id"], r["kind"]) for r in rows])
+    run_worker(config)
+    [row] = [r for r in ledger_rows(conn) if r["source_url"] == url]
+    assert row["status"] == "done" and row["source_table"] is None
+    return str(row["destination_url"])
 
 
 def test_triggers_notify_only_when_a_media_url_appears_or_changes(
@@ -186,6 +218,44 @@ def test_a_url_added_to_an_existing_row_is_backed_up_too(
     conn.commit()
     assert app_row == {"backup_status": "completed",
                        "backup_storage_url": rows["upscale"]["destination_url"]}
+
+
+def test_a_url_the_app_stores_after_its_file_was_copied_updates_the_app_row(
+    config: Config, conn: Connection, cdn: FakeCdn, redis: Redis
+) -> None:
+    """fal's webhook was copied before the app wrote upscale_video_url: linking the done
+    row must still point the app row at the upscaled copy."""
+    video = copied_video(conn, config, redis, cdn, 1)
+    upscaled = cdn.add("/files/b/t/video-1_up.mp4", 80_000, seed=77)
+    copy = copied_unlinked(conn, config, redis, upscaled)
+    with background(config, "relay") as relay:
+        relay.wait_for_log("sweep: ")
+        execute(conn, "UPDATE gen_videos SET upscale_video_url = %s WHERE id = %s", upscaled, video)
+        relay.wait_for_log(f"gen_videos {video}: ledger")
+        wait_for(lambda: backup_columns(conn, video)["backup_storage_url"] == copy, 5,
+                 "the app row to point at the upscaled copy")
+    assert backup_columns(conn, video) == {"backup_status": "completed", "backup_storage_url": copy}
+    assert [(r["kind"], r["source_id"]) for r in ledger_rows(conn)] == [
+        ("regular", str(video)), ("upscale", str(video))]
+
+
+def test_the_catch_up_sweep_links_and_updates_app_rows_changed_while_down(
+    config: Config, conn: Connection, cdn: FakeCdn, redis: Redis
+) -> None:
+    # Row 1 names a file already copied from an unlinked webhook, row 2 a new file.
+    first, second = (copied_video(conn, config, redis, cdn, n) for n in (1, 2))
+    copied_url = cdn.add("/files/b/t/video-1_up.mp4", 80_000, seed=77)
+    copy = copied_unlinked(conn, config, redis, copied_url)
+    new_url = cdn.add("/files/b/t/video-2_up.mp4", 90_000, seed=78)
+    for video, url in ((first, copied_url), (second, new_url)):
+        execute(conn, "UPDATE gen_videos SET upscale_video_url = %s WHERE id = %s", url, video)
+    with background(config, "relay") as relay:
+        relay.wait_for_log("sweep: created=1 ")
+    assert backup_columns(conn, first) == {"backup_status": "completed", "backup_storage_url": copy}
+    # The new upscale is not copied yet: the row is no longer 'completed'.
+    assert backup_columns(conn, second) == {"backup_status": "in_progress", "backup_storage_url": None}
+    linked = {r["source_url"]: (r["source_table"], r["source_id"]) for r in ledger_rows(conn)}
+    assert linked[copied_url] == ("gen_videos", str(first))
 
 
 def test_rows_arriving_while_redis_is_down_stay_pending_then_get_backed_up(

@@ -15,17 +15,22 @@ Which ledger kind (and so which queue and folder) a file gets:
 from __future__ import annotations
 
 import hashlib
+import logging
 import mimetypes
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from db import blobs, ledger
+import psycopg2
+
+from db import app_rows, blobs, ledger
 from db.connection import Connection
 from jobs.blob_source import blob_url
 from jobs.fal.kinds import MediaKind
 from jobs.fal.payload import AppLink
 from jobs.fal.walker import DEFAULT_MAX_REFS, MediaRef, MediaScan
+
+log = logging.getLogger(__name__)
 
 _BIGINT_MAX = 2**63 - 1
 # No real fal result comes near this; it bounds what one signed body can make us insert.
@@ -122,12 +127,33 @@ def plan_files(scan: MediaScan, *, request_id: str, link: AppLink | None, fal_ap
 
 
 def record_files(conn: Connection, plan: Plan, expiry_days: int) -> list[tuple[int, str]]:
-    """Store the plan's blobs and create its ledger rows (in the caller's transaction);
-    return (ledger id, kind) of the rows created, for `jobs.intake.enqueue_rows`."""
+    """Store the plan's blobs and create its ledger rows (in the caller's transaction),
+    and bring the app row they are linked to up to date; return (ledger id, kind) of the
+    rows created, for `jobs.intake.enqueue_rows`."""
     for blob in plan.blobs:
         blobs.insert_blob(conn, blob.sha256, blob.content_type, blob.data)
     rows = ledger.insert_files(conn, plan.files, expiry_days)
+    _sync_linked(conn, plan)
     return [(int(r["id"]), str(r["kind"])) for r in rows]
+
+
+def _sync_linked(conn: Connection, plan: Plan) -> None:
+    """The link is an unsigned hint naming a row of the user's table: whatever goes wrong
+    there (a lock timeout, a changed schema) must not undo the signed files, so it runs
+    in a savepoint. The row's next backup job syncs it again."""
+    linked = [(f.source_table, f.source_id) for f in plan.files if f.source_table]
+    if not linked:
+        return
+    with conn.cursor() as cur:
+        cur.execute("SAVEPOINT app_row_sync")
+        try:
+            app_rows.sync_app_rows(conn, linked)
+        except (psycopg2.OperationalError, psycopg2.InterfaceError):
+            raise  # the connection itself: the caller's 503 path
+        except psycopg2.Error as e:
+            cur.execute("ROLLBACK TO SAVEPOINT app_row_sync")
+            log.warning("app row %s %s not brought up to date: %s", *linked[0], type(e).__name__)
+        cur.execute("RELEASE SAVEPOINT app_row_sync")
 
 
 def _linked_refs(media: Sequence[MediaRef], link: AppLink | None) -> list[MediaRef]:
