@@ -13,6 +13,7 @@ key). No web framework or queue here: the callers decide what a failure means to
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -133,14 +134,15 @@ def request_cdn_token(session: requests.Session, config: Config) -> CdnToken:
 
 def _expiry(value: object) -> float:
     """A token's expires_at (epoch seconds or ISO 8601) as epoch; an hour if unreadable."""
+    at = None
     try:
         if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+            at = float(value)
+        elif isinstance(value, str):
+            at = datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
     except (ValueError, OverflowError, OSError):
         pass  # not a time this platform can hold
-    return time.time() + 3600
+    return at if at is not None and math.isfinite(at) else time.time() + 3600
 
 
 def _brief(error: BaseException) -> str:
