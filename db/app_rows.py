@@ -4,11 +4,16 @@ backup_* columns kept in step with their files' ledger rows.
 The app tables (gen_videos, gen_images) are the user's; falback reads them through the
 views and functions of migrations/repeatable/compat.sql and writes only the backup_*
 columns that compat step added.
+
+Every function here that creates or links ledger rows for app rows also recomputes those
+rows' backup_* columns (`sync_app_rows`): a file linked after it was copied (the app wrote
+its URL after fal's webhook) gets no job, so nothing else would.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from psycopg2 import sql
@@ -16,6 +21,10 @@ from psycopg2 import sql
 from core.kinds import APP_TABLES, priority_sql
 from db.connection import Connection, Row, fetch_all, fetch_one
 from db.ledger import NEW_FILE_INSERT, PRIORITY_ORDER, NewFile
+
+# An app row's primary key as text: integers, uuids and short text ids (nanoid, cuid) all
+# fit. An id of the wrong type for its table simply matches no row.
+APP_ROW_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 def app_files_exist(conn: Connection) -> bool:
@@ -35,10 +44,14 @@ _INSERT_APP_FILES = """
 
 
 def insert_from_app(conn: Connection, kinds: Sequence[str], limit: int, expiry_days: int) -> list[Row]:
-    """Create ledger rows for app files that have none, most valuable and oldest first;
-    return the id and kind of the rows created (a row a concurrent relay or webhook
-    created first is not among them)."""
+    """Create ledger rows for app files that have none, most valuable and oldest first,
+    and link unlinked ledger rows to the app files they turn out to be (a relay that was
+    down missed the app's write); return the id and kind of the rows created (a row a
+    concurrent relay or webhook created first is not among them). At most `limit` of each."""
+    params = {"kinds": list(kinds), "limit": limit, "days": expiry_days}
     with conn.cursor() as cur:
+        cur.execute(_LINK_UNLINKED, params)
+        linked = fetch_all(cur)
         cur.execute(
             f"""
             {_INSERT_APP_FILES}
@@ -48,11 +61,14 @@ def insert_from_app(conn: Connection, kinds: Sequence[str], limit: int, expiry_d
             ORDER BY {PRIORITY_ORDER}, f.created_at, f.source_id
             LIMIT %(limit)s
             ON CONFLICT (source_url) DO NOTHING
-            RETURNING id, kind
+            RETURNING id, kind, source_table, source_id
             """,
-            {"kinds": list(kinds), "limit": limit, "days": expiry_days},
+            params,
         )
-        return fetch_all(cur)
+        created = fetch_all(cur)
+    # The query above read falback_app_files: no need to ask whether it exists.
+    _sync(conn, [(r["source_table"], r["source_id"]) for r in [*linked, *created]])
+    return created
 
 
 # A URL already in the ledger (a webhook reported it before the app row existed) is linked
@@ -72,22 +88,54 @@ _LINK_ON_CONFLICT = """
 """
 
 
+# The same link for ledger rows found by URL among all app files (the sweep's catch-up).
+_LINK_UNLINKED = f"""
+    UPDATE ledger
+    SET source_table = f.source_table, source_id = f.source_id, variant = f.variant,
+        kind = CASE WHEN ledger.status IN ('pending', 'queued') THEN f.kind ELSE ledger.kind END,
+        expected_size = coalesce(ledger.expected_size, f.size),
+        source_created_at = coalesce(ledger.source_created_at, f.created_at),
+        expires_at = least(ledger.expires_at, f.created_at + make_interval(days => %(days)s)),
+        updated_at = now()
+    FROM (SELECT DISTINCT ON (f.url) f.*
+          FROM falback_app_files f JOIN ledger l ON l.source_url = f.url
+          WHERE l.source_table IS NULL AND f.kind = ANY(%(kinds)s)
+          ORDER BY f.url, {priority_sql("f.kind")}
+          LIMIT %(limit)s) f
+    WHERE ledger.source_url = f.url AND ledger.source_table IS NULL
+    RETURNING ledger.source_table, ledger.source_id
+"""
+
+
 def upsert_app_row(conn: Connection, source_table: str, source_id: str, expiry_days: int) -> list[Row]:
-    """Create (or link) the ledger rows for one app row's files; return their id, kind, status.
+    """Create (or link) the ledger rows for one app row's files, and bring the row's
+    backup_* columns up to date; return the files' id, kind, status.
 
     A row a webhook created before the app row existed gets its link here.
     """
+    return upsert_app_rows(conn, [(source_table, source_id)], expiry_days)[0]
+
+
+def upsert_app_rows(
+    conn: Connection, app_rows: Sequence[tuple[str, str]], expiry_days: int
+) -> list[list[Row]]:
+    """`upsert_app_row` for each (table, id), the backup_* columns synced together."""
+    found: list[list[Row]] = []
     with conn.cursor() as cur:
-        cur.execute(
-            f"""
-            {_INSERT_APP_FILES}
-            FROM falback_app_row_files(%(table)s, %(id)s) f
-            {_LINK_ON_CONFLICT}
-            RETURNING id, kind, status, expected_size
-            """,
-            {"table": source_table, "id": source_id, "days": expiry_days},
-        )
-        return fetch_all(cur)
+        for source_table, source_id in app_rows:
+            cur.execute(
+                f"""
+                {_INSERT_APP_FILES}
+                FROM falback_app_row_files(%(table)s, %(id)s) f
+                {_LINK_ON_CONFLICT}
+                RETURNING id, kind, status, expected_size
+                """,
+                {"table": source_table, "id": source_id, "days": expiry_days},
+            )
+            found.append(fetch_all(cur))
+    # Rows that returned files come from falback_app_row_files: it exists.
+    _sync(conn, [key for key, rows in zip(app_rows, found, strict=True) if rows])
+    return found
 
 
 def link_files(conn: Connection, files: Sequence[NewFile], expiry_days: int) -> list[Row]:
@@ -101,60 +149,93 @@ def link_files(conn: Connection, files: Sequence[NewFile], expiry_days: int) -> 
                 {**f.__dict__, "days": expiry_days},
             )
             rows.extend(fetch_all(cur))
+    sync_app_rows(conn, [(f.source_table, f.source_id) for f in files])
     return rows
 
 
 def sync_app_row(conn: Connection, source_table: str | None, source_id: str | None) -> None:
-    """Keep the app row's backup_* columns in step with its files' ledger rows.
+    """Keep one app row's backup_* columns in step with its files' ledger rows."""
+    sync_app_rows(conn, [(source_table, source_id)])
 
-    backup_status sums up every file of the row (failed > in_progress > gone > completed;
-    pending while nothing has started); the URLs point at the copy of the row's main file
-    (the upscaled video when there is one): Drive copies in backup_drive_url, copies
-    elsewhere in backup_storage_url.
-    """
+
+def sync_app_rows(conn: Connection, rows: Iterable[tuple[str | None, str | None]]) -> None:
+    """Keep the backup_* columns of each named app row in step with its files' ledger
+    rows (`_columns` says how), in two round trips per table however many rows; a row is
+    written only when a value changed."""
+    linked = [(table, row_id) for table, row_id in rows if table is not None]
     # The app tables may live in another database (rows linked by webhooks only).
-    if source_table not in APP_TABLES or source_id is None or not app_files_exist(conn):
-        return
+    if linked and app_files_exist(conn):
+        _sync(conn, linked)
+
+
+def _sync(conn: Connection, rows: Iterable[tuple[str | None, str | None]]) -> None:
+    by_table: dict[str, dict[str, None]] = {}
+    for table, row_id in rows:
+        if table in APP_TABLES and row_id is not None:
+            by_table.setdefault(table, {})[row_id] = None
     with conn.cursor() as cur:
-        cur.execute(
-            f"""
-            SELECT f.variant, l.status, l.destination, l.destination_url, l.done_at, l.last_error
-            FROM falback_app_row_files(%s, %s) f LEFT JOIN ledger l ON l.source_url = f.url
-            ORDER BY {priority_sql("f.kind")}
-            """,
-            (source_table, source_id),
-        )
-        files = fetch_all(cur)
-        if not files:
-            return
-        statuses = [f["status"] for f in files]
-        main = files[0]
-        if "failed" in statuses:
-            status = "failed"
-        elif all(s in (None, "pending") for s in statuses):
-            status = "pending"
-        elif any(s not in ("done", "gone") for s in statuses):
-            status = "in_progress"
-        elif "gone" in statuses:
-            status = "gone"
-        else:
-            status = "completed"
-        errors = [f"{f['variant']}: {f['last_error']}" for f in files if f["status"] in ("failed", "gone")]
-        done = main["status"] == "done"
-        cur.execute(
-            sql.SQL(
-                "UPDATE {} SET backup_status = %s, backup_drive_url = %s, backup_storage_url = %s,"
-                " backed_up_at = %s, backup_error = %s WHERE id = %s"
-            ).format(sql.Identifier(source_table)),
-            (
-                status,
-                main["destination_url"] if done and main["destination"] == "drive" else None,
-                main["destination_url"] if done and main["destination"] != "drive" else None,
-                max((f["done_at"] for f in files if f["done_at"]), default=None),
-                "; ".join(errors) or None,
-                source_id,
-            ),
-        )
+        for table, ids in by_table.items():
+            cur.execute(_ROW_FILES, (list(ids), table))
+            files: dict[str, list[Row]] = {}
+            for f in fetch_all(cur):
+                files.setdefault(f["row_id"], []).append(f)
+            # One statement per row, sent together: the id goes in as an untyped literal,
+            # so Postgres reads it as the key's own type (bigint, uuid, text) and uses the
+            # primary key.
+            update = sql.SQL(_UPDATE_COLUMNS).format(sql.Identifier(table)).as_string(cur)
+            statements = []
+            for row_id, row_files in files.items():
+                values = _columns(row_files)
+                statements.append(cur.mogrify(update, (*values, row_id, *values)))
+            if statements:
+                cur.execute(b";".join(statements))
+
+
+# Each row's files with their ledger rows, the row's main file (highest priority) first.
+_ROW_FILES = f"""
+    SELECT ids.id AS row_id, f.variant, l.status, l.destination, l.destination_url, l.done_at,
+           l.last_error
+    FROM unnest(%s::text[]) WITH ORDINALITY AS ids(id, n)
+    CROSS JOIN LATERAL falback_app_row_files(%s, ids.id) f
+    LEFT JOIN ledger l ON l.source_url = f.url
+    ORDER BY ids.n, {priority_sql("f.kind")}
+"""
+# Most calls (every link, every claim) find the row as it was: skipping those spares the
+# user's table a locked, rewritten row.
+_UPDATE_COLUMNS = (
+    "UPDATE {} SET backup_status = %s, backup_drive_url = %s, backup_storage_url = %s,"
+    " backed_up_at = %s, backup_error = %s WHERE id = %s AND"
+    " (backup_status, backup_drive_url, backup_storage_url, backed_up_at, backup_error)"
+    " IS DISTINCT FROM (%s::text, %s::text, %s::text, %s::timestamptz, %s::text)"
+)
+
+
+def _columns(files: list[Row]) -> tuple[Any, ...]:
+    """backup_status sums up every file of the row (failed > in_progress > gone > completed;
+    pending while nothing has started); the URLs point at the copy of the row's main file
+    (`files[0]`: the upscaled video when there is one): Drive copies in backup_drive_url,
+    copies elsewhere in backup_storage_url."""
+    statuses = [f["status"] for f in files]
+    main = files[0]
+    if "failed" in statuses:
+        status = "failed"
+    elif all(s in (None, "pending") for s in statuses):
+        status = "pending"
+    elif any(s not in ("done", "gone") for s in statuses):
+        status = "in_progress"
+    elif "gone" in statuses:
+        status = "gone"
+    else:
+        status = "completed"
+    errors = [f"{f['variant']}: {f['last_error']}" for f in files if f["status"] in ("failed", "gone")]
+    done = main["status"] == "done"
+    return (
+        status,
+        main["destination_url"] if done and main["destination"] == "drive" else None,
+        main["destination_url"] if done and main["destination"] != "drive" else None,
+        max((f["done_at"] for f in files if f["done_at"]), default=None),
+        "; ".join(errors) or None,
+    )
 
 
 def not_in_ledger(conn: Connection) -> list[dict[str, Any]]:

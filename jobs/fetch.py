@@ -27,6 +27,7 @@ from requests.adapters import HTTPAdapter
 
 from core.config import Config
 from jobs.errors import CopyError, PermanentError, SourceGone, TransientError
+from jobs.fal.api import request_cdn_token
 
 log = logging.getLogger(__name__)
 
@@ -242,31 +243,14 @@ class SourceFetcher:
         raise PermanentError(f"more than {MAX_REDIRECTS} redirects fetching {_host(url)}")
 
     def _refresh_token(self) -> None:
-        """Get (or reuse) a CDN token: POST {FAL_REST_BASE_URL}/storage/auth/token."""
+        """Get (or reuse) a CDN token from fal (jobs.fal.api), through the guarded session."""
         if self._token is not None and self._token[1] > time.time() + 60:
             return
         try:
-            response = self.session.post(
-                f"{self.config.fal_rest_base_url}/storage/auth/token",
-                params={"storage_type": "fal-cdn-v3"},
-                headers={"Authorization": f"Key {self.config.fal_key}"},
-                json={}, allow_redirects=False,
-                timeout=(self.config.connect_timeout, self.config.read_timeout),
-            )
-        except (BlockedAddress, requests.exceptions.RequestException) as e:
-            raise TransientError(f"could not get a fal CDN token: {_brief(e)}") from None
-        with response:
-            if response.status_code in (401, 403):
-                raise PermanentError(
-                    f"fal refused FAL_KEY when asked for a CDN token (HTTP {response.status_code})")
-            try:
-                data = response.json() if response.status_code == 200 else None
-                token = data["token"] if isinstance(data, dict) else None
-            except (ValueError, KeyError):
-                token = None
-            if not isinstance(token, str) or not token:
-                raise TransientError(f"fal answered {response.status_code} without a CDN token")
-        self._token = (token, _expiry(data.get("expires_at") if isinstance(data, dict) else None))
+            token = request_cdn_token(self.session, self.config)
+        except BlockedAddress as e:
+            raise TransientError(f"could not get a fal CDN token: {e}") from None
+        self._token = (token.token, token.expires_at)
 
     def check_url(self, url: str) -> None:
         parts = urlsplit(url)

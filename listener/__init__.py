@@ -28,7 +28,7 @@ def create_app(config: Config | None = None) -> Flask:
         config.redis_url, socket_timeout=5, socket_connect_timeout=5
     )
 
-    from jobs.fal.signature import JwksCache
+    from jobs.fal.jwks import JwksCache
     from listener import admin, app_webhook, dashboard, fal_webhook, health, metrics, status_page
     from listener.context import init_app
 

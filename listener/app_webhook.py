@@ -22,7 +22,6 @@ import hashlib
 import hmac
 import json
 import logging
-import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -48,7 +47,6 @@ log = logging.getLogger(__name__)
 TOLERANCE_SECONDS = 300
 SECRET_HEADER = "X-Falback-Secret"
 MAX_URL_LENGTH = 8192
-_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 class BadEvent(ValueError):
@@ -176,7 +174,7 @@ def parse_event(raw: bytes) -> Event:
 def _record_id(value: object) -> str:
     if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 2**63:
         return str(value)
-    if isinstance(value, str) and _ID.fullmatch(value):
+    if isinstance(value, str) and app_rows.APP_ROW_ID.fullmatch(value):
         return value
     raise BadEvent("record.id must be a positive integer or a short id string")
 

@@ -3,9 +3,10 @@
 Triggers on the app tables (migrations 0002 + repeatable/notify_triggers.sql) send
 `{"table": ..., "id": ...}` on channel `falback_media` when a row gets a media URL. The
 relay LISTENs on its own autocommit connection and, for each notified app row, creates
-or links the ledger rows (`app_rows.upsert_app_row`) and enqueues those still 'pending'
-(`intake.enqueue_rows`, the path every producer shares). Notifications that arrive
-together are handled as one batch.
+or links the ledger rows and brings the app row's backup_* columns up to date
+(`app_rows.upsert_app_rows`: a file linked after it was copied gets no job to do it), then
+enqueues those still 'pending' (`intake.enqueue_rows`, the path every producer shares).
+Notifications that arrive together are handled as one batch.
 
 NOTIFY is fire-and-forget: whatever is sent while the relay is not listening is lost.
 So after every (re)connect the relay LISTENs first and then sweeps (jobs.sweep), the
@@ -162,8 +163,10 @@ class Relay:
     def _handle(self, work: Connection, batch: list[AppRow]) -> None:
         pending: list[tuple[int, str]] = []
         try:
-            for app_row in batch:
-                rows = app_rows.upsert_app_row(work, app_row.table, app_row.id, self.config.expiry_days)
+            # One call per batch: the app rows' backup_* columns are synced together.
+            found = app_rows.upsert_app_rows(work, [(r.table, r.id) for r in batch],
+                                             self.config.expiry_days)
+            for app_row, rows in zip(batch, found, strict=True):
                 log.info("%s %s: %s", app_row.table, app_row.id, ", ".join(
                     f"ledger {r['id']} {r['kind']} {r['status']}" for r in rows) or "no media URL")
                 pending += [(r["id"], r["kind"]) for r in rows if r["status"] == "pending"]

@@ -20,6 +20,7 @@ from werkzeug.test import TestResponse
 from core.config import Config
 from db.connection import Connection, fetch_one
 from tests.fakes.cdn import FakeCdn
+from tests.support.app_rows import backup_columns, copied_unlinked, copied_video, execute
 from tests.support.rows import add_video, ledger_rows
 from tests.support.servers import Servers
 from tests.support.web import create_app_for
@@ -127,6 +128,32 @@ def test_a_row_not_yet_visible_is_taken_from_the_record_and_links_a_fal_row(
     [row] = ledger_rows(conn)
     assert (row["source_table"], row["source_id"], row["variant"], row["fal_request_id"]) == (
         "gen_videos", "999", "regular", "r1")
+
+
+def test_an_update_naming_a_file_already_copied_updates_the_app_row(
+    app_client: FlaskClient, app_config: Config, conn: Connection, cdn: FakeCdn, redis: Redis
+) -> None:
+    video = copied_video(conn, app_config, redis, cdn, 1)
+    upscaled = cdn.add("/files/b/t/video-1_up.mp4", 80_000, seed=77)
+    copy = copied_unlinked(conn, app_config, redis, upscaled)
+    execute(conn, "UPDATE gen_videos SET upscale_video_url = %s WHERE id = %s", upscaled, video)
+    response = post(app_client, supabase_event("UPDATE", "gen_videos", video_record(conn, video)))
+    assert response.json == {"type": "UPDATE", "table": "gen_videos", "id": str(video), "files": 2,
+                             "queued": 0}
+    assert backup_columns(conn, video) == {"backup_status": "completed", "backup_storage_url": copy}
+    # Told again, nothing changed: the user's row is not rewritten.
+    before = row_version(conn, video)
+    assert post(app_client, supabase_event("UPDATE", "gen_videos", video_record(conn, video))).json
+    assert row_version(conn, video) == before
+
+
+def row_version(conn: Connection, video: int) -> str:
+    with conn.cursor() as cur:
+        cur.execute("SELECT xmin::text AS v FROM gen_videos WHERE id = %s", (video,))
+        row = fetch_one(cur)
+    conn.commit()
+    assert row is not None
+    return str(row["v"])
 
 
 def test_several_signatures_during_a_key_rotation(app_client: FlaskClient, conn: Connection) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import time
 from pathlib import Path
 
@@ -10,21 +11,18 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from jobs.fal.kinds import MediaKind
 from jobs.fal.payload import (
     AppLink,
     FalWebhook,
-    InvalidLinkError,
     MalformedWebhookError,
-    MediaKind,
-    MediaProblem,
-    MediaRef,
+    UrlHints,
     WebhookKind,
-    decode_data_uri,
-    find_media,
     load_body,
-    parse_app_link,
+    parse_hints,
     parse_webhook,
 )
+from jobs.fal.walker import MediaProblem, MediaRef, decode_data_uri, find_media
 
 FIXTURES = Path(__file__).parent / "fal_payloads"
 PNG_1X1 = base64.b64decode(
@@ -480,30 +478,64 @@ def test_deep_nesting_is_cut_not_recursed() -> None:
     assert scan.nodes_visited <= 70
 
 
-def test_wide_payload_visits_at_most_max_nodes() -> None:
-    wide = {"images": [{"url": f"{V3}/{i}.png", "n": i} for i in range(300_000)]}
+def test_the_deepest_body_json_can_parse_is_walked_whole() -> None:
+    """json.loads gives up near Python's recursion limit (a 400); anything it parses fits
+    under the default depth bound, and the iterative walk needs no stack for it."""
+    depth = 900
+    raw = "[" * depth + json.dumps({"url": V3 + "/deep.png"}) + "]" * depth
+    scan = find_media(load_body(raw.encode()))
+    assert not scan.truncated and [r.url for r in scan.media] == [V3 + "/deep.png"]
+    assert scan.media[0].path == "payload" + "[0]" * depth
+
+
+def test_media_after_a_large_sibling_array_is_found() -> None:
+    """TTS alignments and embeddings come before the file in some results: every value
+    is walked, however many come first."""
+    alignment = [{"char": "a", "start": i / 10, "end": i / 10 + 0.1} for i in range(30_000)]
+    payload = {"alignment": alignment, "audio": {"url": V3 + "/speech.mp3"},
+               "words": [[i, str(i)] for i in range(30_000)], "video_url": V3 + "/last.mp4"}
+    scan = find_media(payload)
+    assert [(r.path, r.kind) for r in scan.media] == [("payload.audio", AUDIO),
+                                                      ("payload.video_url", VIDEO)]
+    assert not scan.truncated and scan.nodes_visited > 150_000
+
+
+def test_a_mib_of_numbers_walks_in_well_under_a_second() -> None:
+    raw = json.dumps({"embedding": [i * 0.001 for i in range(120_000)],
+                      "images": [{"url": V3 + "/last.png"}]}).encode()
+    assert len(raw) > 1024 * 1024
+    hook_body = load_body(b'{"request_id": "r1", "status": "OK", "payload": ' + raw + b"}")
     start = time.perf_counter()
-    scan = find_media(wide, max_nodes=1000)
-    assert time.perf_counter() - start < 1
-    assert scan.truncated and scan.nodes_visited == 1000
-    assert len(scan.media) < 1000 and scan.media[0].path == "payload.images[0]"
+    hook = parse_webhook(hook_body)
+    assert time.perf_counter() - start < 0.5
+    assert [r.url for r in hook.media] == [V3 + "/last.png"] and not hook.truncated
 
 
-def test_budget_exactly_enough_is_not_truncated() -> None:
-    payload = {"a": {"url": V3 + "/a.png"}, "b": 1}  # root + a + b = 3 nodes
-    assert not find_media(payload, max_nodes=3).truncated
-    assert find_media(payload, max_nodes=2).truncated
+def test_a_body_of_urls_keeps_the_first_thousand_and_counts_the_rest_fast() -> None:
+    wide = {"images": [{"url": f"{V3}/{i}.png", "n": i} for i in range(50_000)]}
+    start = time.perf_counter()
+    scan = find_media(wide)
+    assert time.perf_counter() - start < 2
+    assert (len(scan.media), scan.unexamined, scan.truncated) == (1000, 49_000, False)
+    assert scan.media[-1].path == "payload.images[999]"
+
+
+def test_bad_urls_do_not_crowd_out_the_media_after_them() -> None:
+    bad = [{"url": f"s3://bucket/{i}.mp4"} for i in range(500)]
+    scan = find_media({"bad": bad, "video": {"url": V3 + "/v.mp4"}})
+    assert [r.url for r in scan.media] == [V3 + "/v.mp4"]
+    assert (len(scan.problems), scan.more_problems) == (50, 450)
 
 
 def test_webhook_reports_truncation() -> None:
-    payload = {"images": [{"url": f"{V3}/{i}.png"} for i in range(50)]}
-    hook = parse_webhook(body(payload=payload), max_nodes=10)
-    assert hook.truncated and len(hook.media) == 8  # root + list + 8 images = 10 nodes
+    payload = {"a": [[[{"url": V3 + "/deep.png"}]]], "b": {"url": V3 + "/b.png"}}
+    hook = parse_webhook(body(payload=payload), max_depth=3)
+    assert hook.truncated and [r.url for r in hook.media] == [V3 + "/b.png"]
 
 
-def test_bounds_must_be_positive() -> None:
+def test_depth_bound_must_be_positive() -> None:
     with pytest.raises(ValueError, match="at least 1"):
-        find_media({}, max_nodes=0)
+        find_media({}, max_depth=0)
 
 
 URLISH = st.sampled_from(
@@ -533,17 +565,29 @@ JSON = st.recursive(
 )
 
 
+def _recursive_urls(value: object, max_depth: int, depth: int = 0) -> list[str]:
+    """A plain recursive reference: every url-ish string within the depth bound."""
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, dict | list) or depth >= max_depth:
+        return []
+    items = value.values() if isinstance(value, dict) else value
+    return [u for item in items for u in _recursive_urls(item, max_depth, depth + 1)]
+
+
 @settings(
     max_examples=1000,
     derandomize=True,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
-@given(payload=JSON, max_nodes=st.integers(1, 60), max_depth=st.integers(1, 8))
-def test_walker_never_raises_and_stays_bounded(payload: object, max_nodes: int, max_depth: int) -> None:
-    scan = find_media(payload, max_nodes=max_nodes, max_depth=max_depth, max_data_bytes=64)
-    assert scan.nodes_visited <= max_nodes
+@given(payload=JSON, max_depth=st.integers(1, 8))
+def test_walker_never_raises_and_finds_the_same_as_a_recursive_walk(payload: object, max_depth: int) -> None:
+    scan = find_media(payload, max_depth=max_depth, max_data_bytes=64)
     assert len(scan.media) + len(scan.problems) <= scan.nodes_visited
+    strings = _recursive_urls(payload, max_depth)
+    assert {r.url for r in scan.media} <= set(strings)
+    assert len(scan.media) + len(scan.problems) <= len(set(strings))
     urls = [r.url for r in scan.media]
     assert len(urls) == len(set(urls))
     for ref in scan.media:
@@ -575,48 +619,84 @@ def test_parse_webhook_only_raises_malformed(raw: dict[str, object]) -> None:
         assert hook.kind in WebhookKind and hook.request_id
 
 
-# --- app link query parameters ----------------------------------------------------------
+# --- hints on the webhook URL -----------------------------------------------------------
+
+
+UUID = "3f2b6c1e-8d4a-4f1b-9c2e-7a5d0e6b1f23"
 
 
 @pytest.mark.parametrize(
     ("query", "link"),
     [
-        ("table=gen_videos&id=123&variant=upscale", AppLink("gen_videos", 123, "upscale")),
-        ("table=gen_videos&id=7&variant=regular", AppLink("gen_videos", 7, "regular")),
-        (b"variant=image&id=42&table=gen_images", AppLink("gen_images", 42, "image")),
-        ("table=gen_images&id=42&variant=image&utm=x", AppLink("gen_images", 42, "image")),
+        ("table=gen_videos&id=123&variant=upscale", AppLink("gen_videos", "123", "upscale")),
+        ("table=gen_videos&id=7&variant=regular", AppLink("gen_videos", "7", "regular")),
+        (b"variant=image&id=42&table=gen_images", AppLink("gen_images", "42", "image")),
+        ("table=gen_images&id=42&variant=image&utm=x", AppLink("gen_images", "42", "image")),
+        # The app tables' keys are not always integers (Supabase often uses uuids).
+        (f"table=gen_images&id={UUID}&variant=image", AppLink("gen_images", UUID, "image")),
+        (f"table=gen_images&id={UUID.upper()}&variant=image", AppLink("gen_images", UUID.upper(), "image")),
+        ("table=gen_videos&id=V1StGXR8_Z5jdHi6B-myT&variant=regular",
+         AppLink("gen_videos", "V1StGXR8_Z5jdHi6B-myT", "regular")),
+        ("table=gen_videos&id=" + "9" * 19 + "&variant=regular", AppLink("gen_videos", "9" * 19, "regular")),
         ("", None),
         ("fal_webhook=1&other=2", None),
     ],
 )
 def test_app_link(query: str | bytes, link: AppLink | None) -> None:
-    assert parse_app_link(query) == link
+    assert parse_hints(query) == UrlHints(link)
 
 
 def test_app_link_media_kind() -> None:
-    assert AppLink("gen_videos", 1, "upscale").media_kind is VIDEO
-    assert AppLink("gen_images", 1, "image").media_kind is IMAGE
+    assert AppLink("gen_videos", "1", "upscale").media_kind is VIDEO
+    assert AppLink("gen_images", "1", "image").media_kind is IMAGE
 
 
 @pytest.mark.parametrize(
     ("query", "message"),
     [
-        ("table=gen_videos&id=1", "table, id and variant go together; missing variant"),
+        ("table=gen_videos&id=1", "app link ignored: table, id and variant go together; missing variant"),
         ("id=1", "missing table, variant"),
         ("table=users&id=1&variant=regular", "table must be one of gen_images, gen_videos"),
         ("table=gen_videos&id=1&variant=image", "variant for gen_videos must be one of regular, upscale"),
         ("table=gen_images&id=1&variant=upscale", "variant for gen_images must be one of image"),
         ("table=gen_videos&id=1&variant=", "variant for gen_videos must be one of"),
-        ("table=gen_videos&id=abc&variant=regular", "id must be a positive integer"),
-        ("table=gen_videos&id=-1&variant=regular", "id must be a positive integer"),
-        ("table=gen_videos&id=0&variant=regular", "id must be a positive integer"),
-        ("table=gen_videos&id=1.5&variant=regular", "id must be a positive integer"),
-        ("table=gen_videos&id=%D9%A1&variant=regular", "id must be a positive integer"),
-        ("table=gen_videos&id=" + "9" * 19 + "&variant=regular", "id must be a positive integer"),
+        ("table=gen_videos&id=&variant=regular", "id must be an integer, a uuid or a short text id"),
+        ("table=gen_videos&id=1.5&variant=regular", "id must be"),
+        ("table=gen_videos&id=a%20b&variant=regular", "id must be"),
+        ("table=gen_videos&id=%D9%A1&variant=regular", "id must be"),
+        ("table=gen_videos&id=" + "a" * 65 + "&variant=regular", "id must be"),
         ("table=gen_videos&id=1&id=2&variant=regular", "'id' is given more than once"),
-        ("&".join(f"p{i}=1" for i in range(60)), "too many query parameters"),
     ],
 )
-def test_app_link_errors(query: str, message: str) -> None:
-    with pytest.raises(InvalidLinkError, match=message):
-        parse_app_link(query)
+def test_a_bad_app_link_is_dropped_with_the_reason(query: str, message: str) -> None:
+    hints = parse_hints(query + "&fal_app=fal-ai/flux")
+    assert (hints.link, hints.fal_app) == (None, "fal-ai/flux")  # the other hint stands
+    [reason] = hints.ignored
+    assert reason.startswith("app link ignored: ") and message in reason
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ("fal_app=../../admin", "fal_app ignored: fal_app must be a fal model id"),
+        ("fal_app=a/b&fal_app=c/d", "fal_app ignored: query parameter 'fal_app' is given more than once"),
+        ("fal_app=fal-ai", "must be a fal model id"),
+    ],
+)
+def test_a_bad_fal_app_is_dropped_with_the_reason(query: str, message: str) -> None:
+    hints = parse_hints(query + "&table=gen_images&id=5&variant=image")
+    assert (hints.link, hints.fal_app) == (AppLink("gen_images", "5", "image"), None)
+    [reason] = hints.ignored
+    assert reason.startswith("fal_app ignored: ") and message in reason
+
+
+def test_too_many_parameters_drop_every_hint() -> None:
+    query = "table=gen_images&id=5&variant=image&" + "&".join(f"p{i}=1" for i in range(60))
+    assert parse_hints(query) == UrlHints(ignored=("query string ignored: more than 50 parameters",))
+
+
+@settings(max_examples=300, derandomize=True, deadline=None)
+@given(query=st.text(max_size=80) | st.binary(max_size=80))
+def test_parse_hints_never_raises(query: str | bytes) -> None:
+    hints = parse_hints(query)
+    assert hints.link is None or hints.link.source_id

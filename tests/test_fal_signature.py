@@ -10,14 +10,8 @@ import pytest
 import requests
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from jobs.fal.signature import (
-    MAX_JWKS_AGE_SECONDS,
-    JwksCache,
-    Reason,
-    VerifyResult,
-    parse_jwks,
-    verify_webhook,
-)
+from jobs.fal.jwks import MAX_JWKS_AGE_SECONDS, JwksCache, parse_jwks
+from jobs.fal.signature import Reason, VerifyResult, verify_webhook
 from tests.fakes.jwks_server import JwksServer, jwk, jwks, signed_headers
 
 NOW = 1_700_000_000

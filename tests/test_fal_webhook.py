@@ -30,6 +30,7 @@ from jobs.worker import WorkerContext
 from tests.fakes.cdn import FakeCdn
 from tests.fakes.fal_queue_server import FalQueueServer
 from tests.fakes.jwks_server import JwksServer, jwks, signed_headers
+from tests.support.app_rows import backup_columns, copied_video, execute
 from tests.support.gunicorn import gunicorn
 from tests.support.processes import falback
 from tests.support.rows import add_video, file_md5, ledger_rows
@@ -303,23 +304,133 @@ def test_app_link_and_fal_app_decide_the_kind(key: Ed25519PrivateKey, hook_clien
         ("gen_videos", "42", "upscale", None), (None, None, None, "fal-ai/topaz/upscale/video")]
 
 
+def test_app_tables_keyed_by_uuid_or_text_ids_are_linked(
+    key: Ed25519PrivateKey, hook_client: FlaskClient, conn: Connection
+) -> None:
+    """Supabase tables often use uuid keys; the app webhook takes text ids too."""
+    uuid = "3f2b6c1e-8d4a-4f1b-9c2e-7a5d0e6b1f23"
+    for n, row_id in enumerate([uuid, "V1StGXR8_Z5jdHi6B-myT", "123"]):
+        hook = video_webhook(f"https://v3.fal.media/files/b/x/{n}.mp4", f"req-{n}")
+        response = post(hook_client, key, hook, query=f"?table=gen_videos&id={row_id}&variant=upscale")
+        assert response.status_code == 200, response.json
+    expected = [("gen_videos", i, "upscale") for i in (uuid, "V1StGXR8_Z5jdHi6B-myT", "123")]
+    assert [(r["source_table"], r["source_id"], r["variant"]) for r in ledger_rows(conn)] == expected
+    assert [(d["source_table"], d["source_id"], d["variant"], d["note"])
+            for d in deliveries(conn)] == [(*e, None) for e in expected]
+
+
 @pytest.mark.parametrize(
-    ("query", "message"),
+    ("query", "message", "fal_app"),
     [
-        ("?table=gen_videos&id=x&variant=regular", "id must be a positive integer"),
-        ("?table=gen_videos&id=1", "table, id and variant go together"),
-        ("?table=users&id=1&variant=regular", "table must be one of"),
-        ("?fal_app=../../admin", "fal_app must be a fal model id"),
-        ("?fal_app=a/b&fal_app=c/d", "more than once"),
+        ("?table=gen_videos&id=a.b&variant=regular", "app link ignored: id must be an integer,", None),
+        ("?table=gen_videos&id=&variant=regular", "app link ignored: id must be", None),
+        ("?table=gen_videos&id=1", "app link ignored: table, id and variant go together", None),
+        ("?table=users&id=1&variant=regular", "app link ignored: table must be one of", None),
+        ("?table=gen_videos&id=1&variant=image&fal_app=fal-ai/flux", "variant for gen_videos",
+         "fal-ai/flux"),
+        ("?fal_app=../../admin", "fal_app ignored: fal_app must be a fal model id", None),
+        ("?fal_app=a/b&fal_app=c/d", "fal_app ignored: query parameter 'fal_app' is given more", None),
+        ("?" + "&".join(f"p{i}=1" for i in range(60)), "query string ignored: more than 50", None),
     ],
 )
-def test_bad_query_string_is_400_and_writes_nothing(
-    query: str, message: str, key: Ed25519PrivateKey, hook_client: FlaskClient, conn: Connection
+def test_a_bad_hint_in_the_url_is_dropped_and_the_media_recorded(
+    query: str, message: str, fal_app: str | None, key: Ed25519PrivateKey,
+    hook_client: FlaskClient, conn: Connection, redis: Redis,
 ) -> None:
+    """The query string is not signed: a bad hint must never cost fal's signed media (a 400
+    makes fal retry the same URL until it gives up)."""
     response = post(hook_client, key, BODY, query=query)
+    assert response.status_code == 200, response.json
+    [row] = ledger_rows(conn)
+    assert (row["source_url"], row["source_table"], row["status"]) == (
+        "https://v3.fal.media/files/b/x/out.mp4", None, "queued")
+    [delivery] = deliveries(conn)
+    assert (delivery["source_table"], delivery["fal_app"], delivery["files"]) == (None, fal_app, 1)
+    assert message in delivery["note"]
+    assert queued(redis, "backup-regular") == [f"backup-{row['id']}"]
+
+
+def test_a_linked_webhook_brings_the_app_row_up_to_date(
+    key: Ed25519PrivateKey, hook_client: FlaskClient, hook_config: Config, conn: Connection,
+    redis: Redis, cdn: FakeCdn,
+) -> None:
+    """The app stored the upscale URL with no relay running, then fal's webhook came: the
+    app row must stop saying 'completed' (its upscaled file is not backed up yet)."""
+    video = copied_video(conn, hook_config, redis, cdn, 1)
+    upscaled = cdn.add("/files/b/t/video-1_up.mp4", 80_000, seed=77)
+    execute(conn, "UPDATE gen_videos SET upscale_video_url = %s WHERE id = %s", upscaled, video)
+    response = post(hook_client, key, video_webhook(upscaled, "req-up"),
+                    query=f"?table=gen_videos&id={video}&variant=upscale")
+    assert response.status_code == 200, response.json
+    assert backup_columns(conn, video) == {"backup_status": "in_progress", "backup_storage_url": None}
+    run_worker(hook_config)
+    upscale = [r for r in ledger_rows(conn) if r["kind"] == "upscale"][0]
+    assert backup_columns(conn, video) == {"backup_status": "completed",
+                                           "backup_storage_url": upscale["destination_url"]}
+
+
+def test_an_app_row_that_cannot_be_updated_does_not_cost_the_files(
+    key: Ed25519PrivateKey, hook_client: FlaskClient, conn: Connection, cdn: FakeCdn,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    video = add_video(conn, cdn, 1, upscale_size=1000)
+    execute(conn, "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS"
+            " $$BEGIN RAISE EXCEPTION 'read-only'; END$$;"
+            " CREATE TRIGGER refuse BEFORE UPDATE ON gen_videos FOR EACH ROW EXECUTE FUNCTION refuse()")
+    upscaled = cdn.base_url + "/files/b/t/video-1_up.mp4"
+    response = post(hook_client, key, video_webhook(upscaled, "req-up"),
+                    query=f"?table=gen_videos&id={video}&variant=upscale")
+    assert response.status_code == 200, response.json
+    assert [(r["source_url"], r["source_id"]) for r in ledger_rows(conn)] == [(upscaled, str(video))]
+    assert backup_columns(conn, video)["backup_status"] is None
+    assert "not brought up to date: RaiseException" in caplog.text
+
+
+def test_a_bad_fal_app_on_a_payload_error_says_so_and_stays_unresolved(
+    key: Ed25519PrivateKey, hook_config: Config, conn: Connection
+) -> None:
+    client = create_app_for(hook_config.replace(fal_key="k:s")).test_client()
+    assert post(client, key, PAYLOAD_ERROR, query="?fal_app=not-an-app&table=gen_images&id=1"
+                "&variant=image").status_code == 200
+    [delivery] = deliveries(conn)
+    assert not delivery["resolved"] and delivery["source_id"] == "1"
+    assert delivery["note"].startswith("fal_app ignored: fal_app must be a fal model id")
+    assert "add ?fal_app=<owner>/<app>" in delivery["note"]
+
+
+def test_a_file_after_a_large_array_is_recorded(
+    key: Ed25519PrivateKey, hook_client: FlaskClient, conn: Connection
+) -> None:
+    """TTS alignment data or embeddings before the file: the whole body is walked."""
+    alignment = [{"char": "a", "start": i / 100, "end": i / 100 + 0.01} for i in range(25_000)]
+    hook = {"request_id": "req-tts", "status": "OK",
+            "payload": {"alignment": alignment, "embedding": [0.5] * 30_000,
+                        "audio": {"url": "https://v3.fal.media/files/b/t/speech.mp3"}}}
+    response = post(hook_client, key, hook)
+    assert response.status_code == 200, response.json
+    assert [(r["source_url"], r["kind"]) for r in ledger_rows(conn)] == [
+        ("https://v3.fal.media/files/b/t/speech.mp3", "image")]
+    assert deliveries(conn)[0]["note"] is None
+
+
+def test_a_body_nested_too_deep_for_json_is_400_and_writes_nothing(
+    key: Ed25519PrivateKey, hook_client: FlaskClient, conn: Connection
+) -> None:
+    raw = b'{"request_id": "r1", "status": "OK", "payload": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    response = post(hook_client, key, raw, headers=sign(key, raw, "r1"))
     assert response.status_code == 400 and response.json is not None
-    assert message in response.json["error"]
+    assert "body is not valid JSON: RecursionError" in response.json["error"]
     assert counts(conn) == NOTHING
+
+
+def test_deep_but_parseable_body_is_walked_to_the_bottom(
+    key: Ed25519PrivateKey, hook_client: FlaskClient, conn: Connection
+) -> None:
+    raw = (b'{"request_id": "r1", "status": "OK", "payload": {"x": ' + b"[" * 900
+           + b'{"url": "https://v3.fal.media/files/b/d/deep.png"}' + b"]" * 900 + b"}}")
+    response = post(hook_client, key, raw, headers=sign(key, raw, "r1"))
+    assert response.status_code == 200, response.json
+    assert [r["source_url"] for r in ledger_rows(conn)] == ["https://v3.fal.media/files/b/d/deep.png"]
 
 
 @pytest.mark.parametrize(
@@ -413,6 +524,30 @@ def test_payload_error_with_a_key_fetches_the_result_in_a_job(
     assert row["md5"] == cdn.file(video).md5()
     # owner/app only, the key sent as fal documents it.
     assert fal_queue.requests == [(f"/fal-ai/kling-video/requests/{PE_ID}", "Key key-id:key-secret")]
+
+
+def test_a_fetched_result_brings_the_linked_app_row_up_to_date(
+    key: Ed25519PrivateKey, hook_config: Config, conn: Connection, redis: Redis, cdn: FakeCdn,
+    fal_queue: FalQueueServer,
+) -> None:
+    config = hook_config.replace(fal_key=fal_queue.key, fal_queue_base_url=fal_queue.base_url)
+    video = copied_video(conn, config, redis, cdn, 1)
+    upscaled = cdn.add("/files/b/t/video-1_up.mp4", 80_000, seed=77)
+    execute(conn, "UPDATE gen_videos SET upscale_video_url = %s WHERE id = %s", upscaled, video)
+    fal_queue.set_result("fal-ai/topaz", PE_ID, {"video": {"url": upscaled}})
+    client = create_app_for(config).test_client()
+    response = post(client, key, PAYLOAD_ERROR,
+                    query=f"?fal_app=fal-ai/topaz/upscale/video&table=gen_videos&id={video}&variant=upscale")
+    assert response.status_code == 200, response.json
+    assert config.redis_url
+    context = WorkerContext(config, Redis.from_url(config.redis_url))
+    try:
+        assert fetch_result(context, 1) == "resolved"
+    finally:
+        context.close()
+    assert backup_columns(conn, video) == {"backup_status": "in_progress", "backup_storage_url": None}
+    assert [(r["kind"], r["source_id"], r["status"]) for r in ledger_rows(conn)] == [
+        ("regular", str(video), "done"), ("upscale", str(video), "queued")]
 
 
 def test_fetch_job_records_why_a_result_is_unavailable(

@@ -21,6 +21,7 @@ from db.migrate import migrate
 from jobs.queues import job_id
 from listener.relay import AppRow, parse_payload
 from tests.fakes.cdn import FakeCdn
+from tests.support.app_rows import backup_columns, copied_unlinked, copied_video, execute
 from tests.support.processes import Background, background
 from tests.support.rows import add_image, add_video, ledger_rows
 from tests.support.servers import Servers
@@ -63,10 +64,10 @@ def notifications(listener: psycopg2.extensions.connection) -> list[dict[str, ob
     return found
 
 
-def execute(conn: Connection, sql: str, *params: object) -> None:
-    with conn.cursor() as cur:
-        cur.execute(sql, params)
-    conn.commit()
+
+
+
+
 
 
 def test_triggers_notify_only_when_a_media_url_appears_or_changes(
@@ -188,6 +189,44 @@ def test_a_url_added_to_an_existing_row_is_backed_up_too(
     conn.commit()
     assert app_row == {"backup_status": "completed",
                        "backup_storage_url": rows["upscale"]["destination_url"]}
+
+
+def test_a_url_the_app_stores_after_its_file_was_copied_updates_the_app_row(
+    config: Config, conn: Connection, cdn: FakeCdn, redis: Redis
+) -> None:
+    """fal's webhook was copied before the app wrote upscale_video_url: linking the done
+    row must still point the app row at the upscaled copy."""
+    video = copied_video(conn, config, redis, cdn, 1)
+    upscaled = cdn.add("/files/b/t/video-1_up.mp4", 80_000, seed=77)
+    copy = copied_unlinked(conn, config, redis, upscaled)
+    with background(config, "relay") as relay:
+        relay.wait_for_log("sweep: ")
+        execute(conn, "UPDATE gen_videos SET upscale_video_url = %s WHERE id = %s", upscaled, video)
+        relay.wait_for_log(f"gen_videos {video}: ledger")
+        wait_for(lambda: backup_columns(conn, video)["backup_storage_url"] == copy, 5,
+                 "the app row to point at the upscaled copy")
+    assert backup_columns(conn, video) == {"backup_status": "completed", "backup_storage_url": copy}
+    assert [(r["kind"], r["source_id"]) for r in ledger_rows(conn)] == [
+        ("regular", str(video)), ("upscale", str(video))]
+
+
+def test_the_catch_up_sweep_links_and_updates_app_rows_changed_while_down(
+    config: Config, conn: Connection, cdn: FakeCdn, redis: Redis
+) -> None:
+    # Row 1 names a file already copied from an unlinked webhook, row 2 a new file.
+    first, second = (copied_video(conn, config, redis, cdn, n) for n in (1, 2))
+    copied_url = cdn.add("/files/b/t/video-1_up.mp4", 80_000, seed=77)
+    copy = copied_unlinked(conn, config, redis, copied_url)
+    new_url = cdn.add("/files/b/t/video-2_up.mp4", 90_000, seed=78)
+    for video, url in ((first, copied_url), (second, new_url)):
+        execute(conn, "UPDATE gen_videos SET upscale_video_url = %s WHERE id = %s", url, video)
+    with background(config, "relay") as relay:
+        relay.wait_for_log("sweep: created=1 ")
+    assert backup_columns(conn, first) == {"backup_status": "completed", "backup_storage_url": copy}
+    # The new upscale is not copied yet: the row is no longer 'completed'.
+    assert backup_columns(conn, second) == {"backup_status": "in_progress", "backup_storage_url": None}
+    linked = {r["source_url"]: (r["source_table"], r["source_id"]) for r in ledger_rows(conn)}
+    assert linked[copied_url] == ("gen_videos", str(first))
 
 
 def test_rows_arriving_while_redis_is_down_stay_pending_then_get_backed_up(

@@ -15,20 +15,27 @@ Which ledger kind (and so which queue and folder) a file gets:
 from __future__ import annotations
 
 import hashlib
+import logging
 import mimetypes
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from db import blobs, ledger
+import psycopg2
+
+from db import app_rows, blobs, ledger
 from db.connection import Connection
 from jobs.blob_source import blob_url
-from jobs.fal.payload import AppLink, MediaKind, MediaProblem, MediaRef
+from jobs.fal.kinds import MediaKind
+from jobs.fal.payload import AppLink
+from jobs.fal.walker import DEFAULT_MAX_REFS, MediaRef, MediaScan
+
+log = logging.getLogger(__name__)
 
 _BIGINT_MAX = 2**63 - 1
 # No real fal result comes near this; it bounds what one signed body can make us insert.
-MAX_FILES = 1000
-_NOTE_LIMIT = 2000
+MAX_FILES = DEFAULT_MAX_REFS
+NOTE_LIMIT = 2000
 _KIND_BY_MEDIA = {MediaKind.IMAGE: "image", MediaKind.AUDIO: "image", MediaKind.MODEL: "image"}
 
 
@@ -46,7 +53,7 @@ class Plan:
     notes: list[str] = field(default_factory=list)
 
     def note(self) -> str | None:
-        return clip("; ".join(self.notes), _NOTE_LIMIT) if self.notes else None
+        return clip("; ".join(self.notes), NOTE_LIMIT) if self.notes else None
 
 
 def clip(text: str, limit: int) -> str:
@@ -70,19 +77,16 @@ def storable(url: str) -> bool:
     return True
 
 
-def plan_files(
-    media: Sequence[MediaRef],
-    problems: Sequence[MediaProblem],
-    *,
-    request_id: str,
-    link: AppLink | None,
-    fal_app: str | None,
-) -> Plan:
+def plan_files(scan: MediaScan, *, request_id: str, link: AppLink | None, fal_app: str | None) -> Plan:
     plan = Plan()
+    media = scan.media
     linked = {id(ref) for ref in _linked_refs(media, link)}
-    if len(media) > MAX_FILES:
-        plan.notes.append(f"{len(media)} files referenced; only the first {MAX_FILES} were kept")
+    if len(media) + scan.unexamined > MAX_FILES:
+        plan.notes.append(f"{len(media) + scan.unexamined} files referenced;"
+                          f" only the first {MAX_FILES} were kept")
         media = media[:MAX_FILES]
+    if scan.truncated:
+        plan.notes.append("nested too deep to walk completely; some files may be missing")
     for ref in media:
         row_link = link if id(ref) in linked else None
         if not storable(ref.url):
@@ -107,7 +111,7 @@ def plan_files(
                 source_url=source_url,
                 kind=kind,
                 source_table=row_link.source_table if row_link else None,
-                source_id=str(row_link.source_id) if row_link else None,
+                source_id=row_link.source_id if row_link else None,
                 variant=row_link.variant if row_link else None,
                 fal_request_id=request_id,
                 file_name=file_name,
@@ -115,17 +119,41 @@ def plan_files(
                 expected_size=size,
             )
         )
-    plan.notes.extend(f"{clip(p.path, 200)}: {clip(p.message, 200)}" for p in problems)
+    if scan.more_problems:  # said first: the note is cut at its limit
+        plan.notes.append(f"{len(scan.problems) + scan.more_problems} URLs cannot be copied;"
+                          f" the first {len(scan.problems)} follow")
+    plan.notes.extend(f"{clip(p.path, 200)}: {clip(p.message, 200)}" for p in scan.problems)
     return plan
 
 
 def record_files(conn: Connection, plan: Plan, expiry_days: int) -> list[tuple[int, str]]:
-    """Store the plan's blobs and create its ledger rows (in the caller's transaction);
-    return (ledger id, kind) of the rows created, for `jobs.intake.enqueue_rows`."""
+    """Store the plan's blobs and create its ledger rows (in the caller's transaction),
+    and bring the app row they are linked to up to date; return (ledger id, kind) of the
+    rows created, for `jobs.intake.enqueue_rows`."""
     for blob in plan.blobs:
         blobs.insert_blob(conn, blob.sha256, blob.content_type, blob.data)
     rows = ledger.insert_files(conn, plan.files, expiry_days)
+    _sync_linked(conn, plan)
     return [(int(r["id"]), str(r["kind"])) for r in rows]
+
+
+def _sync_linked(conn: Connection, plan: Plan) -> None:
+    """The link is an unsigned hint naming a row of the user's table: whatever goes wrong
+    there (a lock timeout, a changed schema) must not undo the signed files, so it runs
+    in a savepoint. The row's next backup job syncs it again."""
+    linked = [(f.source_table, f.source_id) for f in plan.files if f.source_table]
+    if not linked:
+        return
+    with conn.cursor() as cur:
+        cur.execute("SAVEPOINT app_row_sync")
+        try:
+            app_rows.sync_app_rows(conn, linked)
+        except (psycopg2.OperationalError, psycopg2.InterfaceError):
+            raise  # the connection itself: the caller's 503 path
+        except psycopg2.Error as e:
+            cur.execute("ROLLBACK TO SAVEPOINT app_row_sync")
+            log.warning("app row %s %s not brought up to date: %s", *linked[0], type(e).__name__)
+        cur.execute("RELEASE SAVEPOINT app_row_sync")
 
 
 def _linked_refs(media: Sequence[MediaRef], link: AppLink | None) -> list[MediaRef]:
