@@ -21,7 +21,7 @@ from jobs.fal.api import (
     request_result,
     unfetchable_reason,
 )
-from tests.fal_queue_server import FalQueueServer
+from tests.fakes.fal_queue_server import FalQueueServer
 
 KEY = "key-id:key-secret"
 
