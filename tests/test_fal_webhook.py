@@ -477,7 +477,7 @@ def test_payload_error_without_a_key_stays_unresolved_and_is_counted(
     assert delivery["resolved"] is False and delivery["payload_error"].startswith("Response payload")
     assert "FAL_KEY is not set" in delivery["note"]
     assert queued(redis, "falback-maintenance") == []
-    status = hook_client.get("/status", headers=admin_headers())
+    status = hook_client.get("/api/status", headers=admin_headers())
     assert status.json is not None and status.json["unresolved_fal_deliveries"] == 1
     cli = falback(hook_config, "status")
     assert "unresolved fal deliveries: 1" in cli.stdout
