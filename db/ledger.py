@@ -4,6 +4,7 @@ Status machine: pending -> queued -> copying -> done; copying -> retrying -> que
 -> failed (gave up, or a permanent error); -> gone (the source answered 404/410 past the
 file's guaranteed window, or for longer than FALBACK_MISSING_RETRY_SECONDS inside it).
 A worker's writes name the claim's owner, so a worker whose lease ran out changes nothing.
+Every error text stored passes core.logs.redact: no URL query string or token lands here.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from core.kinds import priority_sql
+from core.logs import redact
 from db.connection import Connection, Row, fetch_all, fetch_one
 
 PRIORITY_ORDER = priority_sql()
@@ -186,7 +188,7 @@ def record_retry(
             WHERE {_OWNED}
             RETURNING next_attempt_at
             """,
-            (error, refund_attempt, delay_seconds, ledger_id, owner),
+            (redact(error), refund_attempt, delay_seconds, ledger_id, owner),
         )
         row = fetch_one(cur)
     return row["next_attempt_at"] if row else None
@@ -219,7 +221,7 @@ def record_paused(conn: Connection, ledger_id: int, owner: str, error: str, unti
                 next_attempt_at = %s, updated_at = now(), claimed_by = NULL, lease_expires_at = NULL
             WHERE {_OWNED}
             """,
-            (error, until, ledger_id, owner),
+            (redact(error), until, ledger_id, owner),
         )
         return cur.rowcount == 1
 
@@ -235,7 +237,7 @@ def record_final(conn: Connection, ledger_id: int, owner: str, status: str, erro
                 claimed_by = NULL, lease_expires_at = NULL, next_attempt_at = NULL
             WHERE {_OWNED}
             """,
-            (status, error, ledger_id, owner),
+            (status, redact(error), ledger_id, owner),
         )
         return cur.rowcount == 1
 

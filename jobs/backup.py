@@ -21,6 +21,7 @@ from typing import Any
 from rq import Retry, get_current_job
 
 from core.config import Config
+from core.logs import redact
 from db import app_rows, blobs, drive_state, ledger
 from db.connection import Connection
 from jobs.blob_source import BLOB_PREFIX, is_blob_url
@@ -198,7 +199,7 @@ def _pause(conn: Connection, row: ledger.LedgerRow, destination: str, error: Des
            logger: _Ids) -> Retry:
     """Pause the destination for every job, and give this row its attempt back."""
     conn.rollback()
-    drive_state.pause(conn, destination, error.until, str(error))
+    drive_state.pause(conn, destination, error.until, redact(str(error)))
     ledger.record_paused(conn, row.id, _owner(row), str(error), error.until)
     app_rows.sync_app_row(conn, row.source_table, row.source_id)
     conn.commit()

@@ -20,6 +20,7 @@ from urllib.parse import urljoin, urlsplit
 import requests
 
 from core.config import Config
+from core.logs import redact
 
 # Re-exported, for the code that imported them from here.
 from jobs.address_guard import BlockedAddress as BlockedAddress
@@ -269,4 +270,4 @@ def _host(url: str) -> str:
 def _brief(error: BaseException) -> str:
     """The last line of a nested requests/urllib3 error, without the URL's query string."""
     text = str(error).split(":")[-1].strip() or type(error).__name__
-    return text[:200]
+    return redact(text)[:200]
