@@ -174,7 +174,6 @@ _MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
 _TRANSLATED = ipaddress.IPv6Network("::ffff:0:0:0/96")  # RFC 2765 (SIIT)
 _COMPATIBLE = ipaddress.IPv6Network("::/96")  # RFC 4291 2.5.5.1, deprecated
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # RFC 6052 well-known prefix
-_TEREDO = ipaddress.IPv6Network("2001::/32")
 _NOT_COMPATIBLE = (ipaddress.IPv6Address("::"), ipaddress.IPv6Address("::1"))
 
 
@@ -196,7 +195,7 @@ def carried_ipv4(ip: ipaddress.IPv6Address) -> tuple[ipaddress.IPv4Address, ...]
         return (low,)
     if ip.sixtofour is not None:
         return (ip.sixtofour,)
-    if ip in _TEREDO and ip.teredo is not None:
+    if ip.teredo is not None:  # 2001::/32
         return ip.teredo
     return None
 
