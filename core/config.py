@@ -78,6 +78,9 @@ class Config:
     retry_base_seconds: int = 30
     job_timeout_seconds: int = 3600
     expiry_days: int = 7
+    # A 404/410 before expires_at contradicts fal's guarantee: retried this long (from the
+    # first one) before the file counts as gone. 0: gone at once, like after the window.
+    missing_retry_seconds: int = 24 * 3600
 
     # Relay and sweeps (docs/relay-and-sweeps.md).
     sweep_interval_seconds: int = 120
@@ -140,6 +143,9 @@ class Config:
                 "FALBACK_JOB_TIMEOUT", defaults.job_timeout_seconds, minimum=10
             ),
             expiry_days=reader.integer("FALBACK_EXPIRY_DAYS", defaults.expiry_days, minimum=1),
+            missing_retry_seconds=reader.integer(
+                "FALBACK_MISSING_RETRY_SECONDS", defaults.missing_retry_seconds, minimum=0
+            ),
             sweep_interval_seconds=reader.integer(
                 "FALBACK_SWEEP_INTERVAL", defaults.sweep_interval_seconds, minimum=1
             ),
@@ -188,6 +194,7 @@ class Config:
             "FALBACK_RETRY_BASE_SECONDS": str(self.retry_base_seconds),
             "FALBACK_JOB_TIMEOUT": str(self.job_timeout_seconds),
             "FALBACK_EXPIRY_DAYS": str(self.expiry_days),
+            "FALBACK_MISSING_RETRY_SECONDS": str(self.missing_retry_seconds),
             "FALBACK_SWEEP_INTERVAL": str(self.sweep_interval_seconds),
             "FALBACK_SWEEP_LIMIT": str(self.sweep_limit),
             "FALBACK_DAILY_BACKFILL": str(self.daily_backfill or "off"),

@@ -1,20 +1,117 @@
-"""Logging to stdout, one line per event, carrying the ids that matter."""
+"""Logging to stdout, one line per event, carrying the ids that matter; and redaction.
+
+Every line a process logs passes `redact` on the handlers set up here, whichever logger
+wrote it (ours, RQ's, urllib3's, gunicorn's): the fully formatted text, traceback
+included, loses URL query strings (signed CDN URLs carry bearer tokens there), userinfo
+passwords, Authorization / Bearer / Key values, Drive upload session ids (`upload_id`, a
+capability), private keys and the values of the secret variables. What the ledger stores
+as `last_error` goes through the same function (db/ledger.py).
+"""
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
+from collections.abc import Iterable
+
+REDACTED = "[redacted]"
+# The environment variables whose values are secrets wherever they show up.
+SECRET_VARIABLES = ("FAL_KEY", "FALBACK_ADMIN_TOKEN", "FALBACK_APP_WEBHOOK_SECRET",
+                    "GOOGLE_DRIVE_PRIVATE_KEY")
+_MIN_SECRET = 8  # shorter values would mask ordinary words
+
+_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(-----END [A-Z ]*PRIVATE KEY-----|$)", re.S),
+     f"{REDACTED} private key"),
+    # Authorization: Bearer x / 'Authorization': 'Key x' (a header dict's repr).
+    (re.compile(r"(?i)(authorization['\"]?\s*[:=]\s*['\"]?(?:(?:bearer|basic|key|token)\s+)?)[^\s'\",;}]+"),
+     rf"\1{REDACTED}"),
+    (re.compile(r"(?i)\b(bearer)\s+[\w.~+/=-]+"), rf"\1 {REDACTED}"),
+    # fal keys (`Key <id>:<secret>`); a bare "Key" followed by a plain word stays.
+    (re.compile(r"\b(Key)\s+(?=[\w.-]*[:\d])[\w.:-]{8,}"), rf"\1 {REDACTED}"),
+    (re.compile(r"(?i)(upload_id['\"]?\s*[=:]\s*['\"]?)[^\s&'\",;)]+"), rf"\1{REDACTED}"),
+    # scheme://user:password@host
+    (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^\s/@:'\"]*:)[^\s/@'\"]+@"), rf"\1{REDACTED}@"),
+    # The query string (and fragment) after a URL or an absolute path.
+    (re.compile(r"((?:\b[a-zA-Z][a-zA-Z0-9+.-]*://|/)[^\s?#'\"<>]*)\?[^\s'\"<>]+"),
+     rf"\1?{REDACTED}"),
+)
+_secrets: set[str] = set()
+
+
+def add_secrets(values: Iterable[str | None]) -> None:
+    """Mask these values too, wherever they appear (config secrets known to a process)."""
+    for value in values:
+        if value and len(value) >= _MIN_SECRET:
+            _secrets.add(value)
+            # Keys in env files carry their newlines escaped.
+            _secrets.update(line for line in value.replace("\\n", "\n").splitlines()
+                            if len(line) >= _MIN_SECRET and "-----" not in line)
+
+
+def redact(text: str) -> str:
+    """`text` without anything that could be a credential (see the module docstring)."""
+    for pattern, replacement in _PATTERNS:
+        text = pattern.sub(replacement, text)
+    for secret in sorted(_secrets, key=len, reverse=True):
+        text = text.replace(secret, REDACTED)
+    return text
+
+
+class RedactingFormatter(logging.Formatter):
+    """Formats with another formatter, then redacts the whole text, traceback included."""
+
+    def __init__(self, inner: logging.Formatter | None = None) -> None:
+        super().__init__()
+        self.inner = inner or logging.Formatter()
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(self.inner.format(record))
+
+
+class RedactingFilter(logging.Filter):
+    """Redacts the record itself, before any handler formats it, so that handlers with a
+    formatter of their own (pytest's, a platform's) and code reading records get clean
+    text as well."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            record.msg, record.args = redact(record.getMessage()), None
+        except (TypeError, ValueError):
+            pass  # arguments that do not fit the message: logging reports that itself
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
+        return True
+
+
+def install_redaction(handler: logging.Handler) -> None:
+    if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+        handler.addFilter(RedactingFilter())
+    if not isinstance(handler.formatter, RedactingFormatter):
+        handler.setFormatter(RedactingFormatter(handler.formatter))
 
 
 def setup_logging() -> None:
+    """Log to stdout (once per process) and put redaction on every handler configured so
+    far: the root's, and those of loggers that do not propagate (gunicorn's)."""
+    add_secrets(os.environ.get(name) for name in SECRET_VARIABLES)
     root = logging.getLogger()
-    if any(getattr(h, "falback", False) for h in root.handlers):
-        return
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.falback = True  # type: ignore[attr-defined]
-    root.addHandler(handler)
-    root.setLevel(os.environ.get("FALBACK_LOG_LEVEL", "INFO").upper())
-    # pgserver logs every initdb/pg_ctl command line at INFO.
-    logging.getLogger("pgserver").setLevel(logging.WARNING)
+    if not any(getattr(h, "falback", False) for h in root.handlers):
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.falback = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
+        root.setLevel(os.environ.get("FALBACK_LOG_LEVEL", "INFO").upper())
+        # pgserver logs every initdb/pg_ctl command line at INFO.
+        logging.getLogger("pgserver").setLevel(logging.WARNING)
+    loggers = [root, *(logger for logger in logging.Logger.manager.loggerDict.values()
+                       if isinstance(logger, logging.Logger))]
+    for logger in loggers:
+        for h in logger.handlers:
+            install_redaction(h)

@@ -1,8 +1,10 @@
 """The ledger's state machine: named queries, every status change a conditional UPDATE.
 
 Status machine: pending -> queued -> copying -> done; copying -> retrying -> queued;
--> failed (gave up, or a permanent error); -> gone (the source answered 404/410).
+-> failed (gave up, or a permanent error); -> gone (the source answered 404/410 past the
+file's guaranteed window, or for longer than FALBACK_MISSING_RETRY_SECONDS inside it).
 A worker's writes name the claim's owner, so a worker whose lease ran out changes nothing.
+Every error text stored passes core.logs.redact: no URL query string or token lands here.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from core.kinds import priority_sql
+from core.logs import redact
 from db.connection import Connection, Row, fetch_all, fetch_one
 
 PRIORITY_ORDER = priority_sql()
@@ -34,6 +37,8 @@ class LedgerRow:
     expected_size: int | None
     source_created_at: datetime | None
     claimed_by: str | None = None  # set by claim(): the owner every later write must name
+    expires_at: datetime | None = None  # when fal may delete the file (created + expiry days)
+    missing_since: datetime | None = None  # first 404/410 inside that window
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> LedgerRow:
@@ -158,7 +163,7 @@ def record_done(
             UPDATE ledger
             SET status = 'done', destination = %s, destination_id = %s, destination_url = %s,
                 size_bytes = %s, md5 = %s, last_error = NULL, done_at = now(), updated_at = now(),
-                claimed_by = NULL, lease_expires_at = NULL
+                claimed_by = NULL, lease_expires_at = NULL, missing_since = NULL
             WHERE {_OWNED}
             """,
             (destination, destination_id, destination_url, size, md5, ledger_id, owner),
@@ -167,23 +172,42 @@ def record_done(
 
 
 def record_retry(
-    conn: Connection, ledger_id: int, owner: str, error: str, delay_seconds: float
+    conn: Connection, ledger_id: int, owner: str, error: str, delay_seconds: float,
+    *, refund_attempt: bool = False,
 ) -> datetime | None:
-    """'retrying' until now + `delay_seconds`; return when the row is due (None: not ours)."""
+    """'retrying' until now + `delay_seconds`; return when the row is due (None: not ours).
+    With `refund_attempt` the attempt does not count (retries bounded by time instead)."""
     with conn.cursor() as cur:
         cur.execute(
             f"""
             UPDATE ledger
             SET status = 'retrying', last_error = %s, updated_at = now(),
+                attempts = CASE WHEN %s THEN greatest(attempts - 1, 0) ELSE attempts END,
                 next_attempt_at = now() + make_interval(secs => %s),
                 claimed_by = NULL, lease_expires_at = NULL
             WHERE {_OWNED}
             RETURNING next_attempt_at
             """,
-            (error, delay_seconds, ledger_id, owner),
+            (redact(error), refund_attempt, delay_seconds, ledger_id, owner),
         )
         row = fetch_one(cur)
     return row["next_attempt_at"] if row else None
+
+
+def mark_missing(conn: Connection, ledger_id: int, owner: str) -> tuple[datetime, datetime] | None:
+    """The source answered 404/410: note since when (kept across attempts); return that
+    time and the database's now (None: not ours)."""
+    with conn.cursor() as cur:
+        cur.execute(
+            f"""
+            UPDATE ledger SET missing_since = coalesce(missing_since, now()), updated_at = now()
+            WHERE {_OWNED}
+            RETURNING missing_since, now() AS now
+            """,
+            (ledger_id, owner),
+        )
+        row = fetch_one(cur)
+    return (row["missing_since"], row["now"]) if row else None
 
 
 def record_paused(conn: Connection, ledger_id: int, owner: str, error: str, until: datetime) -> bool:
@@ -197,7 +221,7 @@ def record_paused(conn: Connection, ledger_id: int, owner: str, error: str, unti
                 next_attempt_at = %s, updated_at = now(), claimed_by = NULL, lease_expires_at = NULL
             WHERE {_OWNED}
             """,
-            (error, until, ledger_id, owner),
+            (redact(error), until, ledger_id, owner),
         )
         return cur.rowcount == 1
 
@@ -213,7 +237,7 @@ def record_final(conn: Connection, ledger_id: int, owner: str, status: str, erro
                 claimed_by = NULL, lease_expires_at = NULL, next_attempt_at = NULL
             WHERE {_OWNED}
             """,
-            (status, error, ledger_id, owner),
+            (status, redact(error), ledger_id, owner),
         )
         return cur.rowcount == 1
 

@@ -81,8 +81,11 @@ class EmbeddedRedis:
         ]  # fmt: skip
         if self.persistent:
             args += ["--appendonly", "yes"]
+        # A session of its own: a Ctrl-C in the terminal goes to the foreground process
+        # group, and Redis must outlive the processes using it (pg_ctl does the same for
+        # Postgres). Whoever started it stops it.
         self._process = subprocess.Popen(
-            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
         )
         _wait_for_port(self.port, self._process)
         log.info("embedded redis on 127.0.0.1:%s", self.port)

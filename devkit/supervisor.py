@@ -2,7 +2,9 @@
 
 Starts embedded servers when DATABASE_URL / REDIS_URL are unset, applies migrations,
 then runs each Procfile line with those URLs in its environment, prefixing its output
-with the process name. Ctrl-C (or SIGTERM) stops them all, then the servers.
+with the process name. Ctrl-C (or SIGTERM) stops them all; the servers, in sessions of
+their own so that the terminal's Ctrl-C does not reach them, stop after the processes
+using them have exited.
 """
 
 from __future__ import annotations
@@ -32,23 +34,29 @@ def read_procfile(path: Path = PROCFILE) -> dict[str, str]:
     return processes
 
 
-def admin_token(config: Config) -> str:
-    """The configured admin token, or one made up once and kept in the data folder."""
+def admin_token(config: Config) -> tuple[str, bool]:
+    """The admin token, and whether falback made it up: FALBACK_ADMIN_TOKEN when set,
+    else one made up once and kept in the data folder. Only a made-up one is printed;
+    the operator already knows the one they configured."""
     if config.admin_token:
-        return config.admin_token
-    path = config.data_dir / "admin-token"
+        return config.admin_token, False
+    path = admin_token_path(config)
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(secrets.token_urlsafe(24))
         path.chmod(0o600)
-    return path.read_text().strip()
+    return path.read_text().strip(), True
+
+
+def admin_token_path(config: Config) -> Path:
+    return config.data_dir / "admin-token"
 
 
 def run(config: Config, extra_env: dict[str, str], port: int) -> int:
     assert config.database_url and config.redis_url
     env = dict(os.environ, **extra_env)
     env.update(DATABASE_URL=config.database_url, REDIS_URL=config.redis_url,
-               PORT=str(port), FALBACK_ADMIN_TOKEN=admin_token(config), PYTHONUNBUFFERED="1")
+               PORT=str(port), FALBACK_ADMIN_TOKEN=admin_token(config)[0], PYTHONUNBUFFERED="1")
     bin_dir = str(Path(sys.executable).parent)
     env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
     children: dict[str, subprocess.Popen[bytes]] = {}
@@ -77,15 +85,36 @@ def run(config: Config, extra_env: dict[str, str], port: int) -> int:
                 stopping.set()
         stopping.wait(0.5)
     for child in children.values():
-        if child.poll() is None:
-            os.killpg(child.pid, signal.SIGTERM)
+        _signal_group(child, signal.SIGTERM)
+    # A Procfile line runs under a shell, which may exit before the program it started:
+    # wait until each process group is empty, so that the servers outlive every process
+    # that uses them.
     deadline = time.monotonic() + 20
     for child in children.values():
-        try:
-            child.wait(timeout=max(deadline - time.monotonic(), 0.1))
-        except subprocess.TimeoutExpired:
-            os.killpg(child.pid, signal.SIGKILL)
+        if not _wait_for_group(child, deadline):
+            _signal_group(child, signal.SIGKILL)
+            _wait_for_group(child, time.monotonic() + 5)
     return exit_code
+
+
+def _signal_group(child: subprocess.Popen[bytes], signum: int) -> None:
+    try:
+        os.killpg(child.pid, signum)  # each child leads a session (and group) of its own
+    except ProcessLookupError:
+        pass
+
+
+def _wait_for_group(child: subprocess.Popen[bytes], deadline: float) -> bool:
+    """Wait until no process of the child's group is left; False if the deadline passed."""
+    while True:
+        child.poll()  # reap the leader, or the group never empties
+        try:
+            os.killpg(child.pid, 0)
+        except ProcessLookupError:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
 
 
 def _relay_output(name: str, child: subprocess.Popen[bytes]) -> None:

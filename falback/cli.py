@@ -188,9 +188,13 @@ def _up(config: Config, port: int, demo: bool) -> int:
         seed(config.database_url, cdn)
         extra_env = {"FALBACK_SOURCE_HOSTS": "127.0.0.1",
                      "FALBACK_ALLOW_LOOPBACK_SOURCES": "true"}
-    token = supervisor.admin_token(config)
-    print(f"falback on http://127.0.0.1:{port}  (admin token: {token})\n"
-          f"  curl -X POST http://127.0.0.1:{port}/backfill -H 'Authorization: Bearer {token}'"
+    token, made_up = supervisor.admin_token(config)
+    # A configured token is the operator's secret: never echoed, only referred to.
+    where = (f"admin token: {token}, kept in {supervisor.admin_token_path(config)}" if made_up
+             else "admin token: the one in FALBACK_ADMIN_TOKEN")
+    bearer = token if made_up else "$FALBACK_ADMIN_TOKEN"
+    print(f"falback on http://127.0.0.1:{port}  ({where})\n"
+          f"  curl -X POST http://127.0.0.1:{port}/backfill -H \"Authorization: Bearer {bearer}\""
           f" -H 'Content-Type: application/json' -d '{{\"type\": \"upscale\", \"limit\": 10}}'",
           flush=True)
     try:

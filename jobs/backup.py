@@ -4,7 +4,8 @@ claim (conditional UPDATE) -> stream source -> destination -> verify -> record, 
 app row's backup_* columns updated in the same transaction as the ledger. Transient
 errors are retried with backoff: the ledger's next_attempt_at is the one clock, and the
 job hands RQ a Retry for exactly that moment (the ledger's attempts being the bound).
-Permanent ones end the row as 'failed' or 'gone' with a readable reason.
+Permanent ones end the row as 'failed' or 'gone' with a readable reason. Whatever is
+raised after the claim ends in one of those outcomes (`_settle`).
 """
 
 from __future__ import annotations
@@ -14,17 +15,18 @@ import math
 import os
 import socket
 from collections.abc import MutableMapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from rq import Retry, get_current_job
 
 from core.config import Config
+from core.logs import redact
 from db import app_rows, blobs, drive_state, ledger
 from db.connection import Connection
 from jobs.blob_source import BLOB_PREFIX, is_blob_url
 from jobs.destinations import from_config
-from jobs.destinations.base import Destination
+from jobs.destinations.base import Destination, StoredFile
 from jobs.errors import CopyError, DestinationPaused, PermanentError, SourceGone
 from jobs.fetch import SourceFetcher, loggable_url
 from jobs.transfer import copy_file
@@ -45,8 +47,8 @@ _RESCHEDULES = 1_000_000
 
 def backup_file(context: WorkerContext, ledger_id: int) -> str | Retry:
     """Back up one ledger row; return the row's status afterwards ('skipped' if not ours),
-    or a Retry for the moment the ledger says the row is due again (a transient error, or
-    the destination paused, which spends no attempt)."""
+    or a Retry for the moment the ledger says the row is due again (a transient error, a
+    source missing inside fal's window, or the destination paused)."""
     config = context.config
     job = get_current_job()
     job_name = job.id if job else "-"
@@ -70,47 +72,49 @@ def backup_file(context: WorkerContext, ledger_id: int) -> str | Retry:
             return "skipped"
         app_rows.sync_app_row(conn, row.source_table, row.source_id)
         conn.commit()
-        logger.info("claimed, attempt %d of %d: %s", row.attempts, config.max_attempts,
-                    loggable_url(row.source_url))
-        return _attempt(conn, config, row, destination, logger)
+        return _settle(conn, config, row, destination, logger)
     finally:
         conn.rollback()  # the connection stays open for the next job; nothing left pending
 
 
-def _attempt(conn: Connection, config: Config, row: ledger.LedgerRow, destination: Destination,
-             logger: _Ids) -> str | Retry:
-    fetcher = SourceFetcher(config)
+def _settle(conn: Connection, config: Config, row: ledger.LedgerRow, destination: Destination,
+            logger: _Ids) -> str | Retry:
+    """Run the attempt on a claimed row and record its outcome.
+
+    Everything after the claim happens inside this one try, so whatever it raises ends as
+    a recorded outcome, classified: a row never sits in 'copying' until its lease runs
+    out because of an exception. Only when recording itself fails (Postgres gone) is the
+    lease, and the sweep, what recovers the row.
+    """
     try:
-        stored = copy_file(row, fetcher, destination)
+        logger.info("claimed, attempt %d of %d: %s", row.attempts, config.max_attempts,
+                    loggable_url(row.source_url))
+        stored = _copy(config, row, destination)
+        return _done(conn, row, stored, logger)
     except DestinationPaused as e:
         return _pause(conn, row, destination.name, e, logger)
     except SourceGone as e:
-        return _finish(conn, row, "gone", str(e), logger)
+        return _missing(conn, config, row, e, logger)
     except PermanentError as e:
         return _finish(conn, row, "failed", str(e), logger)
     except Exception as e:
-        message = str(e) or type(e).__name__
-        if row.attempts >= config.max_attempts:
-            return _finish(conn, row, "failed",
-                           f"gave up after {row.attempts} attempts: {message}", logger)
-        conn.rollback()
-        delay = config.retry_intervals()[row.attempts - 1]
-        # A source's Retry-After wins when it is longer.
-        retry_after = getattr(e, "retry_after", None)
-        if retry_after:
-            delay = max(delay, math.ceil(retry_after))
-        due = ledger.record_retry(conn, row.id, _owner(row), message, delay)
-        if due is None:
-            return _lost(conn, logger)
-        app_rows.sync_app_row(conn, row.source_table, row.source_id)
-        conn.commit()
-        # A CopyError is classified and its message says it all; anything else is a bug
-        # whose traceback is wanted.
-        logger.warning("attempt %d failed, retrying in %ds: %s", row.attempts, delay, message,
-                       exc_info=not isinstance(e, CopyError))
-        return _later(due)
+        return _retry(conn, config, row, e, logger)
+    except BaseException as e:
+        # An interrupt or a shutdown (RQ's ShutDownImminentException): the attempt is
+        # over; record it as a retry, then let the interruption go on.
+        _retry(conn, config, row, e, logger)
+        raise
+
+
+def _copy(config: Config, row: ledger.LedgerRow, destination: Destination) -> StoredFile:
+    fetcher = SourceFetcher(config)
+    try:
+        return copy_file(row, fetcher, destination)
     finally:
         fetcher.close()
+
+
+def _done(conn: Connection, row: ledger.LedgerRow, stored: StoredFile, logger: _Ids) -> str:
     if not ledger.record_done(
         conn, row.id, _owner(row), destination=stored.destination, destination_id=stored.id,
         destination_url=stored.url, size=stored.size, md5=stored.md5,
@@ -125,11 +129,77 @@ def _attempt(conn: Connection, config: Config, row: ledger.LedgerRow, destinatio
     return "done"
 
 
+def _retry(conn: Connection, config: Config, row: ledger.LedgerRow, error: BaseException,
+           logger: _Ids) -> str | Retry:
+    """A transient error (or one nobody classified): 'retrying' with backoff, 'failed' once
+    the attempts are spent."""
+    message = str(error) or type(error).__name__
+    if row.attempts >= config.max_attempts:
+        return _finish(conn, row, "failed", f"gave up after {row.attempts} attempts: {message}", logger)
+    conn.rollback()
+    delay = config.retry_intervals()[row.attempts - 1]
+    # A source's Retry-After wins when it is longer.
+    retry_after = getattr(error, "retry_after", None)
+    if retry_after:
+        delay = max(delay, math.ceil(retry_after))
+    due = ledger.record_retry(conn, row.id, _owner(row), message, delay)
+    if due is None:
+        return _lost(conn, logger)
+    app_rows.sync_app_row(conn, row.source_table, row.source_id)
+    conn.commit()
+    # A CopyError is classified and its message says it all; anything else is a bug
+    # whose traceback is wanted.
+    logger.warning("attempt %d failed, retrying in %ds: %s", row.attempts, delay, message,
+                   exc_info=None if isinstance(error, CopyError) else error)
+    return _later(due)
+
+
+def _missing(conn: Connection, config: Config, row: ledger.LedgerRow, error: SourceGone,
+             logger: _Ids) -> str | Retry:
+    """The source answered 404/410. After the file's guaranteed window (expires_at) that is
+    its expiry: 'gone'. Inside it, fal still promises the file, so the answer is an anomaly
+    (a CDN hiccup, a file not yet everywhere): retried with backoff, spending no attempt,
+    for FALBACK_MISSING_RETRY_SECONDS from the first such answer; 'gone' once that time or
+    the window is over."""
+    conn.rollback()
+    seen = ledger.mark_missing(conn, row.id, _owner(row))
+    if seen is None:
+        return _lost(conn, logger)
+    since, now = seen
+    if row.expires_at is None or now >= row.expires_at:
+        return _final(conn, row, "gone", str(error), logger)
+    deadline = min(row.expires_at, since + timedelta(seconds=config.missing_retry_seconds))
+    if now >= deadline:
+        return _final(conn, row, "gone", f"{error}; still missing after {_span(now - since)},"
+                      f" with fal's window open until {row.expires_at:%Y-%m-%d %H:%M} UTC", logger)
+    # Each wait as long as the file has been missing so far (doubling), never past the deadline.
+    elapsed = (now - since).total_seconds()
+    left = (deadline - now).total_seconds()
+    delay = max(min(max(config.retry_base_seconds, elapsed), left, _MAX_MISSING_WAIT), 1.0)
+    message = (f"{error}, before fal's window ends ({row.expires_at:%Y-%m-%d %H:%M} UTC):"
+               f" retrying until {deadline:%Y-%m-%d %H:%M:%S} UTC")
+    due = ledger.record_retry(conn, row.id, _owner(row), message, delay, refund_attempt=True)
+    if due is None:
+        return _lost(conn, logger)
+    app_rows.sync_app_row(conn, row.source_table, row.source_id)
+    conn.commit()
+    logger.warning("missing, retrying in %ds: %s", math.ceil(delay), message)
+    return _later(due)
+
+
+_MAX_MISSING_WAIT = 6 * 3600.0
+
+
+def _span(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds}s"
+
+
 def _pause(conn: Connection, row: ledger.LedgerRow, destination: str, error: DestinationPaused,
            logger: _Ids) -> Retry:
     """Pause the destination for every job, and give this row its attempt back."""
     conn.rollback()
-    drive_state.pause(conn, destination, error.until, str(error))
+    drive_state.pause(conn, destination, error.until, redact(str(error)))
     ledger.record_paused(conn, row.id, _owner(row), str(error), error.until)
     app_rows.sync_app_row(conn, row.source_table, row.source_id)
     conn.commit()
@@ -156,7 +226,11 @@ def _later(until: datetime) -> Retry:
 
 
 def _finish(conn: Connection, row: ledger.LedgerRow, status: str, error: str, logger: _Ids) -> str:
-    conn.rollback()
+    conn.rollback()  # whatever the failed attempt left in the transaction
+    return _final(conn, row, status, error, logger)
+
+
+def _final(conn: Connection, row: ledger.LedgerRow, status: str, error: str, logger: _Ids) -> str:
     if not ledger.record_final(conn, row.id, _owner(row), status, error):
         return _lost(conn, logger)
     app_rows.sync_app_row(conn, row.source_table, row.source_id)

@@ -22,13 +22,14 @@ class TransientError(CopyError):
 
 
 class PermanentError(CopyError):
-    """Trying again cannot help: a blocked host, a 403, a malformed URL."""
+    """Trying again cannot help: a blocked host, a 403, a malformed URL (bad port included)."""
 
     permanent = True
 
 
 class SourceGone(PermanentError):
-    """The source answered 404 or 410: it expired at fal, there is nothing to copy."""
+    """The source answered 404 or 410. Past the file's guaranteed window it expired at fal
+    and there is nothing to copy; inside it, the job retries for a while (jobs/backup.py)."""
 
 
 class VerifyError(TransientError):

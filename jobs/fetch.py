@@ -1,31 +1,32 @@
 """Stream a source file from fal's CDN, safely and in constant memory.
 
-Only allowlisted hosts are fetched, over http(s), and every connection (redirects
-included) is checked at connect time against private, loopback, link-local, metadata
-and other non-public addresses; the socket connects to the very address that was
-checked, so DNS rebinding cannot slip past. An interrupted body is resumed with a
-Range request. 404/410 means the file is gone.
+Only allowlisted hosts are fetched, over http(s); every connection (redirects included)
+goes through the address guard (jobs/address_guard.py). A malformed URL is a permanent
+error, never an exception of the URL parser's own. An interrupted body is resumed with a
+Range request. 404/410 means the file is missing (jobs/backup.py decides whether that is
+final).
 """
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import re
-import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import requests
-import urllib3.connection
-import urllib3.connectionpool
-from requests.adapters import HTTPAdapter
 
 from core.config import Config
+from core.logs import redact
+
+# Re-exported, for the code that imported them from here.
+from jobs.address_guard import BlockedAddress as BlockedAddress
+from jobs.address_guard import guarded_adapter, split_url
+from jobs.address_guard import host_allowed as host_allowed
+from jobs.address_guard import loggable_url as loggable_url
 from jobs.errors import CopyError, PermanentError, SourceGone, TransientError
 from jobs.fal.api import request_cdn_token
 
@@ -33,88 +34,6 @@ log = logging.getLogger(__name__)
 
 MAX_REDIRECTS = 5
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
-
-
-class BlockedAddress(Exception):
-    """Raised inside the connection layer; deliberately not an OSError, so urllib3 and
-    requests let it through instead of retrying."""
-
-
-def host_allowed(host: str, allowed: tuple[str, ...]) -> bool:
-    host = host.lower().rstrip(".")
-    for pattern in allowed:
-        if pattern.startswith("*."):
-            if host.endswith(pattern[1:]):
-                return True
-        elif host == pattern:
-            return True
-    return False
-
-
-def address_allowed(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, allow_loopback: bool) -> bool:
-    if isinstance(ip, ipaddress.IPv6Address):
-        embedded = _embedded_ipv4(ip)
-        if embedded is not None:
-            return address_allowed(embedded, allow_loopback)
-    if allow_loopback and ip.is_loopback:
-        return True
-    # is_global is False for private, loopback, link-local (169.254/16, the metadata
-    # address), shared (100.64/10), reserved and unspecified ranges.
-    return ip.is_global and not ip.is_multicast
-
-
-# NAT64 prefixes (RFC 6052, RFC 8215) carry an IPv4 address in their last 32 bits.
-_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
-
-
-def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
-    """The IPv4 address an IPv6 address stands for (mapped, 6to4, NAT64, compatible)."""
-    if ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    if ip.sixtofour is not None:
-        return ip.sixtofour
-    if any(ip in net for net in _NAT64) or (int(ip) >> 32 == 0 and int(ip) > 1):
-        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
-    return None
-
-
-def _checked_address(host: str, port: int, allow_loopback: bool) -> str:
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    addresses = [str(info[4][0]) for info in infos]
-    for address in addresses:
-        if not address_allowed(ipaddress.ip_address(address.split("%")[0]), allow_loopback):
-            raise BlockedAddress(f"{host} resolves to a non-public address ({address})")
-    return addresses[0]
-
-
-def _guarded_adapter(allow_loopback: bool) -> HTTPAdapter:
-    def new_conn(base: type[urllib3.connection.HTTPConnection]) -> Any:
-        def _new_conn(self: urllib3.connection.HTTPConnection) -> socket.socket:
-            dns_host = self._dns_host
-            self._dns_host = _checked_address(dns_host, self.port, allow_loopback)
-            try:
-                sock: socket.socket = base._new_conn(self)
-                return sock
-            finally:
-                self._dns_host = dns_host
-
-        return _new_conn
-
-    http_conn = type("GuardedHTTPConnection", (urllib3.connection.HTTPConnection,),
-                     {"_new_conn": new_conn(urllib3.connection.HTTPConnection)})
-    https_conn = type("GuardedHTTPSConnection", (urllib3.connection.HTTPSConnection,),
-                      {"_new_conn": new_conn(urllib3.connection.HTTPSConnection)})
-    http_pool = type("GuardedHTTPPool", (urllib3.connectionpool.HTTPConnectionPool,),
-                     {"ConnectionCls": http_conn})
-    https_pool = type("GuardedHTTPSPool", (urllib3.connectionpool.HTTPSConnectionPool,),
-                      {"ConnectionCls": https_conn})
-
-    class GuardedAdapter(HTTPAdapter):
-        def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-            super().init_poolmanager(*args, **kwargs)
-            self.poolmanager.pool_classes_by_scheme = {"http": http_pool, "https": https_pool}
-
-    return GuardedAdapter(max_retries=0)
 
 
 @dataclass
@@ -176,7 +95,7 @@ class SourceFetcher:
         # Proxies (HTTP(S)_PROXY) would connect through a pool the guard does not cover,
         # and .netrc would add credentials: the environment is not consulted.
         self.session.trust_env = False
-        adapter = _guarded_adapter(config.allow_loopback_sources)
+        adapter = guarded_adapter(config.allow_loopback_sources)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
         self.session.headers["Accept-Encoding"] = "identity"
@@ -220,11 +139,18 @@ class SourceFetcher:
                 )
             except BlockedAddress as e:
                 raise PermanentError(f"refused to fetch {_host(url)}: {e}") from None
+            except _MALFORMED as e:
+                # What check_url let through but requests/urllib3 cannot parse (a label
+                # over 63 characters, say): another try cannot help.
+                raise PermanentError(f"malformed source URL {loggable_url(url)!r}: {_brief(e)}") from None
             except requests.exceptions.RequestException as e:
                 raise TransientError(f"could not reach {_host(url)}: {_brief(e)}") from e
             if response.is_redirect:
                 response.close()
-                url = urljoin(url, response.headers["Location"])
+                try:
+                    url = urljoin(url, response.headers["Location"])
+                except ValueError:
+                    raise PermanentError(f"{_host(url)} redirected to a malformed URL") from None
                 hops += 1
                 continue
             if (response.status_code in (401, 403, 404) and token_host and not tried_token
@@ -253,16 +179,21 @@ class SourceFetcher:
         self._token = (token.token, token.expires_at)
 
     def check_url(self, url: str) -> None:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise PermanentError(f"not an http(s) URL: {loggable_url(url)!r}")
-        if parts.username or parts.password:
-            raise PermanentError("source URLs with credentials are not fetched")
-        if not host_allowed(parts.hostname, self.config.source_hosts):
+        """Raise PermanentError unless `url` may be fetched: well formed, http(s), no
+        credentials, an allowlisted host."""
+        parts = split_url(url)
+        if not host_allowed(parts.hostname or "", self.config.source_hosts):
             raise PermanentError(
                 f"host {parts.hostname} is not in FALBACK_SOURCE_HOSTS"
                 f" ({', '.join(self.config.source_hosts)})"
             )
+
+
+# Errors requests/urllib3 raise for a URL they cannot parse; ValueError covers urllib3's
+# LocationParseError and http.client.InvalidURL, which requests lets through as they are.
+_MALFORMED = (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema,
+              requests.exceptions.MissingSchema, requests.exceptions.InvalidHeader,
+              requests.exceptions.URLRequired, ValueError)
 
 
 def _raise_for_status(response: requests.Response, url: str) -> None:
@@ -306,14 +237,6 @@ def _retry_after(response: requests.Response) -> float | None:
     return float(value) if value.isdigit() else None
 
 
-def loggable_url(url: str) -> str:
-    """The URL without its query string: signed CDN URLs carry bearer tokens there."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https"):
-        return url[:80]
-    return f"{parts.scheme}://{parts.hostname}{parts.path}"[:300]
-
-
 def _private_channel(url: str, allow_loopback: bool) -> bool:
     parts = urlsplit(url)
     if parts.scheme == "https":
@@ -322,10 +245,13 @@ def _private_channel(url: str, allow_loopback: bool) -> bool:
 
 
 def _host(url: str) -> str:
-    return urlsplit(url).hostname or "?"
+    try:
+        return urlsplit(url).hostname or "?"
+    except ValueError:
+        return "?"
 
 
 def _brief(error: BaseException) -> str:
     """The last line of a nested requests/urllib3 error, without the URL's query string."""
     text = str(error).split(":")[-1].strip() or type(error).__name__
-    return text[:200]
+    return redact(text)[:200]

@@ -32,7 +32,7 @@ from typing import Any
 
 import psycopg2
 from redis import Redis
-from rq.job import Job, JobStatus
+from rq.job import JobStatus
 
 from core.config import Config
 from core.kinds import KIND_NAMES
@@ -40,7 +40,7 @@ from db import app_rows, deliveries, ledger, sweeps
 from db.connection import Connection, Row, connection
 from jobs.fal_results import enqueue_fetch
 from jobs.intake import BATCH_SIZE, enqueue_rows
-from jobs.queues import chunked, enqueue_batch, job_id
+from jobs.queues import delete_jobs, enqueue_batch, job_states
 from jobs.worker import WorkerContext
 
 log = logging.getLogger(__name__)
@@ -100,7 +100,7 @@ def _sweep(config: Config, conn: Connection, redis: Redis, limit: int) -> SweepC
         new_rows = app_rows.insert_from_app(conn, KIND_NAMES, limit, config.expiry_days)
         created = [(r["id"], r["kind"]) for r in new_rows]
     conn.commit()  # new rows are safe as 'pending' before any job exists
-    _delete_finished_jobs(redis, [i for i, _ in pending], _LIVE)
+    _delete_finished_jobs(redis, pending, _LIVE)
     enqueue_rows(conn, redis, config, created + pending)
     counts.created, counts.pending = len(created), len(pending)
     _log_ids("created ledger rows for new app files", created)
@@ -182,54 +182,24 @@ def _resubmit(
     """Enqueue the rows whose job is missing or over; return them (at most `limit`)."""
     resubmitted: list[tuple[int, str]] = []
     for page in pages:
-        states = _job_states(redis, [i for i, _ in page])
-        needed = [item for item, state in zip(page, states, strict=True) if state not in live]
+        states = job_states(redis, page)
+        needed = [(item, state) for item, state in zip(page, states, strict=True)
+                  if state.status not in live]
         needed = needed[: limit - len(resubmitted)]
-        for batch in chunked(needed, BATCH_SIZE):
-            _delete_finished_jobs(redis, [i for i, _ in batch], live)
-            enqueue_batch(redis, config, batch)
-        resubmitted += needed
+        for start in range(0, len(needed), BATCH_SIZE):
+            batch = needed[start : start + BATCH_SIZE]
+            delete_jobs(redis, [state for _, state in batch if state.exists])
+            enqueue_batch(redis, config, [item for item, _ in batch])
+        resubmitted += [item for item, _ in needed]
         if len(resubmitted) >= limit:
             break
     return resubmitted
 
 
-def _job_states(redis: Redis, ledger_ids: Sequence[int]) -> list[JobStatus | None]:
-    """The RQ status of each row's job (None: no job), in one round trip."""
-    with redis.pipeline(transaction=False) as pipe:
-        for ledger_id in ledger_ids:
-            pipe.hget(Job.key_for(job_id(ledger_id)), "status")
-        raw: list[bytes | None] = pipe.execute()
-    return [_status(value) for value in raw]
-
-
-def _status(value: bytes | None) -> JobStatus | None:
-    if value is None:
-        return None
-    try:
-        return JobStatus(value.decode())
-    except ValueError:
-        return None  # a status this RQ does not know: treat the job as unusable
-
-
-def _delete_finished_jobs(redis: Redis, ledger_ids: Sequence[int], live: frozenset[JobStatus]) -> None:
-    """Delete jobs that exist but will not run again, with their registry entries.
-
-    RQ keeps a failed job (and its id) for failure_ttl and a finished one for
-    result_ttl; while it exists, `unique` enqueue and enqueue_batch skip the id.
-    """
-    if not ledger_ids:
-        return
-    jobs = Job.fetch_many([job_id(i) for i in ledger_ids], connection=redis)
-    over = [job for job in jobs if job is not None and job.get_status(refresh=False) not in live]
-    if not over:
-        return
-    with redis.pipeline() as pipe:
-        for job in over:
-            job.delete(pipeline=pipe)
-        pipe.execute()
-    log.info("deleted %d finished or failed job(s) before re-enqueueing: %s",
-             len(over), ", ".join(j.id for j in over[:_LOGGED_IDS]))
+def _delete_finished_jobs(redis: Redis, items: Sequence[tuple[int, str]], live: frozenset[JobStatus]) -> None:
+    """Delete the jobs of these rows that exist but will not run again."""
+    if items:
+        delete_jobs(redis, [s for s in job_states(redis, items) if s.exists and s.status not in live])
 
 
 def _log_ids(what: str, rows: Sequence[tuple[int, Any]], level: int = logging.INFO) -> None:

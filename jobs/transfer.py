@@ -6,6 +6,7 @@ import hashlib
 import logging
 
 from db.ledger import LedgerRow
+from jobs.address_guard import split_url
 from jobs.blob_source import BlobStream, is_blob_url
 from jobs.destinations.base import Destination, StoredFile
 from jobs.fetch import SourceFetcher, SourceStream
@@ -20,7 +21,12 @@ def copy_file(row: LedgerRow, fetcher: SourceFetcher, destination: Destination) 
     destination already holds the first `offset` bytes (a resumed upload), the source is
     still read from byte 0 so the MD5 covers the whole file, but those bytes are not sent
     again.
+
+    A source URL that is malformed or not fetchable at all is a PermanentError before
+    anything else looks at it (destinations derive file names from it).
     """
+    if not is_blob_url(row.source_url):
+        split_url(row.source_url)
     existing = destination.find(row)
     if existing is not None:
         log.info("ledger %d: already at %s as %s", row.id, destination.name, existing.id)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import subprocess
 import threading
 import time
+from typing import Any
 
+import pytest
 from redis import Redis
 from rq import Queue
 
@@ -91,8 +93,11 @@ def test_two_workers_on_one_row_copy_it_once(
     assert len(cdn.file(done["source_url"]).requests) == 1
 
 
-def test_a_gone_source_ends_as_gone(config: Config, conn: Connection, cdn: FakeCdn, redis: Redis) -> None:
-    video_id = add_video(conn, cdn, 1, status=404)
+def test_a_404_past_the_window_is_gone_at_once(
+    config: Config, conn: Connection, cdn: FakeCdn, redis: Redis
+) -> None:
+    """Eight days after creation fal no longer promises the file: a 404 is its expiry."""
+    video_id = add_video(conn, cdn, 1, status=404, age_days=8)
     backfill_all(config, conn, redis)
     run_worker(config)
     [row] = ledger_rows(conn)
@@ -101,6 +106,91 @@ def test_a_gone_source_ends_as_gone(config: Config, conn: Connection, cdn: FakeC
     video = app_row(conn, "gen_videos", video_id)
     assert video["backup_status"] == "gone"
     assert video["backup_error"] == "regular: source answered 404: the file has expired at 127.0.0.1"
+
+
+def run_until(config: Config, conn: Connection, statuses: set[str], timeout: float = 30) -> dict[str, Any]:
+    """Run burst workers (each takes what is due) until the only row reaches `statuses`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        run_worker(config)
+        [row] = ledger_rows(conn)
+        if row["status"] in statuses or time.monotonic() > deadline:
+            return row
+        time.sleep(0.3)
+
+
+@pytest.mark.parametrize("status", [404, 410])
+def test_a_fresh_404_is_retried_not_final(
+    config: Config, conn: Connection, cdn: FakeCdn, redis: Redis, status: int
+) -> None:
+    """Minutes after its webhook, fal still promises the file for days: a 404 or 410 then
+    is an anomaly, retried with backoff without spending attempts, and the file is copied
+    once the CDN serves it."""
+    video_id = add_video(conn, cdn, 1, status=status, age_days=0.001)
+    backfill_all(config, conn, redis)
+    run_worker(config)
+    [row] = ledger_rows(conn)
+    assert row["status"] == "retrying", row["last_error"]
+    assert row["attempts"] == 0 and row["missing_since"] is not None
+    assert row["last_error"].startswith(f"source answered {status}: the file has expired at 127.0.0.1,"
+                                        " before fal's window ends")
+    assert "retrying until" in row["last_error"]
+    assert app_row(conn, "gen_videos", video_id)["backup_status"] == "in_progress"
+    cdn.file(row["source_url"]).status = None
+    row = run_until(config, conn, {"done", "gone", "failed"})
+    assert row["status"] == "done" and row["missing_since"] is None and row["last_error"] is None
+    assert app_row(conn, "gen_videos", video_id)["backup_status"] == "completed"
+
+
+@pytest.mark.parametrize(("age_days", "bound", "reason"), [
+    (1.0, 3, "still missing after"),  # FALBACK_MISSING_RETRY_SECONDS runs out first
+    (7 - 3 / 86400, 86400, None),  # fal's window closes first (3 s from now)
+])
+def test_a_missing_file_is_gone_after_the_bound_or_the_window(
+    config: Config, conn: Connection, cdn: FakeCdn, redis: Redis, age_days: float, bound: int,
+    reason: str | None,
+) -> None:
+    add_image(conn, cdn, 1, status=404, age_days=age_days)
+    config = config.replace(missing_retry_seconds=bound)
+    backfill_all(config, conn, redis)
+    started = time.monotonic()
+    row = run_until(config, conn, {"gone", "done", "failed"})
+    assert row["status"] == "gone", row["last_error"]
+    assert 2.5 < time.monotonic() - started < 25
+    assert row["attempts"] == 1  # the retries inside the window spent none
+    assert len(cdn.file(row["source_url"]).requests) >= 2  # tried again before giving up
+    if reason:
+        assert reason in row["last_error"]
+    else:
+        assert row["last_error"] == "source answered 404: the file has expired at 127.0.0.1"
+
+
+@pytest.mark.parametrize(("url", "reason"), [
+    ("https://v3.fal.media\uff03@127.0.0.1/files/i.png", "invalid characters under NFKC normalization"),
+    ("http://[127.0.0.1/files/i.png", "Invalid IPv6 URL"),
+    ("http://127.0.0.1:99999/files/i.png", "Port out of range 0-65535"),
+    ("http://127.0.0.1:-1/files/i.png", "Port could not be cast to integer value as '-1'"),
+    ("http://127.0.0.1:eighty/files/i.png", "Port could not be cast to integer value as 'eighty'"),
+])
+def test_a_malformed_source_url_fails_at_once_with_a_reason(
+    config: Config, conn: Connection, redis: Redis, url: str, reason: str
+) -> None:
+    """The URL parser's own errors used to escape after the claim (the row sat in 'copying'
+    until its lease ran out) or count as transient (a bad port): now the row ends 'failed'
+    on its first attempt, saying why, with no traceback."""
+    with conn.cursor() as cur:
+        cur.execute("INSERT INTO gen_images (image_url, file_size) VALUES (%s, 10) RETURNING id",
+                    (url + "?token=s3cret",))
+        image_id = cur.fetchone()["id"]  # type: ignore[call-overload, index]
+    conn.commit()
+    backfill_all(config, conn, redis)
+    result = run_worker_process(config)
+    [row] = ledger_rows(conn)
+    assert (row["status"], row["attempts"], row["claimed_by"]) == ("failed", 1, None)
+    assert row["last_error"].startswith("malformed source URL (") and reason in row["last_error"]
+    assert "s3cret" not in row["last_error"]
+    assert "Traceback" not in result.stdout + result.stderr
+    assert app_row(conn, "gen_images", image_id)["backup_status"] == "failed"
 
 
 def test_a_source_truncated_every_time_fails_after_max_attempts(

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import time
 
 import pytest
@@ -19,19 +17,10 @@ from tests.fakes.cdn import FakeCdn
 from tests.support.drive import Drive, Key, drive_env, only_row
 from tests.support.rows import add_video, ledger_rows
 from tests.support.wait import wait_for
-from tests.support.workers import children, peak_rss, run_worker, worker_process
+from tests.support.workers import children, kill_worker, peak_rss, run_worker, worker_process
 
 MiB = 1024 * 1024
 
-
-def kill_worker(pid: int) -> None:
-    """SIGKILL the worker and its work horse (RQ puts the horse in a session of its own),
-    the worker first so that it cannot react to the horse's death."""
-    horses = children(pid)
-    assert horses, "the work horse should be running"
-    os.kill(pid, signal.SIGKILL)
-    for horse in horses:
-        os.kill(horse, signal.SIGKILL)
 
 
 def restart_after_lease(config: Config, conn: Connection, redis: Redis, row_id: int) -> None:

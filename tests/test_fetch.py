@@ -8,10 +8,13 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from core.config import Config
-from jobs.errors import PermanentError, SourceGone, TransientError
-from jobs.fetch import SourceFetcher, _private_channel, address_allowed, host_allowed, loggable_url
+from jobs.address_guard import address_allowed, host_allowed
+from jobs.errors import CopyError, PermanentError, SourceGone, TransientError
+from jobs.fetch import SourceFetcher, _private_channel, loggable_url
 from tests.fakes.cdn import FakeCdn
 
 
@@ -262,3 +265,52 @@ def test_the_cdn_token_is_not_sent_to_other_hosts(fetch_config: Config, cdn: Fak
     assert md5_of(SourceFetcher(config), hop)[0] == 100
     assert cdn.file(hop).authorizations == ["", "Bearer cdn-token"]
     assert cdn.file("/files/b/x/public.mp4").authorizations == [""]
+
+
+@pytest.mark.parametrize(("url", "reason"), [
+    ("http://127.0.0.1:99999/files/x", "Port out of range"),
+    ("http://127.0.0.1:-1/files/x", "Port could not be cast"),
+    ("http://127.0.0.1:http/files/x", "Port could not be cast"),
+    ("http://127.0.0.1:0/files/x", "port 0"),
+    ("https://v3.fal.media\uff03@127.0.0.1/files/x", "invalid characters under NFKC"),
+    ("http://[127.0.0.1/files/x", "Invalid IPv6 URL"),
+    ("http://127.0.0.1/files/a b", "whitespace or control characters"),
+    (f"http://{'a' * 70}.fal.media/files/x", "is not a valid host name"),
+])
+def test_a_malformed_url_is_a_permanent_error(fetch_config: Config, url: str, reason: str) -> None:
+    """README: a malformed URL fails at once; a bad port is no reason to retry."""
+    fetcher = SourceFetcher(fetch_config.replace(source_hosts=("127.0.0.1", "*.fal.media")))
+    with pytest.raises(PermanentError) as raised:
+        fetcher.open(url + "?token=secret")
+    assert reason in str(raised.value) and "secret" not in str(raised.value)
+
+
+def test_a_malformed_redirect_is_a_permanent_error(fetch_config: Config, cdn: FakeCdn) -> None:
+    hop = cdn.add("/files/b/x/hop.png", 0, redirect_to="http://[::1/files/x")
+    with pytest.raises(PermanentError, match="redirected to a malformed URL|malformed source URL"):
+        SourceFetcher(fetch_config).open(hop)
+
+
+_HOSTS = st.sampled_from(["127.0.0.1", "[::1]", "[127.0.0.1", "a" * 70 + ".fal.media", "localhost\uff03"])
+_PIECES = st.sampled_from(["\uff03", "\uff20", "[", "]", "@", ":", "%", "%zz", "#", "?", "/", "\\",
+                           " ", "\x7f", "..", "~", "\u00e4", "a"])
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(host=_HOSTS, port=st.sampled_from(["", ":{cdn}", ":99999", ":-1", ":x", ":0", ":"]),
+       path=st.lists(st.one_of(_PIECES, st.text(max_size=4)), max_size=8).map("".join),
+       query=st.text(max_size=8))
+def test_fetching_any_url_raises_only_classified_errors(
+    fetch_config: Config, cdn: FakeCdn, host: str, port: str, path: str, query: str
+) -> None:
+    """Whatever the string, a fetch answers or raises a CopyError (never the URL parser's
+    or urllib3's own exceptions)."""
+    netloc_port = port.format(cdn=cdn.base_url.rsplit(":", 1)[1])
+    url = f"http://{host}{netloc_port}/files/{path}?token={query}"
+    fetcher = SourceFetcher(fetch_config.replace(source_hosts=("127.0.0.1", "*.fal.media")))
+    try:
+        fetcher.open(url).response.close()
+    except CopyError:
+        pass
+    finally:
+        fetcher.close()

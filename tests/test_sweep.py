@@ -3,6 +3,7 @@ cron process that schedules it and the daily backfill."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from datetime import UTC, timedelta
 from typing import Any
@@ -12,12 +13,14 @@ import pytest
 import redis.connection
 from redis import Redis
 from rq import Queue
+from rq.executions import Execution, ExecutionRegistry
 from rq.job import Job, JobStatus
-from rq.registry import FailedJobRegistry, ScheduledJobRegistry
+from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
 
 from core.config import Config, ConfigError, DailyBackfill
 from db import app_rows, sweeps
 from db.connection import Connection, connect, fetch_one
+from jobs.backfill import backfill
 from jobs.queues import BACKUP_FUNC, MAINTENANCE_QUEUE, job_id
 from jobs.schedule import build_scheduler
 from jobs.sweep import SweepCounts, sweep
@@ -26,7 +29,7 @@ from tests.support.processes import background, falback
 from tests.support.rows import add_image, add_video, ledger_rows
 from tests.support.servers import Servers
 from tests.support.wait import wait_for
-from tests.support.workers import run_worker
+from tests.support.workers import kill_worker, run_worker, worker_process
 
 IMAGES = "backup-images"
 
@@ -316,3 +319,136 @@ def test_the_daily_backfill_runs_on_the_worker(
     ]
     [result] = [Job.fetch(i, connection=redis).return_value() for i in cron_job.get_job_ids(redis)]
     assert result is not None and result["files"] == 2 and result["type"] == "upscale"
+
+
+def copying_row(conn: Connection, cdn: FakeCdn, redis: Redis, config: Config) -> int:
+    """A row whose worker died mid-copy: 'copying', lease run out."""
+    add_image(conn, cdn, 1)
+    ledger_id = ledger_id_for(conn, 1)
+    execute(conn, "UPDATE ledger SET status = 'copying', attempts = 1, claimed_by = 'dead',"
+                  " lease_expires_at = now() - interval '1s' WHERE id = %s", ledger_id)
+    return ledger_id
+
+
+def started_job(redis: Redis, ledger_id: int) -> Execution:
+    """The job as RQ leaves it when its worker is killed: 'started', with an execution."""
+    queue = Queue(IMAGES, connection=redis)
+    job = queue.enqueue_call(BACKUP_FUNC, args=(ledger_id,), job_id=job_id(ledger_id))
+    queue.remove(job)
+    with redis.pipeline() as pipe:
+        execution = Execution.create(job, ttl=60, pipeline=pipe)
+        job.set_status(JobStatus.STARTED, pipeline=pipe)
+        pipe.execute()
+    return execution
+
+
+def _expired_execution(redis: Redis, key: str, execution: Execution) -> None:
+    redis.delete(execution.key)  # its TTL ran out; its registry entries outlive it by 60 s
+
+
+def _unreadable_date(redis: Redis, key: str, execution: Execution) -> None:
+    redis.hset(key, "created_at", "not a date")
+
+
+def _unknown_status(redis: Redis, key: str, execution: Execution) -> None:
+    redis.hset(key, "status", "zombie")
+
+
+def _no_origin(redis: Redis, key: str, execution: Execution) -> None:
+    redis.hdel(key, "origin")
+
+
+def _wrong_type_registry(redis: Redis, key: str, execution: Execution) -> None:
+    redis.delete(execution.key)
+    redis.delete(f"rq:executions:{key.rsplit(':', 1)[1]}")
+    redis.set(f"rq:executions:{key.rsplit(':', 1)[1]}", "not a sorted set")
+
+
+@pytest.mark.parametrize("damage", [_expired_execution, _unreadable_date, _unknown_status, _no_origin,
+                                    _wrong_type_registry])
+def test_a_stale_rq_record_does_not_stop_the_sweep(
+    config: Config, conn: Connection, cdn: FakeCdn, redis: Redis, damage: Any
+) -> None:
+    """Whatever RQ's own records of an old job look like, the sweep deletes the job and
+    the row ends on a queue, with nothing of the old job left to fail the new one."""
+    ledger_id = copying_row(conn, cdn, redis, config)
+    execution = started_job(redis, ledger_id)
+    damage(redis, Job.key_for(job_id(ledger_id)), execution)
+
+    assert one_pass(config, conn, redis) == SweepCounts(expired_leases=1)
+
+    [row] = ledger_rows(conn)
+    assert row["status"] == "queued"
+    queue = Queue(IMAGES, connection=redis)
+    assert queue.get_job_ids() == [job_id(ledger_id)]
+    assert Job.fetch(job_id(ledger_id), connection=redis).get_status() == JobStatus.QUEUED
+    assert redis.zrange(StartedJobRegistry(IMAGES, connection=redis).key, 0, -1) == []
+    run_worker(config)
+    assert ledger_rows(conn)[0]["status"] == "done"
+
+
+def test_a_queued_row_whose_started_job_stopped_heartbeating_gets_a_new_job(
+    config: Config, conn: Connection, cdn: FakeCdn, redis: Redis
+) -> None:
+    """A pass that stopped between marking a row 'queued' and enqueueing it (Redis went
+    away) leaves the dead worker's 'started' job: the next pass must not take it for a
+    live one."""
+    add_image(conn, cdn, 1)
+    ledger_id = ledger_id_for(conn, 1)
+    execute(conn, "UPDATE ledger SET status = 'queued', queued_at = now() WHERE id = %s", ledger_id)
+    execution = started_job(redis, ledger_id)
+    registry = StartedJobRegistry(IMAGES, connection=redis)
+    assert one_pass(config, conn, redis) == SweepCounts()  # heartbeat still fresh: left alone
+    redis.zadd(registry.key, {execution.composite_key: time.time() - 1})  # heartbeat lapsed
+
+    assert one_pass(config, conn, redis) == SweepCounts(lost_queued=1)
+    assert Job.fetch(job_id(ledger_id), connection=redis).get_status() == JobStatus.QUEUED
+    run_worker(config)
+    assert ledger_rows(conn)[0]["status"] == "done"
+
+
+def test_a_sweep_just_after_a_killed_workers_lease_ran_out(
+    config: Config, conn: Connection, cdn: FakeCdn, redis: Redis
+) -> None:
+    """For real: a worker SIGKILLed mid-copy, then `falback sweep` once its lease is over.
+
+    RQ records the job's execution with a TTL of its heartbeat (min(job timeout, 30) + 60 s)
+    and lists it in the job's execution registry for 60 s longer; the lease is the job
+    timeout + 60 s. Right after the lease, RQ's delete of the dead job raised "Execution ...
+    not found in Redis", after the row was 'queued' and before it had a job. With a 5 s job
+    timeout both run out about 65 s after the job started.
+    """
+    add_image(conn, cdn, 1, size=2_000_000, slow_delay=0.5)
+    backfill(config.replace(job_timeout_seconds=5), conn, redis, "images", 10)
+    [row] = ledger_rows(conn)
+    worker = worker_process(config)
+    try:
+        wait_for(lambda: ledger_rows(conn)[0]["status"] == "copying", 20, "the copy to start")
+    finally:
+        kill_worker(worker.pid)
+        worker.communicate(timeout=10)
+    executions = ExecutionRegistry(job_id(row["id"]), connection=redis)
+    [execution_id] = executions.get_execution_ids()
+    execution_key = f"rq:execution:{job_id(row['id'])}:{execution_id}"
+
+    def lease_over_and_execution_expired() -> bool:
+        with conn.cursor() as cur:
+            cur.execute("SELECT lease_expires_at < now() AS over FROM ledger")
+            over = bool(fetch_one(cur)["over"])  # type: ignore[index]
+        conn.commit()
+        return over and not redis.exists(execution_key)
+
+    wait_for(lease_over_and_execution_expired, 90, "the lease and RQ's execution record to run out",
+             interval=0.5)
+    assert executions.get_execution_ids() == [execution_id], "the registry entry outlives it"
+
+    result = falback(config, "sweep")
+
+    assert result.returncode == 0, result.stderr
+    assert "expired_leases=1" in result.stdout
+    assert ledger_rows(conn)[0]["status"] == "queued"
+    assert Job.fetch(job_id(row["id"]), connection=redis).get_status() == JobStatus.QUEUED
+    cdn.file(row["source_url"]).slow_delay = 0
+    run_worker(config)
+    [done] = ledger_rows(conn)
+    assert done["status"] == "done" and done["attempts"] == 2

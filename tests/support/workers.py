@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -96,3 +97,12 @@ def peak_rss(pid: int) -> int | None:
     except OSError:
         return None
     return None
+
+def kill_worker(pid: int) -> None:
+    """SIGKILL the worker and its work horse (RQ puts the horse in a session of its own),
+    the worker first so that it cannot react to the horse's death."""
+    horses = children(pid)
+    assert horses, "the work horse should be running"
+    os.kill(pid, signal.SIGKILL)
+    for horse in horses:
+        os.kill(horse, signal.SIGKILL)
