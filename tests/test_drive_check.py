@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -119,9 +116,7 @@ def test_the_command(config: Config, drive: Drive, sa_key: Key) -> None:
     assert "drive-check: ok" in good.stdout
     bad = falback(config.replace(database_url=None), "drive-check")
     assert bad.returncode == 1 and "not configured" in bad.stdout
-    env = {**os.environ, **config.as_env(), **drive_env(drive, sa_key, GOOGLE_DRIVE_CHUNK_SIZE="1000")}
-    broken = subprocess.run([sys.executable, "-m", "falback", "drive-check"], env=env,
-                            capture_output=True, text=True, timeout=60)
+    broken = falback(config, "drive-check", env=drive_env(drive, sa_key, GOOGLE_DRIVE_CHUNK_SIZE="1000"))
     assert broken.returncode == 2
     assert "configuration error: GOOGLE_DRIVE_CHUNK_SIZE must be a multiple of 256 KiB" in broken.stderr
 

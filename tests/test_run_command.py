@@ -29,7 +29,7 @@ def test_up_runs_web_and_worker_on_embedded_servers(tmp_path: Path) -> None:
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_for(lambda: requests.get(f"{base}/healthz", timeout=2).status_code == 200, 60, "/healthz",
+        wait_for(lambda: requests.get(f"{base}/healthz", timeout=2).status_code == 200, 120, "/healthz",
                  interval=0.3, ignoring=(requests.RequestException,))
         assert requests.get(f"{base}/healthz", timeout=2).json() == {
             "status": "ok", "postgres": "ok", "redis": "ok"}

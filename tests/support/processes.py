@@ -22,11 +22,13 @@ def command_env(config: Config) -> dict[str, str]:
     return {**os.environ, **config.as_env()}
 
 
-def falback(config: Config, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """Run `falback ARGS...` to completion; its exit code and output are the caller's to check."""
+def falback(config: Config, *args: str, env: dict[str, str] | None = None,
+            timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run `falback ARGS...` to completion; its exit code and output are the caller's to
+    check. `env` adds variables over the config's (say, a value Config would refuse)."""
     return subprocess.run(
         [sys.executable, "-m", "falback", *args],
-        env=command_env(config), capture_output=True, text=True, timeout=timeout,
+        env={**command_env(config), **(env or {})}, capture_output=True, text=True, timeout=timeout,
     )
 
 
