@@ -42,9 +42,9 @@ def test_up_runs_web_and_worker_on_embedded_servers(tmp_path: Path) -> None:
         # sweep) may have queued any number of them before this call, so its count says
         # little; what must hold is that all 5 are in the ledger now, once each, and that
         # the same call again finds nothing left to enqueue.
-        status = requests.get(f"{base}/status", headers=admin, timeout=10).json()
-        assert [r["files"] for r in status["ledger"] if r["kind"] == "upscale"] == [5]
-        assert "upscale" not in {r["kind"] for r in status["not_in_ledger"]}
+        status = requests.get(f"{base}/api/status", headers=admin, timeout=10).json()
+        [upscale] = [k for k in status["kinds"] if k["kind"] == "upscale"]
+        assert (upscale["files"], upscale["not_in_ledger"]) == (5, 0)
         again = requests.post(f"{base}/backfill", json={"type": "upscale", "limit": 10},
                               headers=admin, timeout=10)
         assert again.status_code == 200 and again.json()["files"] == 0
