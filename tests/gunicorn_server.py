@@ -48,7 +48,7 @@ def gunicorn(config: Config, log_path: Path, *, workers: int = 2, threads: int =
                 try:
                     if requests.get(f"{base_url}/ping", timeout=1).status_code == 200:
                         break
-                except requests.ConnectionError:
+                except requests.RequestException:  # not listening yet, or still loading
                     pass
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"gunicorn did not answer:\n{log_path.read_text()[-3000:]}")

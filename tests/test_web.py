@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import base64
+import json
+import time
+from collections.abc import Iterator
 from typing import Any
+from urllib.parse import quote
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flask.testing import FlaskClient
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 from redis import Redis
+from werkzeug.test import TestResponse
 
 from core.config import Config
 from db.connection import Connection
@@ -15,6 +23,7 @@ from devkit.fakecdn import FakeCdn
 from jobs.queues import QUEUE_NAMES
 from tests.conftest import ADMIN_TOKEN, admin_headers, create_app_for
 from tests.helpers import add_image, add_video, ledger_rows
+from tests.jwks_server import JwksServer, jwks, signed_headers
 
 
 def queued_job_ids(redis: Redis) -> dict[str, list[str]]:
@@ -158,3 +167,172 @@ def test_oversized_body_is_413(client: FlaskClient) -> None:
     response = client.post("/backfill", data=b"x" * (2 * 1024 * 1024), headers={
         **admin_headers(), "Content-Type": "application/json"})
     assert response.status_code == 413
+
+
+# --- bad input is a 4xx, always ---------------------------------------------------------
+
+APP_SECRET = "whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
+BASIC = {"Authorization": "Basic " + base64.b64encode(f"admin:{ADMIN_TOKEN}".encode()).decode()}
+
+
+@pytest.fixture
+def key() -> Ed25519PrivateKey:
+    return Ed25519PrivateKey.generate()
+
+
+@pytest.fixture
+def web_client(config: Config, key: Ed25519PrivateKey) -> Iterator[FlaskClient]:
+    """Both webhooks enabled: fal's keys served locally, the app webhook's secret set."""
+    with JwksServer(jwks(key)) as jwks_server:
+        yield create_app_for(config.replace(fal_jwks_urls=(jwks_server.url,),
+                                            app_webhook_secret=APP_SECRET)).test_client()
+
+
+def post_json_endpoint(client: FlaskClient, key: Ed25519PrivateKey, path: str, raw: bytes,
+                       query: str = "") -> TestResponse:
+    """POST `raw` to `path`, authenticated the way that endpoint wants."""
+    headers = {"/backfill": admin_headers(), "/webhooks/app": {"X-Falback-Secret": APP_SECRET},
+               "/webhooks/fal": signed_headers(key, raw, timestamp=int(time.time()),
+                                               request_id="req-fuzz")}[path]
+    return client.post(path + query, data=raw, headers=headers, content_type="application/json")
+
+
+JSON_ENDPOINTS = ["/backfill", "/webhooks/app", "/webhooks/fal"]
+DEEP = 100_000
+
+
+@pytest.mark.parametrize("field", ["type", "limit"])
+@pytest.mark.parametrize("value", [["upscale"], {"upscale": 1}, [[[]]], {}])
+def test_backfill_fields_that_are_arrays_or_objects_are_400(
+    client: FlaskClient, redis: Redis, field: str, value: Any
+) -> None:
+    body = {"type": "upscale", "limit": 10, field: value}
+    response = client.post("/backfill", json=body, headers=admin_headers())
+    assert response.status_code == 400 and response.json is not None
+    assert response.json["error"].startswith(f"{field} must be ")
+    assert all(ids == [] for ids in queued_job_ids(redis).values())
+
+
+@pytest.mark.parametrize("path", JSON_ENDPOINTS)
+@pytest.mark.parametrize("raw", [
+    b"[" * DEEP + b"]" * DEEP,
+    b'{"type": "all", "limit": ' + b"[" * DEEP + b"]" * DEEP + b"}",
+    b'{"request_id": "r", "status": "OK", "payload": ' + b'{"a": ' * DEEP + b"1" + b"}" * DEEP + b"}",
+    # Shallow enough to parse, too deep to print in an error message.
+    b'{"type": ' + b"[" * 900 + b"]" * 900 + b', "limit": ' + b"[" * 900 + b"]" * 900 + b"}",
+], ids=["array", "in a field", "object", "parses"])
+def test_deeply_nested_json_is_400_on_every_json_endpoint(
+    web_client: FlaskClient, key: Ed25519PrivateKey, conn: Connection, path: str, raw: bytes
+) -> None:
+    response = post_json_endpoint(web_client, key, path, raw)
+    assert response.status_code == 400 and response.json is not None, response.data[:200]
+    assert ledger_rows(conn) == []
+
+
+DASHBOARD_BAD_URLS = [
+    ("GET", "/rq/0/view/job/no-such-job", 404),
+    ("GET", "/rq/0/data/job/no-such-job.json", 404),
+    ("GET", "/rq/0/view/job/not%20an%20id", 404),
+    ("GET", "/rq/0/data/job/..%2F.json", 404),
+    ("GET", "/rq/7/view", 404),
+    ("GET", "/rq/7/data/queues.json", 404),
+    ("GET", "/rq/0/data/jobs/backup-regular/nonsense/8/asc/1.json", 404),
+    ("GET", "/rq/0/view/jobs/backup-regular/nonsense/8/asc/1", 404),
+    ("GET", "/rq/0/data/jobs/backup-regular/failed/0/asc/1.json", 400),
+    ("GET", "/rq/0/view/jobs/backup-regular/queued/0/asc/1", 400),
+    ("GET", "/rq/0/data/jobs/backup-regular/failed/-1/asc/1.json", 400),
+    ("GET", "/rq/0/data/jobs/backup-regular/failed/8/asc/0.json", 400),
+    ("GET", "/rq/0/data/jobs/backup-regular/queued/eight/asc/1.json", 400),
+    ("GET", "/rq/0/data/jobs/backup-regular/queued/8/asc/one.json", 400),
+    ("GET", "/rq/0/data/jobs/backup-regular/queued/8/asc/%C2%B2.json", 400),
+    ("GET", "/rq/0/data/jobs/backup-regular/failed/99999999999999999999/asc/1.json", 400),
+    ("GET", "/rq/0/data/jobs/backup-regular/failed/8/asc/99999999999999999999.json", 400),
+    ("GET", "/rq/0/data/jobs/backup-regular/queued/8/sideways/1.json", 400),
+    ("POST", "/rq/job/no-such-job/requeue", 404),
+    ("POST", "/rq/job/not%20an%20id/delete", 404),
+    ("POST", "/rq/queue/backup-regular/nonsense/empty", 404),
+]
+
+
+@pytest.mark.parametrize(("method", "url", "status"), DASHBOARD_BAD_URLS)
+def test_dashboard_bad_arguments_are_4xx(client: FlaskClient, method: str, url: str, status: int) -> None:
+    response = client.open(url, method=method, headers={**BASIC, "Sec-Fetch-Site": "same-origin"})
+    assert response.status_code == status and response.json is not None, response.data[:300]
+    assert response.json["error"]
+
+
+def test_requeueing_a_job_that_has_not_failed_is_409(
+    client: FlaskClient, conn: Connection, cdn: FakeCdn, redis: Redis
+) -> None:
+    add_video(conn, cdn, 1)
+    client.post("/backfill", json={"type": "all", "limit": 10}, headers=admin_headers())
+    [job_id] = queued_job_ids(redis)["backup-regular"]
+    response = client.post(f"/rq/job/{job_id}/requeue", headers={**BASIC, "Sec-Fetch-Site": "same-origin"})
+    assert response.status_code == 409 and response.json is not None
+    assert queued_job_ids(redis)["backup-regular"] == [job_id]
+
+
+def test_http_errors_are_json(client: FlaskClient) -> None:
+    missing = client.get("/no/such/page")
+    assert missing.status_code == 404 and missing.json is not None and missing.json["error"]
+    wrong_method = client.get("/backfill", headers=admin_headers())
+    assert wrong_method.status_code == 405 and wrong_method.json is not None
+    assert "POST" in wrong_method.headers["Allow"]
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False) | st.text(max_size=12)
+    | st.sampled_from(["upscale", "regular", "images", "all", "OK", "INSERT", "gen_videos"]),
+    lambda children: st.lists(children, max_size=3)
+    | st.dictionaries(st.sampled_from(["type", "limit", "dry_run", "table", "record", "id",
+                                       "request_id", "status", "payload", "video", "url"])
+                      | st.text(max_size=5), children, max_size=4),
+    max_leaves=12,
+)
+_bodies = st.one_of(
+    _json.map(lambda v: json.dumps(v).encode()),
+    st.integers(1, 3000).map(lambda n: b"[" * n + b"]" * n),
+    st.integers(1, 3000).map(lambda n: b'{"type":' + b"[" * n + b"]" * n + b',"limit":1}'),
+    st.binary(max_size=64),
+)
+_query = st.text(st.characters(min_codepoint=32, exclude_categories=["Cs"], exclude_characters="#"),
+                 max_size=40)
+
+
+@settings(max_examples=300, derandomize=True, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(path=st.sampled_from(JSON_ENDPOINTS), raw=_bodies, query=_query)
+def test_fuzz_json_endpoints_never_5xx(
+    web_client: FlaskClient, key: Ed25519PrivateKey, path: str, raw: bytes, query: str
+) -> None:
+    response = post_json_endpoint(web_client, key, path, raw, "?" + quote(query, safe="=&%"))
+    event(f"{path} -> {response.status_code}")
+    assert response.status_code < 500, response.data[:300]
+
+
+_segment = st.one_of(
+    st.sampled_from(["0", "1", "-1", "8", "200", "99999999999999999999", "asc", "dsc", "queued",
+                     "failed", "finished", "backup-regular", "x", "", "%00", "..", "%2F", "a b"]),
+    st.text(max_size=12),
+)
+_dashboard_routes = st.sampled_from([
+    "GET /rq/{0}/view/jobs/{1}/{2}/{3}/{4}/{5}", "GET /rq/{0}/data/jobs/{1}/{2}/{3}/{4}/{5}.json",
+    "GET /rq/{0}/view/job/{1}", "GET /rq/{0}/data/job/{1}.json", "GET /rq/{0}/view",
+    "GET /rq/{0}/data/queues.json", "GET /rq/{0}/data/workers.json", "GET /rq/{0}/view/workers",
+    "POST /rq/job/{1}/delete", "POST /rq/job/{1}/requeue", "GET /rq/requeue/{1}",
+    "POST /rq/queue/{1}/{2}/empty", "POST /rq/queue/{1}/compact",
+])
+
+
+@settings(max_examples=300, derandomize=True, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(route=_dashboard_routes, segments=st.lists(_segment, min_size=6, max_size=6), query=_query)
+def test_fuzz_dashboard_never_5xx(
+    client: FlaskClient, route: str, segments: list[str], query: str
+) -> None:
+    method, template = route.split(" ")
+    url = template.format(*(quote(s, safe="%") for s in segments)) + "?" + quote(query, safe="=&%")
+    response = client.open(url, method=method, headers={**BASIC, "Sec-Fetch-Site": "same-origin"})
+    event(f"{route} -> {response.status_code}")
+    assert response.status_code < 500, (url, response.data[:300])
