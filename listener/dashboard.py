@@ -39,6 +39,7 @@ def mount(app: Flask, config: Config) -> None:
     # already be registered on another app (tests build several). Auth first, then the
     # arguments, then rq-dashboard's own hook (which raises on an unknown instance).
     app.before_request_funcs.setdefault(name, [])[:0] = [admin_denied, check_arguments]
+    app.after_request_funcs.setdefault(name, []).append(forbid_framing)
     handlers = app.error_handler_spec[name][None]
     handlers[NoSuchJobError] = no_such_job
     handlers[InvalidJobOperation] = invalid_operation
@@ -78,3 +79,11 @@ def redis_refused(error: ResponseError) -> tuple[Response, int]:
     # A command error (no such key, wrong type, out of range), not a connection failure:
     # retrying the same request cannot help.
     return jsonify(error=f"Redis refused the operation: {error}"), 409
+
+
+def forbid_framing(response: Response) -> Response:
+    # A framed dashboard would let another site trick a click on its buttons, and those
+    # clicks are same-origin requests.
+    response.headers["X-Frame-Options"] = "DENY"
+    response.headers["Content-Security-Policy"] = "frame-ancestors 'none'"
+    return response

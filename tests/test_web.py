@@ -15,6 +15,9 @@ from flask.testing import FlaskClient
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from redis import Redis
+from rq import Queue
+from rq.job import Job
+from rq.registry import FailedJobRegistry
 from werkzeug.test import TestResponse
 
 from core.config import Config
@@ -336,3 +339,115 @@ def test_fuzz_dashboard_never_5xx(
     response = client.open(url, method=method, headers={**BASIC, "Sec-Fetch-Site": "same-origin"})
     event(f"{route} -> {response.status_code}")
     assert response.status_code < 500, (url, response.data[:300])
+
+
+# --- cross-site requests with the browser's Basic credentials ---------------------------
+
+HOST = "localhost"  # the test client's Host
+CROSS_SITE = [
+    {"Sec-Fetch-Site": "cross-site"},
+    {"Sec-Fetch-Site": "same-site", "Origin": f"http://{HOST}"},  # a sibling subdomain
+    {"Origin": "https://attacker.example"},
+    {"Origin": "null"},
+    {"Referer": "https://attacker.example/page"},
+    {"Origin": "https://attacker.example", "Referer": f"http://{HOST}/rq/"},
+    {"Referer": "http://[broken"},
+    {},  # no browser page to vouch for it
+]
+SAME_ORIGIN = [
+    {"Sec-Fetch-Site": "same-origin"},
+    {"Sec-Fetch-Site": "none"},  # typed into the address bar
+    {"Origin": f"http://{HOST}"},
+    {"Origin": f"https://{HOST}:443"},  # behind a TLS proxy that keeps Host
+    {"Referer": f"http://{HOST}/rq/0/view/jobs"},
+]
+
+
+@pytest.fixture
+def queued_and_failed(client: FlaskClient, conn: Connection, cdn: FakeCdn, redis: Redis) -> tuple[str, str]:
+    """One queued job (backup-regular) and one failed one (backup-upscale)."""
+    add_video(conn, cdn, 1, upscale_size=1000)
+    client.post("/backfill", json={"type": "all", "limit": 10}, headers=admin_headers())
+    [queued] = queued_job_ids(redis)["backup-regular"]
+    [failed] = queued_job_ids(redis)["backup-upscale"]
+    job = Job.fetch(failed, connection=redis)
+    Queue("backup-upscale", connection=redis).remove(failed)
+    FailedJobRegistry("backup-upscale", connection=redis).add(job, exc_string="boom")
+    return queued, failed
+
+
+def dashboard_state(redis: Redis, queued: str, failed: str) -> tuple[object, ...]:
+    return (queued_job_ids(redis), redis.exists(f"rq:job:{queued}"),
+            FailedJobRegistry("backup-upscale", connection=redis).get_job_ids(cleanup=False))
+
+
+def state_changes(queued: str, failed: str) -> list[tuple[str, str]]:
+    return [
+        ("POST", f"/rq/job/{queued}/delete"),
+        ("POST", f"/rq/job/{failed}/requeue"),
+        ("GET", "/rq/requeue/backup-upscale"),  # "requeue all" also answers GET
+        ("POST", "/rq/requeue/backup-upscale"),
+        ("POST", "/rq/queue/backup-regular/queued/empty"),
+        ("POST", "/rq/queue/backup-upscale/failed/empty"),
+        ("POST", "/rq/queue/backup-regular/compact"),
+    ]
+
+
+@pytest.mark.parametrize("origin", CROSS_SITE)
+def test_cross_site_dashboard_actions_with_basic_are_refused(
+    client: FlaskClient, redis: Redis, queued_and_failed: tuple[str, str], origin: dict[str, str]
+) -> None:
+    queued, failed = queued_and_failed
+    before = dashboard_state(redis, queued, failed)
+    for method, url in state_changes(queued, failed):
+        response = client.open(url, method=method, headers={**BASIC, **origin})
+        assert response.status_code == 403, (method, url, response.data[:200])
+        assert response.json is not None and "cross-site request refused" in response.json["error"]
+    assert dashboard_state(redis, queued, failed) == before
+    # Reading stays open: another site cannot read the answers anyway.
+    assert client.get("/rq/", headers={**BASIC, **origin}).status_code == 200
+    assert client.get("/rq/0/data/queues.json", headers={**BASIC, **origin}).status_code == 200
+
+
+@pytest.mark.parametrize("origin", SAME_ORIGIN)
+def test_the_dashboards_own_pages_can_change_state(
+    client: FlaskClient, redis: Redis, queued_and_failed: tuple[str, str], origin: dict[str, str]
+) -> None:
+    queued, failed = queued_and_failed
+    headers = {**BASIC, **origin}
+    assert client.post(f"/rq/job/{failed}/requeue", headers=headers).json == {"status": "OK"}
+    assert client.post(f"/rq/job/{queued}/delete", headers=headers).json == {"status": "OK"}
+    assert queued_job_ids(redis)["backup-upscale"] == [failed]
+    assert queued_job_ids(redis)["backup-regular"] == []
+
+
+@pytest.mark.parametrize("origin", CROSS_SITE)
+def test_cross_site_backfill_with_basic_is_refused(
+    client: FlaskClient, conn: Connection, cdn: FakeCdn, redis: Redis, origin: dict[str, str]
+) -> None:
+    add_video(conn, cdn, 1, upscale_size=1000)
+    response = client.post("/backfill", json={"type": "all", "limit": 10}, headers={**BASIC, **origin})
+    assert response.status_code == 403
+    assert ledger_rows(conn) == []
+    assert all(ids == [] for ids in queued_job_ids(redis).values())
+    # /status only reads.
+    assert client.get("/status", headers={**BASIC, **origin}).status_code == 200
+
+
+def test_backfill_with_basic_from_the_same_origin_and_bearer_from_scripts_work(
+    client: FlaskClient, conn: Connection, cdn: FakeCdn
+) -> None:
+    add_video(conn, cdn, 1, upscale_size=1000)
+    same_origin = {**BASIC, "Origin": f"http://{HOST}"}
+    body = {"type": "upscale", "limit": 10}
+    assert client.post("/backfill", json=body, headers=same_origin).status_code == 200
+    # A script: Bearer, no Origin, no Sec-Fetch-Site. A browser never sends Bearer by itself.
+    body = {"type": "regular", "limit": 10}
+    assert client.post("/backfill", json=body, headers=admin_headers()).status_code == 200
+    assert len(ledger_rows(conn)) == 2
+
+
+def test_the_dashboard_cannot_be_framed(client: FlaskClient) -> None:
+    page = client.get("/rq/", headers=BASIC)
+    assert page.headers["X-Frame-Options"] == "DENY"
+    assert page.headers["Content-Security-Policy"] == "frame-ancestors 'none'"
