@@ -29,11 +29,12 @@ def free_port() -> int:
 
 @contextmanager
 def gunicorn(config: Config, log_path: Path, *, workers: int = 2, threads: int = 4,
-             timeout: float = 20) -> Iterator[str]:
-    """Yield the base URL of a running gunicorn; stop it (SIGTERM) afterwards."""
+             timeout: float = 20, extra_env: dict[str, str] | None = None) -> Iterator[str]:
+    """Yield the base URL of a running gunicorn; stop it (SIGTERM) afterwards. `extra_env`
+    adds to the environment gunicorn.conf.py reads (WEB_BODY_TIMEOUT, say)."""
     port = free_port()
     env = {**os.environ, **config.as_env(), "HOST": "127.0.0.1", "PORT": str(port),
-           "WEB_CONCURRENCY": str(workers), "WEB_THREADS": str(threads)}
+           "WEB_CONCURRENCY": str(workers), "WEB_THREADS": str(threads), **(extra_env or {})}
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py", "listener:create_app()"],
