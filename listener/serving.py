@@ -34,6 +34,13 @@ def configure(app: Flask, *, db_connections: int, body_seconds: float) -> None:
     guard.limit(body_seconds, gevent_timeout)
 
 
+# libpq ignores connect_timeout on a connection polled this way (it would wait for a
+# silent server for ever, holding a Postgres slot): db.connection's 10 s, applied here.
+CONNECT_TIMEOUT_SECONDS = 10.0
+_CONNECTED = frozenset({psycopg2.extensions.STATUS_READY, psycopg2.extensions.STATUS_BEGIN,
+                        psycopg2.extensions.STATUS_PREPARED})
+
+
 def gevent_wait(conn: Any, timeout: float | None = None) -> None:
     """psycopg2's documented wait loop for coroutine libraries, with gevent's waits."""
     from gevent.socket import wait_read, wait_write
@@ -42,12 +49,18 @@ def gevent_wait(conn: Any, timeout: float | None = None) -> None:
         state = conn.poll()
         if state == psycopg2.extensions.POLL_OK:
             return
-        if state == psycopg2.extensions.POLL_READ:
-            wait_read(conn.fileno(), timeout=timeout)
-        elif state == psycopg2.extensions.POLL_WRITE:
-            wait_write(conn.fileno(), timeout=timeout)
-        else:
-            raise psycopg2.OperationalError(f"unexpected state from poll(): {state!r}")
+        wait = timeout
+        if conn.status not in _CONNECTED:
+            wait = CONNECT_TIMEOUT_SECONDS
+        try:
+            if state == psycopg2.extensions.POLL_READ:
+                wait_read(conn.fileno(), timeout=wait)
+            elif state == psycopg2.extensions.POLL_WRITE:
+                wait_write(conn.fileno(), timeout=wait)
+            else:
+                raise psycopg2.OperationalError(f"unexpected state from poll(): {state!r}")
+        except TimeoutError:
+            raise psycopg2.OperationalError("timeout connecting to Postgres") from None
 
 
 def gevent_timeout(seconds: float, error: BaseException) -> AbstractContextManager[object]:

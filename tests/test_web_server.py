@@ -182,3 +182,23 @@ def test_postgres_connections_per_process_are_bounded(
     assert statuses == [200] * len(deliveries)
     assert len(ledger_rows(conn)) == len(deliveries)
     assert 1 <= peak <= 2
+
+
+def test_a_silent_postgres_is_a_503_within_fals_15_s(web_config: Config, tmp_path: Path) -> None:
+    """libpq's connect_timeout does not apply to connections waited on through gevent;
+    without a bound of our own the request would wait for ever, holding a slot."""
+    with socket.socket() as silent:  # accepts connections (the kernel does) and never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        port = silent.getsockname()[1]
+        config = web_config.replace(database_url=f"postgresql://falback@127.0.0.1:{port}/falback"
+                                                 "?sslmode=disable")
+        body = json.dumps({"type": "INSERT", "table": "gen_videos", "record": {"id": 1}}).encode()
+        with gunicorn(config, tmp_path / "gunicorn.log") as base_url:
+            start = time.monotonic()
+            response = requests.post(f"{base_url}/webhooks/app", data=body, timeout=FAL_TIMEOUT,
+                                     headers={"X-Falback-Secret": SECRET,
+                                              "Content-Type": "application/json"})
+            elapsed = time.monotonic() - start
+    assert response.status_code == 503 and response.json() == {"error": "database unavailable; retry later"}
+    assert elapsed < FAL_TIMEOUT
