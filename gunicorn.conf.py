@@ -1,22 +1,37 @@
 """gunicorn settings for the web process (Procfile `web`).
 
-gthread workers: each request is short (verify, one INSERT, one Redis write), so a few
-processes with a handful of threads each cover webhook bursts; `timeout` stays under the
-15 s fal allows for a first delivery.
+gevent workers: every connection is a greenlet, so a client that sends its body slowly, or
+holds a connection open, costs a greenlet rather than one of a few threads. With gthread,
+16 such clients took all 8 threads and no webhook was answered (docs/benchmarks.md). Per
+process, WEB_THREADS requests at a time hold a Postgres connection (as many as gthread's
+threads did), and a body still arriving WEB_BODY_TIMEOUT seconds into a request gets 408
+(listener/serving.py). `timeout` (a heartbeat for gevent workers) stays under the 15 s fal
+allows for a first delivery; so does the body deadline.
 """
 
 import os
+from typing import Any
 
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"
-worker_class = "gthread"
+worker_class = "gevent"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-threads = int(os.environ.get("WEB_THREADS", "4"))
+worker_connections = int(os.environ.get("WEB_CONNECTIONS", "1000"))
 timeout = 15
 graceful_timeout = 20
 keepalive = 5
 max_requests = 10000
 max_requests_jitter = 1000
 accesslog = "-"
+
+_db_connections = int(os.environ.get("WEB_THREADS", "4"))
+_body_seconds = float(os.environ.get("WEB_BODY_TIMEOUT", "10"))
+
+
+def post_worker_init(worker: Any) -> None:
+    from listener.serving import configure
+
+    configure(worker.wsgi, db_connections=_db_connections, body_seconds=_body_seconds)
+
 
 # prometheus-client's multiprocess mode: each process writes its counters to files in one
 # folder and /metrics adds them up. Set before the workers import prometheus_client.

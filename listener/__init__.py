@@ -29,10 +29,11 @@ def create_app(config: Config | None = None) -> Flask:
     )
 
     from jobs.fal.jwks import JwksCache
-    from listener import admin, app_webhook, dashboard, fal_webhook, health, metrics, status_page
+    from listener import admin, app_webhook, dashboard, errors, fal_webhook, health, metrics, status_page
     from listener.context import init_app
 
     init_app(app)
+    errors.init_app(app)
     # One key cache per process; the timeout keeps a JWKS outage inside fal's 15 s.
     app.extensions[fal_webhook.JWKS_EXTENSION] = JwksCache(
         config.fal_jwks_urls, timeout=min(config.connect_timeout, 5.0)

@@ -7,12 +7,15 @@ import logging
 
 from flask import Blueprint, Response, jsonify, request
 
+from core.kinds import BACKFILL_TYPES
 from jobs.backfill import BackfillError, backfill, validate
 from listener.auth import admin_denied
 from listener.context import get_config, get_db, get_redis
 
 bp = Blueprint("admin", __name__)
 log = logging.getLogger(__name__)
+
+EXPECTED = {"type": f"one of {', '.join(BACKFILL_TYPES)}", "limit": "a whole number"}
 
 
 @bp.before_request
@@ -31,6 +34,13 @@ def post_backfill() -> tuple[Response, int]:
     dry_run = body.get("dry_run", False)
     if not isinstance(dry_run, bool):
         return jsonify(error="dry_run must be true or false"), 400
+    for field, expected in EXPECTED.items():
+        # validate() looks the value up and quotes it: an array or object would not hash,
+        # and a deeply nested one would not print.
+        value = body.get(field)
+        if isinstance(value, list | dict):
+            kind = "array" if isinstance(value, list) else "object"
+            return jsonify(error=f"{field} must be {expected}; got a JSON {kind}"), 400
     config = get_config()
     try:
         type_, limit = validate(config, body.get("type"), body.get("limit"))

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import threading
+
+import psycopg2
 from flask import Flask, current_app, g
 from redis import Redis
 
 from core.config import Config
 from db.connection import Connection, connect
+
+# Set by listener.serving under gevent: a BoundedSemaphore of Postgres connections per process.
+DB_SLOTS_EXTENSION = "falback_db_slots"
+# Past this, answer 503 (fal retries) rather than outlast fal's 15 s waiting for a slot.
+DB_SLOT_WAIT_SECONDS = 8.0
 
 
 def get_config() -> Config:
@@ -23,6 +31,11 @@ def get_db() -> Connection:
     if "db" not in g:
         url = get_config().database_url
         assert url
+        slots: threading.BoundedSemaphore | None = current_app.extensions.get(DB_SLOTS_EXTENSION)
+        if slots is not None:
+            if not slots.acquire(timeout=DB_SLOT_WAIT_SECONDS):
+                raise psycopg2.OperationalError("every Postgres connection of this process is busy")
+            g.db_slot = slots
         g.db = connect(url, application_name="falback-web")
     conn: Connection = g.db
     return conn
@@ -30,8 +43,13 @@ def get_db() -> Connection:
 
 def close_db(_error: BaseException | None = None) -> None:
     conn = g.pop("db", None)
-    if conn is not None:
-        conn.close()
+    try:
+        if conn is not None:
+            conn.close()
+    finally:
+        slot: threading.BoundedSemaphore | None = g.pop("db_slot", None)
+        if slot is not None:
+            slot.release()
 
 
 def init_app(app: Flask) -> None:

@@ -22,11 +22,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @contextmanager
 def gunicorn(config: Config, log_path: Path, *, workers: int = 2, threads: int = 4,
-             timeout: float = 20) -> Iterator[str]:
-    """Yield the base URL of a running gunicorn; stop it (SIGTERM) afterwards."""
+             timeout: float = 20, extra_env: dict[str, str] | None = None) -> Iterator[str]:
+    """Yield the base URL of a running gunicorn; stop it (SIGTERM) afterwards. `extra_env`
+    adds to the environment gunicorn.conf.py reads (WEB_BODY_TIMEOUT, say)."""
     port = free_port()
     env = {**os.environ, **config.as_env(), "HOST": "127.0.0.1", "PORT": str(port),
-           "WEB_CONCURRENCY": str(workers), "WEB_THREADS": str(threads)}
+           "WEB_CONCURRENCY": str(workers), "WEB_THREADS": str(threads), **(extra_env or {})}
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py", "listener:create_app()"],
@@ -41,8 +42,8 @@ def gunicorn(config: Config, log_path: Path, *, workers: int = 2, threads: int =
                 try:
                     if requests.get(f"{base_url}/ping", timeout=1).status_code == 200:
                         break
-                except (requests.ConnectionError, requests.Timeout):
-                    pass  # not listening yet, or listening while its workers still boot
+                except requests.RequestException:  # not listening yet, or still loading
+                    pass
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"gunicorn did not answer:\n{log_path.read_text()[-3000:]}")
                 time.sleep(0.1)
