@@ -29,6 +29,7 @@ DEFAULT_FAL_JWKS_URLS = (
     "https://rest.alpha.fal.ai/.well-known/jwks.json",
 )
 MAX_DATA_URI_BYTES_LIMIT = 64 * 1024 * 1024
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,10 @@ class Config:
     # whsec_<base64>: Standard Webhooks HMAC key, or the X-Falback-Secret header value.
     app_webhook_secret: str | None = field(default=None, repr=False)
 
+    # Logs (core/logs.py): the level, and "text" lines or "json" objects for log shippers.
+    log_level: str = "INFO"
+    log_format: str = "text"
+
     # The raw GOOGLE_DRIVE_* variables (they hold the key: kept out of repr).
     google: Mapping[str, str] = field(default_factory=dict, repr=False)
     # Parsed from `google` (docs/google-drive.md); None means the local folder.
@@ -163,6 +168,8 @@ class Config:
                 "FALBACK_MAX_DATA_URI_BYTES", defaults.max_data_uri_bytes, minimum=1024
             ),
             app_webhook_secret=reader.webhook_secret("FALBACK_APP_WEBHOOK_SECRET"),
+            log_level=reader.choice("FALBACK_LOG_LEVEL", defaults.log_level, LOG_LEVELS),
+            log_format=reader.choice("LOG_FORMAT", defaults.log_format, ("text", "json")),
             google={k: v for k, v in env.items()
                     if k.startswith("GOOGLE_DRIVE_") or k == "GOOGLE_APPLICATION_CREDENTIALS"},
         )
@@ -203,6 +210,8 @@ class Config:
             "FAL_REST_BASE_URL": self.fal_rest_base_url,
             "FAL_CDN_TOKEN_HOSTS": ",".join(self.fal_cdn_token_hosts),
             "FALBACK_MAX_DATA_URI_BYTES": str(self.max_data_uri_bytes),
+            "FALBACK_LOG_LEVEL": self.log_level,
+            "LOG_FORMAT": self.log_format,
             **self.google,
         }
         for name, value in (("DATABASE_URL", self.database_url), ("REDIS_URL", self.redis_url),

@@ -40,6 +40,7 @@ EVERY_VARIABLE = {
     "FALBACK_RETRY_BASE_SECONDS": ("5", "retry_base_seconds"),
     "FALBACK_JOB_TIMEOUT": ("600", "job_timeout_seconds"),
     "FALBACK_EXPIRY_DAYS": ("3", "expiry_days"),
+    "FALBACK_MISSING_RETRY_SECONDS": ("600", "missing_retry_seconds"),
     "FALBACK_SWEEP_INTERVAL": ("45", "sweep_interval_seconds"),
     "FALBACK_SWEEP_LIMIT": ("250", "sweep_limit"),
     "FALBACK_DAILY_BACKFILL": ("03:15 images 20", "daily_backfill"),
@@ -51,6 +52,8 @@ EVERY_VARIABLE = {
     "FAL_CDN_TOKEN_HOSTS": ("*.private.example", "fal_cdn_token_hosts"),
     "FALBACK_MAX_DATA_URI_BYTES": ("2048", "max_data_uri_bytes"),
     "FALBACK_APP_WEBHOOK_SECRET": ("whsec_" + base64.b64encode(b"k" * 24).decode(), "app_webhook_secret"),
+    "FALBACK_LOG_LEVEL": ("debug", "log_level"),
+    "LOG_FORMAT": ("JSON", "log_format"),
 }
 DRIVE_SETTINGS = {
     "GOOGLE_DRIVE_FOLDER_ID": "abc", "GOOGLE_DRIVE_IMPERSONATE": "alice@example.com",
