@@ -26,6 +26,11 @@ def test_it_reads_every_variable_and_round_trips_through_as_env(tmp_path: Path) 
         "FALBACK_RETRY_BASE_SECONDS": "5", "FALBACK_BACKUP_DIR": str(tmp_path),
         "FALBACK_READ_TIMEOUT": "1.5", "GOOGLE_DRIVE_FOLDER_ID": "abc",
         "GOOGLE_DRIVE_KEY_FILE": str(write_key_file(tmp_path / "key.json")),
+        "FALBACK_S3_BUCKET": "fal-backups", "FALBACK_S3_ACCESS_KEY_ID": "AKIAEXAMPLE",
+        "FALBACK_S3_SECRET_ACCESS_KEY": "secret", "FALBACK_S3_REGION": "eu-central-1",
+        "FALBACK_S3_ENDPOINT_URL": "https://abcdefghijklmnop.supabase.co/storage/v1/s3",
+        "FALBACK_S3_PREFIX": "backups/", "FALBACK_S3_PART_SIZE": "8MiB", "FALBACK_S3_PATH_STYLE": "true",
+        "FALBACK_S3_PRESIGN_SECONDS": "900",
     }
     config = Config.from_env(env)
     assert config.source_hosts == ("v3.fal.media", "*.example.com")
@@ -34,7 +39,10 @@ def test_it_reads_every_variable_and_round_trips_through_as_env(tmp_path: Path) 
     assert config.google == {"GOOGLE_DRIVE_FOLDER_ID": "abc",
                              "GOOGLE_DRIVE_KEY_FILE": env["GOOGLE_DRIVE_KEY_FILE"]}
     assert config.drive is not None and config.drive.folder_id == "abc"
+    assert config.s3 is not None and config.s3.part_size == 8 * 1024 * 1024
+    assert config.s3.prefix == "backups/" and config.s3.presign_seconds == 900
     assert Config.from_env(config.as_env()) == config
+    assert Config.from_env(config.as_env()).s3 == config.s3
 
 
 @pytest.mark.parametrize(
