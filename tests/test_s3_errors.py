@@ -103,3 +103,15 @@ def test_an_unreachable_endpoint_is_retried(config: Config, conn: Connection, cd
     assert run_job(chosen, ledger_id) != "done"
     row = s3_row(conn)
     assert row["status"] == "retrying" and f"no answer from http://127.0.0.1:{port}" in row["last_error"]
+
+
+def test_a_key_that_may_list_but_not_read_is_told_so(s3_config: Config, conn: Connection, cdn: FakeCdn,
+                                                     redis: Redis, s3: Bucket) -> None:
+    """HEAD answers carry no error code; a listing tells why it was refused, or that
+    listing is allowed and reading is not."""
+    ledger_id = one_file(s3_config, conn, cdn, redis, 10_000)
+    s3.proxy.add(Fault("HeadObject", "status", status=403, code="AccessDenied", times=5))
+    assert run_job(s3_config, ledger_id) == "failed"
+    row = s3_row(conn)
+    assert "may list bucket fal-backups but not read" in row["last_error"]
+    assert "s3:GetObject" in row["last_error"] and s3.proxy.ops()["ListObjects"] == 1

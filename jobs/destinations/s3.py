@@ -245,5 +245,5 @@ class S3Destination:
     def _explain(self, key: str) -> None:
         """Raise the error a request with a body gives (HEAD has none to say why)."""
         self.s3.list_objects_v2(Bucket=self.bucket, Prefix=key, MaxKeys=1)
-        raise PermanentError(f"S3 lets the access key list bucket {self.bucket} but not read {key}:"
+        raise PermanentError(f"S3 says the access key may list bucket {self.bucket} but not read {key}:"
                              " give it s3:GetObject (and s3:PutObject, s3:DeleteObject) on the bucket")
