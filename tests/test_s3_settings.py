@@ -30,7 +30,8 @@ def test_nothing_set_means_no_s3() -> None:
 
 def test_aws_defaults() -> None:
     s3 = settings()
-    assert (s3.bucket, s3.endpoint_url, s3.region, s3.prefix) == ("fal-backups", None, "us-east-1", "falback/")
+    assert (s3.bucket, s3.endpoint_url, s3.region, s3.prefix) == (
+        "fal-backups", None, "us-east-1", "falback/")
     assert (s3.part_size, s3.path_style, s3.presign_seconds, s3.checksum) == (
         DEFAULT_PART_SIZE, False, 3600, "sha256")  # AWS: virtual-hosted addressing
     assert (s3.access_key_id, s3.secret_access_key) == (KEY_ID, SECRET)
@@ -68,7 +69,8 @@ def test_secrets_stay_out_of_repr() -> None:
     ({"FALBACK_S3_SECRET_ACCESS_KEY": "ab\x01cd"}, "FALBACK_S3_SECRET_ACCESS_KEY contains spaces"),
     ({"FALBACK_S3_BUCKET": "fal/backups"}, "put a folder in FALBACK_S3_PREFIX"),
     ({"FALBACK_S3_BUCKET": "s3://fal"}, "must be a bucket name alone"),
-    ({"FALBACK_S3_BUKET": "x"}, "FALBACK_S3_BUKET is not a falback setting (did you mean FALBACK_S3_BUCKET?)"),
+    ({"FALBACK_S3_BUKET": "x"},
+     "FALBACK_S3_BUKET is not a falback setting (did you mean FALBACK_S3_BUCKET?)"),
     ({"FALBACK_S3_ENDPOINT_URL": "abcdefghijklmnop.supabase.co"}, "must be an https URL"),
     ({"FALBACK_S3_ENDPOINT_URL": "https://abcdefghijklmnop.supabase.co"},
      "Supabase's S3 endpoint is https://abcdefghijklmnop.supabase.co/storage/v1/s3"),
