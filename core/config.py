@@ -17,6 +17,7 @@ from pathlib import Path
 from core.drive_settings import DriveSettings, parse_drive_settings
 from core.env import ConfigError, EnvReader
 from core.kinds import BACKFILL_TYPES
+from core.s3_settings import S3Settings, parse_s3_settings
 
 __all__ = ["Config", "ConfigError", "DailyBackfill"]
 
@@ -112,9 +113,14 @@ class Config:
     google: Mapping[str, str] = field(default_factory=dict, repr=False)
     # Parsed from `google` (docs/google-drive.md); None means the local folder.
     drive: DriveSettings | None = field(init=False, default=None, compare=False)
+    # The raw FALBACK_S3_* variables (the secret key among them: kept out of repr).
+    s3_env: Mapping[str, str] = field(default_factory=dict, repr=False)
+    # Parsed from `s3_env` (docs/s3.md); None means no S3 destination.
+    s3: S3Settings | None = field(init=False, default=None, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "drive", parse_drive_settings(self.google))
+        object.__setattr__(self, "s3", parse_s3_settings(self.s3_env))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
@@ -172,6 +178,7 @@ class Config:
             log_format=reader.choice("LOG_FORMAT", defaults.log_format, ("text", "json")),
             google={k: v for k, v in env.items()
                     if k.startswith("GOOGLE_DRIVE_") or k == "GOOGLE_APPLICATION_CREDENTIALS"},
+            s3_env={k: v for k, v in env.items() if k.startswith("FALBACK_S3_")},
         )
         if config.max_data_uri_bytes > MAX_DATA_URI_BYTES_LIMIT:
             raise ConfigError(
@@ -213,6 +220,7 @@ class Config:
             "FALBACK_LOG_LEVEL": self.log_level,
             "LOG_FORMAT": self.log_format,
             **self.google,
+            **self.s3_env,
         }
         for name, value in (("DATABASE_URL", self.database_url), ("REDIS_URL", self.redis_url),
                             ("FALBACK_ADMIN_TOKEN", self.admin_token),

@@ -55,6 +55,13 @@ EVERY_VARIABLE = {
     "FALBACK_LOG_LEVEL": ("debug", "log_level"),
     "LOG_FORMAT": ("JSON", "log_format"),
 }
+S3_SETTINGS = {
+    "FALBACK_S3_BUCKET": "fal-backups", "FALBACK_S3_ACCESS_KEY_ID": "AKIAEXAMPLE",
+    "FALBACK_S3_SECRET_ACCESS_KEY": "secret", "FALBACK_S3_REGION": "eu-central-1",
+    "FALBACK_S3_ENDPOINT_URL": "https://abcdefghijklmnop.supabase.co/storage/v1/s3",
+    "FALBACK_S3_PREFIX": "backups/", "FALBACK_S3_PART_SIZE": "8MiB", "FALBACK_S3_PATH_STYLE": "true",
+    "FALBACK_S3_PRESIGN_SECONDS": "900",
+}
 DRIVE_SETTINGS = {
     "GOOGLE_DRIVE_FOLDER_ID": "abc", "GOOGLE_DRIVE_IMPERSONATE": "alice@example.com",
     "GOOGLE_DRIVE_SCOPE": "drive.file", "GOOGLE_DRIVE_CHUNK_SIZE": "8MiB",
@@ -81,15 +88,17 @@ def drive_key_variables(source: str, tmp_path: Path) -> dict[str, str]:
 def test_it_reads_every_variable_and_round_trips_through_as_env(key_source: str, tmp_path: Path) -> None:
     env = {name: value for name, (value, _) in EVERY_VARIABLE.items()}
     drive = {**DRIVE_SETTINGS, **drive_key_variables(key_source, tmp_path)}
-    config = Config.from_env({**env, **drive})
+    config = Config.from_env({**env, **drive, **S3_SETTINGS})
     defaults = Config()
 
     # Each variable reached its field, and every field has a variable here.
     for name, (_, field) in EVERY_VARIABLE.items():
         assert getattr(config, field) != getattr(defaults, field), f"{name} was not read"
     fields = {f.name for f in dataclasses.fields(Config) if f.init}
-    assert fields - {field for _, field in EVERY_VARIABLE.values()} == {"google"}
-    assert config.google == drive
+    assert fields - {field for _, field in EVERY_VARIABLE.values()} == {"google", "s3_env"}
+    assert config.google == drive and config.s3_env == S3_SETTINGS
+    assert config.s3 is not None and config.s3.part_size == 8 * 1024 * 1024
+    assert config.s3.prefix == "backups/" and config.s3.presign_seconds == 900
     assert config.drive is not None
     drive_defaults = DriveSettings("", "", "")
     assert [f.name for f in dataclasses.fields(DriveSettings)
@@ -104,11 +113,11 @@ def test_it_reads_every_variable_and_round_trips_through_as_env(key_source: str,
 
     # as_env writes every variable back, and each comes back as it was.
     written = config.as_env()
-    assert set(written) == set(env) | set(drive)
+    assert set(written) == set(env) | set(drive) | set(S3_SETTINGS)
     rebuilt = Config.from_env(written)
     for name, (_, field) in EVERY_VARIABLE.items():
         assert getattr(rebuilt, field) == getattr(config, field), name
-    assert rebuilt == config and rebuilt.drive == config.drive
+    assert rebuilt == config and rebuilt.drive == config.drive and rebuilt.s3 == config.s3
 
 
 def test_every_drive_variable_is_covered_above(tmp_path: Path) -> None:
