@@ -3,6 +3,7 @@
 
     python3 dev.py run [--demo] [--port N]   run every process (embedded servers if unset)
     python3 dev.py test [pytest args]        run the test suite
+    python3 dev.py demo [--full-size]        offline demo: 507 files to a Drive emulator
     python3 dev.py lint                      ruff, mypy (product and tests), import contracts
 
 The first call creates `.venv/` and installs requirements-dev.txt; later calls reinstall
@@ -49,7 +50,7 @@ def ensure_venv() -> None:
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in ("run", "test", "lint"):
+    if not argv or argv[0] not in ("run", "test", "lint", "demo"):
         print(__doc__)
         return 2
     ensure_venv()
@@ -57,6 +58,8 @@ def main(argv: list[str]) -> int:
     command, rest = argv[0], argv[1:]
     if command == "run":
         return subprocess.call([python, "-m", "falback", "up", *rest], cwd=ROOT)
+    if command == "demo":
+        return subprocess.call([python, "-m", "falback", "demo", *rest], cwd=ROOT)
     if command == "test":
         code = subprocess.call([python, "-m", "pytest", *rest], cwd=ROOT)
         # pytest's 5 means "no tests collected": a broken suite, not a pass.

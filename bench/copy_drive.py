@@ -106,7 +106,7 @@ class Bench:
                                                          serialization.PublicFormat.SubjectPublicKeyInfo))
         port = free_port()
         self.emulator = subprocess.Popen(
-            [sys.executable, "-m", "tests.fakes.drive_emulator", "--port", str(port), "--dir",
+            [sys.executable, "-m", "devkit.drive_emulator", "--port", str(port), "--dir",
              str(self.root / "drive"), "--public-key", str(public), "--shared-drive", "Backups"],
             stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parent.parent,
         )

@@ -16,8 +16,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import FrameType
+from typing import TextIO
 
 from core.config import Config
 
@@ -52,30 +54,42 @@ def admin_token_path(config: Config) -> Path:
     return config.data_dir / "admin-token"
 
 
-def run(config: Config, extra_env: dict[str, str], port: int) -> int:
+def run(config: Config, extra_env: dict[str, str], port: int, *,
+        stop: threading.Event | None = None, output: TextIO | None = None,
+        drop_env: Iterable[str] = (), scale: Mapping[str, int] | None = None) -> int:
+    """Run the Procfile until Ctrl-C, SIGTERM, a process exiting, or `stop` being set (by
+    another thread). Output goes to `output` (default stdout); variables whose names
+    start with a `drop_env` prefix are left out of the inherited environment; `scale`
+    runs that many copies of a line (worker.1, worker.2, ...), as `honcho start -c` does."""
     assert config.database_url and config.redis_url
-    env = dict(os.environ, **extra_env)
+    prefixes = tuple(drop_env)
+    env = {k: v for k, v in os.environ.items() if not (prefixes and k.startswith(prefixes))}
+    env.update(extra_env)
     env.update(DATABASE_URL=config.database_url, REDIS_URL=config.redis_url,
                PORT=str(port), FALBACK_ADMIN_TOKEN=admin_token(config)[0], PYTHONUNBUFFERED="1")
     bin_dir = str(Path(sys.executable).parent)
     env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
     children: dict[str, subprocess.Popen[bytes]] = {}
-    for name, command in read_procfile().items():
-        if name == "release":
+    for line_name, command in read_procfile().items():
+        if line_name == "release":
             continue  # `up` has migrated already
-        children[name] = subprocess.Popen(
-            command, shell=True, env=env, cwd=PROCFILE.parent, start_new_session=True,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        )
-        threading.Thread(target=_relay_output, args=(name, children[name]), daemon=True).start()
+        copies = (scale or {}).get(line_name, 1)
+        for n in range(1, copies + 1):
+            name = line_name if copies == 1 else f"{line_name}.{n}"
+            children[name] = subprocess.Popen(
+                command, shell=True, env=env, cwd=PROCFILE.parent, start_new_session=True,
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            )
+            threading.Thread(target=_relay_output, args=(name, children[name], output),
+                             daemon=True).start()
 
-    stopping = threading.Event()
+    stopping = stop or threading.Event()
 
-    def stop(_signum: int, _frame: FrameType | None) -> None:
+    def on_signal(_signum: int, _frame: FrameType | None) -> None:
         stopping.set()
 
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
     exit_code = 0
     while not stopping.is_set():
         for name, child in children.items():
@@ -117,8 +131,9 @@ def _wait_for_group(child: subprocess.Popen[bytes], deadline: float) -> bool:
         time.sleep(0.05)
 
 
-def _relay_output(name: str, child: subprocess.Popen[bytes]) -> None:
+def _relay_output(name: str, child: subprocess.Popen[bytes], output: TextIO | None) -> None:
     assert child.stdout is not None
     for line in child.stdout:
-        sys.stdout.write(f"{name:>7} | {line.decode(errors='replace')}")
-        sys.stdout.flush()
+        out = output or sys.stdout
+        out.write(f"{name:>7} | {line.decode(errors='replace')}")
+        out.flush()

@@ -1,8 +1,8 @@
-"""The `falback` command: migrate, backfill, status, worker, relay, sweep, cron, up.
+"""The `falback` command: migrate, backfill, status, worker, relay, sweep, cron, up, demo.
 
-Every command but `up` runs against the servers that DATABASE_URL / REDIS_URL name and
+Every command but `up` and `demo` runs against the servers that DATABASE_URL / REDIS_URL name and
 stops with exit code 2 when one it needs is unset; only `up` (and the tests) start
-embedded servers, from the dev kit.
+embedded servers, from the dev kit (`demo` always does, in a data folder of its own).
 """
 
 from __future__ import annotations
@@ -44,6 +44,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     up.add_argument("--port", type=int, default=8000)
     up.add_argument("--demo", action="store_true",
                     help="add sample app tables whose files come from a local stand-in CDN")
+    demo = commands.add_parser(
+        "demo", help="offline demo: 507 files like the user's, backed up to a Drive emulator")
+    demo.add_argument("--port", type=int, default=8000)
+    demo.add_argument("--full-size", action="store_true",
+                      help="the user's real sizes (5.96 GB, generated on the fly) instead of 1/100")
+    demo.add_argument("--exit-when-done", action="store_true",
+                      help="stop once every file is safe (else run until Ctrl-C)")
+    demo.add_argument("--timeout", type=float, help="give up (exit 1) after this many seconds")
     args = parser.parse_args(argv)
 
     try:
@@ -56,6 +64,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from jobs.destinations.drive_check import drive_check
 
         return drive_check(config)
+    if args.command == "demo":
+        from devkit.demo import run_demo
+
+        return run_demo(config, args.port, full_size=args.full_size,
+                        exit_when_done=args.exit_when_done, timeout=args.timeout)
     if args.command == "up":
         from devkit.services import running_services
 
@@ -141,6 +154,11 @@ def _worker(config: Config, burst: bool) -> int:
     from jobs.worker import make_worker
 
     assert config.redis_url
+    # Import the job code here, once: each job runs in a work horse forked from this
+    # process, which would otherwise import it again (seconds on a busy machine) per file.
+    import jobs.backup  # noqa: F401
+    if config.drive is not None:
+        import jobs.destinations.drive  # noqa: F401
     redis = Redis.from_url(config.redis_url)
     worker = make_worker(config, redis, worker_queues(redis))
     try:

@@ -10,8 +10,9 @@ import pytest
 import requests
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from devkit.jwks_server import signed_message as devkit_signed_message
 from jobs.fal.jwks import MAX_JWKS_AGE_SECONDS, JwksCache, parse_jwks
-from jobs.fal.signature import Reason, VerifyResult, verify_webhook
+from jobs.fal.signature import Reason, VerifyResult, signed_message, verify_webhook
 from tests.fakes.jwks_server import JwksServer, jwk, jwks, signed_headers
 
 NOW = 1_700_000_000
@@ -395,3 +396,11 @@ def test_never_logs_signature_or_body(
     for headers in (good, forged, stale):
         assert headers["X-Fal-Webhook-Signature"] not in caplog.text
     assert BODY.decode() not in caplog.text and "images" not in caplog.text
+
+
+def test_the_dev_kit_signs_the_message_the_verifier_checks() -> None:
+    """devkit/jwks_server.py (used by the demo) spells fal's signed message itself, since the
+    dev kit may not import jobs: both spellings must agree byte for byte."""
+    for body in (b"", BODY, b'{"a": "\xc3\xa9"}'):
+        assert devkit_signed_message("r-1", "u-1", "1700000000", body) == signed_message(
+            "r-1", "u-1", "1700000000", body)

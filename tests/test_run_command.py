@@ -92,7 +92,7 @@ def test_ctrl_c_stops_the_processes_before_their_servers_and_a_set_token_stays_u
     reader.start()
     try:
         wait_for(lambda: requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200,
-                 60, "/healthz")
+                 60, "/healthz", interval=0.3, ignoring=(requests.RequestException,))
         wait_for(lambda: any("Listening on falback-maintenance" in line for line in lines), 30,
                  "the worker to listen")
         assert requests.get(f"http://127.0.0.1:{port}/status", timeout=5,
