@@ -31,6 +31,7 @@ def create_app(config: Config | None = None) -> Flask:
     from jobs.fal.jwks import JwksCache
     from listener import admin, app_webhook, dashboard, errors, fal_webhook, health, metrics, status_page
     from listener.context import init_app
+    from listener.media import bp as media_bp
 
     init_app(app)
     errors.init_app(app)
@@ -43,6 +44,7 @@ def create_app(config: Config | None = None) -> Flask:
     app.register_blueprint(fal_webhook.bp)
     app.register_blueprint(app_webhook.bp)
     app.register_blueprint(status_page.bp)
+    app.register_blueprint(media_bp)
     metrics.init_app(app)
     dashboard.mount(app, config)
     log = logging.getLogger(__name__)
