@@ -11,6 +11,7 @@ Every reader streams: memory stays constant whatever the file's size.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ from jobs.destinations import drive_auth
 log = logging.getLogger(__name__)
 
 CHUNK = 256 * 1024
+YIELD_EVERY = 16  # chunks (4 MiB)
 # One AuthorizedSession per web process: it keeps the token and reuses connections.
 DRIVE_SESSION_EXTENSION = "falback_drive_media_session"
 
@@ -73,12 +75,18 @@ def _read_file(path: Path, first: int, length: int) -> Iterator[bytes]:
     with path.open("rb") as f:
         f.seek(first)
         left = length
+        sent = 0
         while left > 0:
             chunk = f.read(min(CHUNK, left))
             if not chunk:
                 return  # the file shrank under us: the client sees a short body
             left -= len(chunk)
             yield chunk
+            sent += 1
+            if sent % YIELD_EVERY == 0:
+                # Disk reads never block in gevent's eyes, and a fast client never fills the
+                # socket: let the other greenlets (and the worker's heartbeat) run.
+                time.sleep(0)
 
 
 def open_drive(file: MediaFile, config: Config, app: Flask) -> Backup | None:

@@ -52,3 +52,18 @@ def sparse_file(path: Path, size: int) -> Path:
         f.seek(size - 1)
         f.write(b"\x01")
     return path
+
+
+def gunicorn_workers(base_url: str) -> list[int]:
+    """The worker pids of the gunicorn (tests/support/gunicorn.py) listening at `base_url`."""
+    import psutil
+
+    port = base_url.rsplit(":", 1)[1]
+    for process in psutil.process_iter(["cmdline"]):
+        try:
+            if "listener:create_app()" in (process.info["cmdline"] or []) \
+                    and process.environ().get("PORT") == port:
+                return [c.pid for c in process.children()]
+        except psutil.Error:
+            continue
+    raise AssertionError(f"no gunicorn on port {port}")
