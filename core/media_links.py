@@ -1,7 +1,7 @@
 """Links to a file through the media resolver (listener/media.py, docs/media.md).
 
 `GET /media/<media_id>` is the stable link of one file; `media_id` is random (ledger
-column, migrations/0007). With FALBACK_PUBLIC_URL set (the web app's public origin, e.g.
+column, migrations/0008). With FALBACK_PUBLIC_URL set (the web app's public origin, e.g.
 https://falback.example.com) links are absolute; otherwise they are the path alone.
 """
 
