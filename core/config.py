@@ -18,6 +18,7 @@ from core.drive_settings import DriveSettings, parse_drive_settings
 from core.env import ConfigError, EnvReader
 from core.kinds import BACKFILL_TYPES
 from core.media_links import PUBLIC_URL_VARIABLE, parse_public_url
+from core.s3_settings import S3Settings, parse_s3_settings
 
 __all__ = ["Config", "ConfigError", "DailyBackfill"]
 
@@ -30,6 +31,7 @@ DEFAULT_FAL_JWKS_URLS = (
     "https://rest.alpha.fal.ai/.well-known/jwks.json",
 )
 MAX_DATA_URI_BYTES_LIMIT = 64 * 1024 * 1024
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 @dataclass(frozen=True)
@@ -106,13 +108,22 @@ class Config:
     # whsec_<base64>: Standard Webhooks HMAC key, or the X-Falback-Secret header value.
     app_webhook_secret: str | None = field(default=None, repr=False)
 
+    # Logs (core/logs.py): the level, and "text" lines or "json" objects for log shippers.
+    log_level: str = "INFO"
+    log_format: str = "text"
+
     # The raw GOOGLE_DRIVE_* variables (they hold the key: kept out of repr).
     google: Mapping[str, str] = field(default_factory=dict, repr=False)
     # Parsed from `google` (docs/google-drive.md); None means the local folder.
     drive: DriveSettings | None = field(init=False, default=None, compare=False)
+    # The raw FALBACK_S3_* variables (the secret key among them: kept out of repr).
+    s3_env: Mapping[str, str] = field(default_factory=dict, repr=False)
+    # Parsed from `s3_env` (docs/s3.md); None means no S3 destination.
+    s3: S3Settings | None = field(init=False, default=None, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "drive", parse_drive_settings(self.google))
+        object.__setattr__(self, "s3", parse_s3_settings(self.s3_env))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
@@ -167,8 +178,11 @@ class Config:
                 "FALBACK_MAX_DATA_URI_BYTES", defaults.max_data_uri_bytes, minimum=1024
             ),
             app_webhook_secret=reader.webhook_secret("FALBACK_APP_WEBHOOK_SECRET"),
+            log_level=reader.choice("FALBACK_LOG_LEVEL", defaults.log_level, LOG_LEVELS),
+            log_format=reader.choice("LOG_FORMAT", defaults.log_format, ("text", "json")),
             google={k: v for k, v in env.items()
                     if k.startswith("GOOGLE_DRIVE_") or k == "GOOGLE_APPLICATION_CREDENTIALS"},
+            s3_env={k: v for k, v in env.items() if k.startswith("FALBACK_S3_")},
         )
         if config.max_data_uri_bytes > MAX_DATA_URI_BYTES_LIMIT:
             raise ConfigError(
@@ -207,7 +221,10 @@ class Config:
             "FAL_REST_BASE_URL": self.fal_rest_base_url,
             "FAL_CDN_TOKEN_HOSTS": ",".join(self.fal_cdn_token_hosts),
             "FALBACK_MAX_DATA_URI_BYTES": str(self.max_data_uri_bytes),
+            "FALBACK_LOG_LEVEL": self.log_level,
+            "LOG_FORMAT": self.log_format,
             **self.google,
+            **self.s3_env,
         }
         for name, value in (("DATABASE_URL", self.database_url), ("REDIS_URL", self.redis_url),
                             ("FALBACK_ADMIN_TOKEN", self.admin_token),

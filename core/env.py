@@ -55,6 +55,16 @@ class EnvReader:
             raise ConfigError(f"{name} must be greater than 0, got {value}")
         return number
 
+    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+        """One of `choices`, matched case-insensitively, returned as spelled there."""
+        value = self.text(name)
+        if value is None:
+            return default
+        for choice in choices:
+            if value.lower() == choice.lower():
+                return choice
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+
     def boolean(self, name: str, default: bool) -> bool:
         value = self.text(name)
         if value is None:

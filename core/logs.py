@@ -10,16 +10,18 @@ as `last_error` goes through the same function (db/ledger.py).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
 import sys
 from collections.abc import Iterable
+from datetime import UTC, datetime
 
 REDACTED = "[redacted]"
 # The environment variables whose values are secrets wherever they show up.
 SECRET_VARIABLES = ("FAL_KEY", "FALBACK_ADMIN_TOKEN", "FALBACK_APP_WEBHOOK_SECRET",
-                    "GOOGLE_DRIVE_PRIVATE_KEY")
+                    "GOOGLE_DRIVE_PRIVATE_KEY", "FALBACK_S3_SECRET_ACCESS_KEY")
 _MIN_SECRET = 8  # shorter values would mask ordinary words
 
 _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
@@ -68,6 +70,8 @@ class RedactingFormatter(logging.Formatter):
         self.inner = inner or logging.Formatter()
 
     def format(self, record: logging.LogRecord) -> str:
+        if isinstance(self.inner, JsonFormatter):
+            return self.inner.format(record)  # redacts field by field: the JSON stays valid
         return redact(self.inner.format(record))
 
 
@@ -97,17 +101,53 @@ def install_redaction(handler: logging.Handler) -> None:
         handler.setFormatter(RedactingFormatter(handler.formatter))
 
 
-def setup_logging() -> None:
+# Ids a log call may pass in `extra=`; JSON lines carry them as fields.
+ID_FIELDS = ("ledger_id", "job_id", "request_id", "delivery_id")
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, for log shippers: time, level, logger, message, the ids
+    the line is about, and the traceback if any."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, object] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": redact(record.getMessage()),
+        }
+        line.update({k: getattr(record, k) for k in ID_FIELDS if getattr(record, k, None) is not None})
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            line["traceback"] = redact(record.exc_text)
+        return json.dumps(line, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    """`time LEVEL logger: message`, and `[request <id>]` on lines a web request wrote
+    (jobs' lines name their ledger and job ids in the message itself)."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        request_id = getattr(record, "request_id", None)
+        return f"{text} [request {request_id}]" if request_id else text
+
+
+def setup_logging(level: str = "INFO", log_format: str = "text") -> None:
     """Log to stdout (once per process) and put redaction on every handler configured so
     far: the root's, and those of loggers that do not propagate (gunicorn's)."""
     add_secrets(os.environ.get(name) for name in SECRET_VARIABLES)
     root = logging.getLogger()
     if not any(getattr(h, "falback", False) for h in root.handlers):
         handler = logging.StreamHandler(sys.stdout)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
         handler.falback = True  # type: ignore[attr-defined]
         root.addHandler(handler)
-        root.setLevel(os.environ.get("FALBACK_LOG_LEVEL", "INFO").upper())
+        root.setLevel(level)
         # pgserver logs every initdb/pg_ctl command line at INFO.
         logging.getLogger("pgserver").setLevel(logging.WARNING)
     loggers = [root, *(logger for logger in logging.Logger.manager.loggerDict.values()

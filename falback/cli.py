@@ -46,12 +46,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="add sample app tables whose files come from a local stand-in CDN")
     args = parser.parse_args(argv)
 
-    setup_logging()
     try:
         config = Config.from_env()
     except ConfigError as e:
         print(f"falback: configuration error: {e}", file=sys.stderr)
         return 2
+    setup_logging(config.log_level, config.log_format)
     if args.command == "drive-check":  # needs no database
         from jobs.destinations.drive_check import drive_check
 

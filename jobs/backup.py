@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 class _Ids(logging.LoggerAdapter):  # type: ignore[type-arg]
     def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
         assert self.extra is not None
+        kwargs["extra"] = {**self.extra, **kwargs.get("extra", {})}  # fields of a JSON line
         return f"ledger {self.extra['ledger_id']} job {self.extra['job_id']}: {msg}", kwargs
 
 

@@ -18,7 +18,8 @@ a pass costs a few round trips per thousand rows, never one per row.
 
 Job ids are deterministic (`backup-<ledger id>`), so a sweep and the live path never put
 one file on the queue twice. A job that exists but is over (failed, finished, stopped,
-canceled) would block a new one with the same id, so it is deleted first.
+canceled, or 'started' by a worker that no longer heartbeats) would block a new one with
+the same id, so it is deleted first, without trusting RQ's records of it (jobs/queues.py).
 """
 
 from __future__ import annotations

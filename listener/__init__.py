@@ -18,7 +18,7 @@ def create_app(config: Config | None = None) -> Flask:
             "the web process needs DATABASE_URL and REDIS_URL"
             " (`falback up` sets them to embedded servers when they are unset)"
         )
-    setup_logging()
+    setup_logging(config.log_level, config.log_format)
     app = Flask(__name__)
     app.config["FALBACK"] = config
     # Enough for any webhook; larger bodies get 413 before they are read.
@@ -29,7 +29,17 @@ def create_app(config: Config | None = None) -> Flask:
     )
 
     from jobs.fal.jwks import JwksCache
-    from listener import admin, app_webhook, dashboard, errors, fal_webhook, health, metrics, status_page
+    from listener import (
+        admin,
+        app_webhook,
+        dashboard,
+        errors,
+        fal_webhook,
+        health,
+        metrics,
+        request_ids,
+        status_page,
+    )
     from listener.context import init_app
     from listener.media import bp as media_bp
 
@@ -46,6 +56,7 @@ def create_app(config: Config | None = None) -> Flask:
     app.register_blueprint(status_page.bp)
     app.register_blueprint(media_bp)
     metrics.init_app(app)
+    request_ids.init_app(app)
     dashboard.mount(app, config)
     log = logging.getLogger(__name__)
     if not config.fal_webhook_user_id:

@@ -92,11 +92,12 @@ def _enqueue(hook: FalWebhook, outcome: Recorded) -> tuple[Response, int]:
     answer = {"request_id": hook.request_id, "delivery": outcome.delivery_id,
               "duplicate": outcome.duplicate, "files": outcome.files, "new_ledger_rows": len(ids)}
     if outcome.duplicate and not outcome.fetch:
-        log.info("fal webhook %s: repeat delivery %d, nothing to do", hook.request_id, outcome.delivery_id)
+        log.info("fal webhook %s: repeat delivery %d, nothing to do", hook.request_id,
+                 outcome.delivery_id, extra={"delivery_id": outcome.delivery_id})
         return jsonify(answer), 200
     log.info("fal webhook %s: delivery %d, %s, %d file(s), ledger %s%s", hook.request_id,
              outcome.delivery_id, hook.kind.value, outcome.files, ids,
-             f" ({outcome.note})" if outcome.note else "")
+             f" ({outcome.note})" if outcome.note else "", extra={"delivery_id": outcome.delivery_id})
     conn = get_db()
     try:
         enqueue_rows(conn, get_redis(), config, outcome.rows)

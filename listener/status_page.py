@@ -2,14 +2,14 @@
 action for a group of failures (POST /status/retry), all behind the admin token.
 
 The retry action changes state, so it is refused unless the browser says the request
-comes from this site (Sec-Fetch-Site, else Origin): a page elsewhere cannot make an
-operator's browser, which holds the Basic credentials, retry anything.
+comes from this site's own page (listener/auth.py `same_origin`), whatever the
+credentials: a page elsewhere cannot make an operator's browser retry anything, and
+scripts have `falback retry-failed`.
 """
 
 from __future__ import annotations
 
 import logging
-from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, jsonify, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response as BaseResponse
@@ -17,7 +17,7 @@ from werkzeug.wrappers import Response as BaseResponse
 from db import app_rows, figures, ledger
 from jobs.intake import enqueue_rows
 from jobs.queues import counts as queue_counts
-from listener.auth import admin_denied
+from listener.auth import admin_denied, same_origin
 from listener.context import get_config, get_db, get_redis
 
 bp = Blueprint("status_page", __name__)
@@ -59,14 +59,3 @@ def retry() -> BaseResponse | tuple[Response, int]:
     enqueue_rows(conn, get_redis(), get_config(), [(r["id"], r["kind"]) for r in rows])
     log.info("status page: %d failed file(s) back to the queue (reason %r)", len(rows), reason[:200])
     return redirect(url_for("status_page.status", retried=len(rows)), code=303)
-
-
-def same_origin() -> bool:
-    """True when the browser marks the request as coming from this site."""
-    fetch_site = request.headers.get("Sec-Fetch-Site")
-    if fetch_site is not None:
-        return fetch_site == "same-origin"
-    origin = request.headers.get("Origin")
-    if origin is None or origin == "null":
-        return False
-    return urlsplit(origin).netloc == request.host

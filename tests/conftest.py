@@ -15,6 +15,7 @@ import psycopg2
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from moto.server import ThreadedMotoServer
 from redis import Redis
 
 from core.config import Config
@@ -23,7 +24,9 @@ from db.migrate import apply_sample_schema
 from devkit.embedded import EmbeddedPostgres, EmbeddedRedis
 from tests.fakes.cdn import FakeCdn
 from tests.fakes.drive_emulator import DriveEmulator
+from tests.fakes.s3_server import S3Proxy
 from tests.support.drive import ALICE, SA_EMAIL, Drive, Key, drive_env, make_key
+from tests.support.s3 import Bucket, moto_admin, moto_post, s3_env
 from tests.support.servers import Servers
 from tests.support.web import ADMIN_TOKEN, create_app_for
 
@@ -162,3 +165,32 @@ def drive(tmp_path: Path, sa_key: Key) -> Iterator[Drive]:
 def drive_config(config: Config, drive: Drive, sa_key: Key) -> Config:
     """`config` with GOOGLE_DRIVE_* variables that point at the emulator."""
     return config.replace(google=drive_env(drive, sa_key))
+
+
+# --- S3: moto's S3 server over HTTP for the session, a fresh bucket and a counting proxy
+# (tests/fakes/s3_server.py) per test, and a Config whose FALBACK_S3_* point at the proxy.
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[str]:
+    server = ThreadedMotoServer("127.0.0.1", 0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3(moto_server: str) -> Iterator[Bucket]:
+    moto_post(moto_server, "/moto-api/reset")
+    admin = moto_admin(moto_server)
+    admin.create_bucket(Bucket="fal-backups")
+    proxy = S3Proxy(moto_server)
+    yield Bucket("fal-backups", moto_server, proxy, admin)
+    proxy.close()
+    moto_post(moto_server, "/moto-api/reset-auth", b"inf")
+
+
+@pytest.fixture
+def s3_config(config: Config, s3: Bucket) -> Config:
+    return config.replace(s3_env=s3_env(s3))

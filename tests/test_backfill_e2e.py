@@ -72,9 +72,10 @@ def test_it_backs_up_every_file_most_valuable_first(config: Config, conn: Connec
 
     status = falback(config, "status")
     assert status.returncode == 0
-    lines = {line.split()[0]: line.split() for line in status.stdout.splitlines()[1:]}
+    lines = {line.split()[0]: line.split() for line in status.stdout.splitlines()[1:4]}
     assert lines["upscale"][1:3] == ["10", "10"] and lines["regular"][1:3] == ["20", "20"]
     assert lines["image"][7] == "100.0%"
+    assert "at risk: nothing" in status.stdout and "ALARM" not in status.stdout
 
 
 def test_it_enqueues_nothing_new_when_run_twice(config: Config, conn: Connection, cdn: FakeCdn) -> None:

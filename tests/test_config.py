@@ -41,6 +41,7 @@ EVERY_VARIABLE = {
     "FALBACK_RETRY_BASE_SECONDS": ("5", "retry_base_seconds"),
     "FALBACK_JOB_TIMEOUT": ("600", "job_timeout_seconds"),
     "FALBACK_EXPIRY_DAYS": ("3", "expiry_days"),
+    "FALBACK_MISSING_RETRY_SECONDS": ("600", "missing_retry_seconds"),
     "FALBACK_SWEEP_INTERVAL": ("45", "sweep_interval_seconds"),
     "FALBACK_SWEEP_LIMIT": ("250", "sweep_limit"),
     "FALBACK_DAILY_BACKFILL": ("03:15 images 20", "daily_backfill"),
@@ -52,6 +53,15 @@ EVERY_VARIABLE = {
     "FAL_CDN_TOKEN_HOSTS": ("*.private.example", "fal_cdn_token_hosts"),
     "FALBACK_MAX_DATA_URI_BYTES": ("2048", "max_data_uri_bytes"),
     "FALBACK_APP_WEBHOOK_SECRET": ("whsec_" + base64.b64encode(b"k" * 24).decode(), "app_webhook_secret"),
+    "FALBACK_LOG_LEVEL": ("debug", "log_level"),
+    "LOG_FORMAT": ("JSON", "log_format"),
+}
+S3_SETTINGS = {
+    "FALBACK_S3_BUCKET": "fal-backups", "FALBACK_S3_ACCESS_KEY_ID": "AKIAEXAMPLE",
+    "FALBACK_S3_SECRET_ACCESS_KEY": "secret", "FALBACK_S3_REGION": "eu-central-1",
+    "FALBACK_S3_ENDPOINT_URL": "https://abcdefghijklmnop.supabase.co/storage/v1/s3",
+    "FALBACK_S3_PREFIX": "backups/", "FALBACK_S3_PART_SIZE": "8MiB", "FALBACK_S3_PATH_STYLE": "true",
+    "FALBACK_S3_PRESIGN_SECONDS": "900",
 }
 DRIVE_SETTINGS = {
     "GOOGLE_DRIVE_FOLDER_ID": "abc", "GOOGLE_DRIVE_IMPERSONATE": "alice@example.com",
@@ -79,15 +89,17 @@ def drive_key_variables(source: str, tmp_path: Path) -> dict[str, str]:
 def test_it_reads_every_variable_and_round_trips_through_as_env(key_source: str, tmp_path: Path) -> None:
     env = {name: value for name, (value, _) in EVERY_VARIABLE.items()}
     drive = {**DRIVE_SETTINGS, **drive_key_variables(key_source, tmp_path)}
-    config = Config.from_env({**env, **drive})
+    config = Config.from_env({**env, **drive, **S3_SETTINGS})
     defaults = Config()
 
     # Each variable reached its field, and every field has a variable here.
     for name, (_, field) in EVERY_VARIABLE.items():
         assert getattr(config, field) != getattr(defaults, field), f"{name} was not read"
     fields = {f.name for f in dataclasses.fields(Config) if f.init}
-    assert fields - {field for _, field in EVERY_VARIABLE.values()} == {"google"}
-    assert config.google == drive
+    assert fields - {field for _, field in EVERY_VARIABLE.values()} == {"google", "s3_env"}
+    assert config.google == drive and config.s3_env == S3_SETTINGS
+    assert config.s3 is not None and config.s3.part_size == 8 * 1024 * 1024
+    assert config.s3.prefix == "backups/" and config.s3.presign_seconds == 900
     assert config.drive is not None
     drive_defaults = DriveSettings("", "", "")
     assert [f.name for f in dataclasses.fields(DriveSettings)
@@ -102,11 +114,11 @@ def test_it_reads_every_variable_and_round_trips_through_as_env(key_source: str,
 
     # as_env writes every variable back, and each comes back as it was.
     written = config.as_env()
-    assert set(written) == set(env) | set(drive)
+    assert set(written) == set(env) | set(drive) | set(S3_SETTINGS)
     rebuilt = Config.from_env(written)
     for name, (_, field) in EVERY_VARIABLE.items():
         assert getattr(rebuilt, field) == getattr(config, field), name
-    assert rebuilt == config and rebuilt.drive == config.drive
+    assert rebuilt == config and rebuilt.drive == config.drive and rebuilt.s3 == config.s3
 
 
 def test_every_drive_variable_is_covered_above(tmp_path: Path) -> None:

@@ -119,7 +119,7 @@ def plan_files(scan: MediaScan, *, request_id: str, link: AppLink | None, fal_ap
                 expected_size=size,
             )
         )
-    if scan.more_problems:  # said first: the note is cut at its limit
+    if scan.more_problems:  # the count before the list: the note is cut at its limit
         plan.notes.append(f"{len(scan.problems) + scan.more_problems} URLs cannot be copied;"
                           f" the first {len(scan.problems)} follow")
     plan.notes.extend(f"{clip(p.path, 200)}: {clip(p.message, 200)}" for p in scan.problems)
