@@ -28,7 +28,9 @@ class MediaFile:
 
     @property
     def has_copy(self) -> bool:
-        return self.status == "done" and bool(self.destination and self.destination_id)
+        # Set only when a copy was verified (ledger.mark_done); a row marked gone later
+        # (fal lost it early) keeps its copy.
+        return bool(self.destination and self.destination_id)
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> MediaFile:

@@ -51,15 +51,15 @@ def test_known_gone_inside_the_window_is_served_from_the_backup(
     client: FlaskClient, config: Config, conn: Connection
 ) -> None:
     media_id = local_copy(config, conn, f"{FAL}/a.mp4", fresh=True)
-    with conn.cursor() as cur:
-        cur.execute("UPDATE ledger SET status = 'gone'")
-    conn.commit()
-    # A gone row has no copy to serve (a copy would make it done): 404 despite the window.
-    assert client.get("/media", query_string={"src": f"{FAL}/a.mp4"}).status_code == 404
-    with conn.cursor() as cur:
-        cur.execute("UPDATE ledger SET status = 'done'")
-    conn.commit()
     assert client.get(f"/media/{media_id}").status_code == 302
+    with conn.cursor() as cur:
+        cur.execute("UPDATE ledger SET status = 'gone'")  # fal lost it inside its window
+    conn.commit()
+    answer = client.get("/media", query_string={"src": f"{FAL}/a.mp4"})
+    assert answer.status_code == 200 and answer.data == CONTENT
+    # Gone without a copy: nothing to serve, window or not.
+    add_media(conn, f"{FAL}/lost.mp4", status="gone", fresh=True)
+    assert client.get("/media", query_string={"src": f"{FAL}/lost.mp4"}).status_code == 404
 
 
 def test_copy_in_drive_is_proxied_with_the_range_forwarded(
