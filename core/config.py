@@ -17,6 +17,7 @@ from pathlib import Path
 from core.drive_settings import DriveSettings, parse_drive_settings
 from core.env import ConfigError, EnvReader
 from core.kinds import BACKFILL_TYPES
+from core.media_links import PUBLIC_URL_VARIABLE, parse_public_url
 from core.s3_settings import S3Settings, parse_s3_settings
 
 __all__ = ["Config", "ConfigError", "DailyBackfill"]
@@ -59,6 +60,8 @@ class Config:
 
     # Web.
     admin_token: str | None = None
+    # The web app's public origin: backup_media_url is absolute when set (docs/media.md).
+    public_url: str | None = None
     max_backfill_limit: int = 100_000
 
     # Sources.
@@ -132,6 +135,7 @@ class Config:
             redis_url=reader.text("REDIS_URL"),
             data_dir=reader.path("FALBACK_DATA_DIR", defaults.data_dir),
             admin_token=reader.text("FALBACK_ADMIN_TOKEN"),
+            public_url=parse_public_url(reader.text(PUBLIC_URL_VARIABLE)),
             max_backfill_limit=reader.integer(
                 "FALBACK_MAX_BACKFILL_LIMIT", defaults.max_backfill_limit, minimum=1
             ),
@@ -224,6 +228,7 @@ class Config:
         }
         for name, value in (("DATABASE_URL", self.database_url), ("REDIS_URL", self.redis_url),
                             ("FALBACK_ADMIN_TOKEN", self.admin_token),
+                            (PUBLIC_URL_VARIABLE, self.public_url),
                             ("FAL_WEBHOOK_USER_ID", self.fal_webhook_user_id),
                             ("FAL_KEY", self.fal_key),
                             ("FALBACK_APP_WEBHOOK_SECRET", self.app_webhook_secret)):

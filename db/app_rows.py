@@ -19,6 +19,7 @@ from typing import Any
 from psycopg2 import sql
 
 from core.kinds import APP_TABLES, priority_sql
+from core.media_links import media_url, public_url_from_env
 from db.connection import Connection, Row, fetch_all, fetch_one
 from db.ledger import NEW_FILE_INSERT, PRIORITY_ORDER, NewFile
 
@@ -173,6 +174,7 @@ def _sync(conn: Connection, rows: Iterable[tuple[str | None, str | None]]) -> No
     for table, row_id in rows:
         if table in APP_TABLES and row_id is not None:
             by_table.setdefault(table, {})[row_id] = None
+    public_url = public_url_from_env()
     with conn.cursor() as cur:
         for table, ids in by_table.items():
             cur.execute(_ROW_FILES, (list(ids), table))
@@ -185,7 +187,7 @@ def _sync(conn: Connection, rows: Iterable[tuple[str | None, str | None]]) -> No
             update = sql.SQL(_UPDATE_COLUMNS).format(sql.Identifier(table)).as_string(cur)
             statements = []
             for row_id, row_files in files.items():
-                values = _columns(row_files)
+                values = _columns(row_files, public_url)
                 statements.append(cur.mogrify(update, (*values, row_id, *values)))
             if statements:
                 cur.execute(b";".join(statements))
@@ -194,7 +196,7 @@ def _sync(conn: Connection, rows: Iterable[tuple[str | None, str | None]]) -> No
 # Each row's files with their ledger rows, the row's main file (highest priority) first.
 _ROW_FILES = f"""
     SELECT ids.id AS row_id, f.variant, l.status, l.destination, l.destination_url, l.done_at,
-           l.last_error
+           l.last_error, l.media_id
     FROM unnest(%s::text[]) WITH ORDINALITY AS ids(id, n)
     CROSS JOIN LATERAL falback_app_row_files(%s, ids.id) f
     LEFT JOIN ledger l ON l.source_url = f.url
@@ -204,17 +206,20 @@ _ROW_FILES = f"""
 # user's table a locked, rewritten row.
 _UPDATE_COLUMNS = (
     "UPDATE {} SET backup_status = %s, backup_drive_url = %s, backup_storage_url = %s,"
-    " backed_up_at = %s, backup_error = %s WHERE id = %s AND"
-    " (backup_status, backup_drive_url, backup_storage_url, backed_up_at, backup_error)"
-    " IS DISTINCT FROM (%s::text, %s::text, %s::text, %s::timestamptz, %s::text)"
+    " backed_up_at = %s, backup_error = %s, backup_media_url = %s WHERE id = %s AND"
+    " (backup_status, backup_drive_url, backup_storage_url, backed_up_at, backup_error,"
+    " backup_media_url)"
+    " IS DISTINCT FROM (%s::text, %s::text, %s::text, %s::timestamptz, %s::text, %s::text)"
 )
 
 
-def _columns(files: list[Row]) -> tuple[Any, ...]:
+def _columns(files: list[Row], public_url: str | None) -> tuple[Any, ...]:
     """backup_status sums up every file of the row (failed > in_progress > gone > completed;
     pending while nothing has started); the URLs point at the copy of the row's main file
     (`files[0]`: the upscaled video when there is one): Drive copies in backup_drive_url,
-    copies elsewhere in backup_storage_url."""
+    copies elsewhere in backup_storage_url. backup_media_url is the main file's stable
+    link through the media resolver (fal while fresh, then the copy), once it has a
+    ledger row."""
     statuses = [f["status"] for f in files]
     main = files[0]
     if "failed" in statuses:
@@ -235,6 +240,7 @@ def _columns(files: list[Row]) -> tuple[Any, ...]:
         main["destination_url"] if done and main["destination"] != "drive" else None,
         max((f["done_at"] for f in files if f["done_at"]), default=None),
         "; ".join(errors) or None,
+        media_url(main["media_id"], public_url) if main["media_id"] else None,
     )
 
 

@@ -41,6 +41,7 @@ def create_app(config: Config | None = None) -> Flask:
         status_page,
     )
     from listener.context import init_app
+    from listener.media import bp as media_bp
 
     init_app(app)
     errors.init_app(app)
@@ -53,6 +54,7 @@ def create_app(config: Config | None = None) -> Flask:
     app.register_blueprint(fal_webhook.bp)
     app.register_blueprint(app_webhook.bp)
     app.register_blueprint(status_page.bp)
+    app.register_blueprint(media_bp)
     metrics.init_app(app)
     request_ids.init_app(app)
     dashboard.mount(app, config)

@@ -28,6 +28,7 @@ EVERY_VARIABLE = {
     "REDIS_URL": ("redis://r:6379/1", "redis_url"),
     "FALBACK_DATA_DIR": ("/srv/falback", "data_dir"),
     "FALBACK_ADMIN_TOKEN": ("t", "admin_token"),
+    "FALBACK_PUBLIC_URL": ("https://falback.example.com", "public_url"),
     "FALBACK_MAX_BACKFILL_LIMIT": ("500", "max_backfill_limit"),
     "FALBACK_SOURCE_HOSTS": ("v3.fal.media, *.example.com", "source_hosts"),
     "FALBACK_ALLOW_LOOPBACK_SOURCES": ("yes", "allow_loopback_sources"),

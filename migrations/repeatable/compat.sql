@@ -1,5 +1,6 @@
 -- Compatibility with the app's own tables (the user's planning note): backup columns on
--- gen_videos and gen_images, the falback_app_files view (every file the app tables hold,
+-- gen_videos and gen_images (backup_media_url: the row's main file through GET /media/<id>,
+-- docs/media.md), the falback_app_files view (every file the app tables hold,
 -- one row per URL column), falback_app_row_files(table, id) (the same for one app row,
 -- through the table's primary key) and the backup_status_summary view. Re-applied on every
 -- `falback migrate`, so it catches up when the app tables appear after the ledger. Every
@@ -19,7 +20,8 @@ BEGIN
                     ADD COLUMN IF NOT EXISTS backup_drive_url text,
                     ADD COLUMN IF NOT EXISTS backup_storage_url text,
                     ADD COLUMN IF NOT EXISTS backed_up_at timestamptz,
-                    ADD COLUMN IF NOT EXISTS backup_error text', t);
+                    ADD COLUMN IF NOT EXISTS backup_error text,
+                    ADD COLUMN IF NOT EXISTS backup_media_url text', t);
         END IF;
     END LOOP;
 
