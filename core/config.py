@@ -164,7 +164,8 @@ class Config:
             ),
             app_webhook_secret=reader.webhook_secret("FALBACK_APP_WEBHOOK_SECRET"),
             google={k: v for k, v in env.items()
-                    if k.startswith("GOOGLE_DRIVE_") or k == "GOOGLE_APPLICATION_CREDENTIALS"},
+                    if k.startswith("GOOGLE_DRIVE_")
+                    or k in ("GOOGLE_APPLICATION_CREDENTIALS", "FALBACK_TOKEN_KEY")},
         )
         if config.max_data_uri_bytes > MAX_DATA_URI_BYTES_LIMIT:
             raise ConfigError(
