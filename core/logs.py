@@ -19,7 +19,8 @@ from collections.abc import Iterable
 REDACTED = "[redacted]"
 # The environment variables whose values are secrets wherever they show up.
 SECRET_VARIABLES = ("FAL_KEY", "FALBACK_ADMIN_TOKEN", "FALBACK_APP_WEBHOOK_SECRET",
-                    "GOOGLE_DRIVE_PRIVATE_KEY")
+                    "GOOGLE_DRIVE_PRIVATE_KEY", "GOOGLE_DRIVE_OAUTH_CLIENT_SECRET",
+                    "FALBACK_TOKEN_KEY")
 _MIN_SECRET = 8  # shorter values would mask ordinary words
 
 _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (

@@ -14,5 +14,5 @@ def from_config(config: Config, conn: Connection) -> Destination:
     if config.drive is not None:
         from jobs.destinations.drive import DriveDestination
 
-        return DriveDestination(config.drive, conn)
+        return DriveDestination(config.drive, conn, database_url=config.database_url)
     return LocalFolder(config.backup_dir)

@@ -18,6 +18,7 @@ from jobs.destinations.drive_errors import (
     DriveApiError,
     DriveAuthError,
     DriveFailure,
+    DriveSignedOut,
     SessionRestart,
 )
 from jobs.errors import CopyError, DestinationPaused, PermanentError, TransientError
@@ -26,6 +27,8 @@ from jobs.errors import CopyError, DestinationPaused, PermanentError, TransientE
 ROLE_REASONS = {"insufficientFilePermissions", "forbidden", "teamDriveMembershipRequired",
                 "cannotAddParent", ""}
 CHECK = "run `falback drive-check`"
+# A lost sign-in or a full Drive is re-checked this often; drive-login resumes at once.
+SIGNED_OUT_PAUSE = timedelta(hours=6)
 
 
 def in_shared_drive(settings: DriveSettings, shared: bool | None) -> bool:
@@ -35,6 +38,9 @@ def in_shared_drive(settings: DriveSettings, shared: bool | None) -> bool:
 
 def copy_error(error: DriveFailure, settings: DriveSettings, shared: bool | None) -> CopyError:
     """The job's view of a Drive failure: retry later, pause, or give up with a reason."""
+    if isinstance(error, DriveSignedOut):
+        return DestinationPaused(f"Drive uploads are paused: {error}",
+                                 datetime.now(UTC) + SIGNED_OUT_PAUSE)
     if isinstance(error, DriveAuthError):
         return PermanentError(f"{error} ({CHECK})")
     if isinstance(error, SessionRestart):
