@@ -126,15 +126,15 @@ def pause(conn: Connection, destination: str, until: datetime, reason: str) -> N
         )
 
 
-def resume(conn: Connection, destination: str) -> int:
+def resume(conn: Connection, destination: str) -> int | None:
     """End the destination's pause and make every row it held back due now (the sweep
-    re-queues due rows); return how many rows that was."""
+    re-queues due rows); return how many 'retrying' rows that was (None: no pause)."""
     with conn.cursor() as cur:
         cur.execute("DELETE FROM destination_pauses WHERE destination = %s RETURNING paused_until",
                     (destination,))
         row = fetch_one(cur)
         if row is None:
-            return 0
+            return None
         cur.execute("UPDATE ledger SET next_attempt_at = now(), updated_at = now()"
                     " WHERE status = 'retrying' AND next_attempt_at > now()"
                     " AND next_attempt_at <= %s", (row["paused_until"],))

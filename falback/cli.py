@@ -78,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                   file=sys.stderr)
             return 2
         assert config.database_url
-        return drive_login(config.drive, config.database_url)
+        return drive_login(config.drive, config.database_url, redis_url=config.redis_url)
     if args.command == "migrate":
         assert config.database_url
         applied = migrate(config.database_url)

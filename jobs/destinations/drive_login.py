@@ -23,7 +23,7 @@ import requests
 
 from core.drive_settings import DriveSettings
 from db import drive_state, drive_tokens
-from db.connection import connection
+from db.connection import Connection, connection
 from jobs.destinations.drive_oauth import Vault
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ class LoginFailed(Exception):
 
 
 def drive_login(settings: DriveSettings, database_url: str, say: Say = print,
-                sleep: Callable[[float], None] = time.sleep) -> int:
+                sleep: Callable[[float], None] = time.sleep, redis_url: str | None = None) -> int:
     if not settings.personal:
         say("drive-login signs in a personal Google account: set GOOGLE_DRIVE_OAUTH_CLIENT_ID and"
             " GOOGLE_DRIVE_OAUTH_CLIENT_SECRET (and FALBACK_TOKEN_KEY) first; see docs/google-drive.md")
@@ -62,12 +62,27 @@ def drive_login(settings: DriveSettings, database_url: str, say: Say = print,
                                 vault.seal(str(tokens["access_token"])), expires_at)
         drive_tokens.forget_folders(conn)
         resumed = drive_state.resume(conn, "drive")
-    log.info("Drive sign-in stored for %s; %d paused file(s) resumed", email, resumed)
+        conn.commit()
+        woken = _wake(conn, redis_url) if redis_url and resumed is not None else 0
+    log.info("Drive sign-in stored for %s%s", email, "" if resumed is None else "; Drive resumed")
     say(f"drive-login: signed in as {email} (scope {settings.scope}).")
-    if resumed:
-        say(f"drive-login: Drive uploads resume; {resumed} file(s) that waited are due again.")
+    if resumed is not None:
+        say(f"drive-login: Drive uploads resume; every file that waited is due again"
+            f" ({woken} waiting job(s) started again; the sweep re-queues any other).")
     say("Next: falback drive-check")
     return 0
+
+
+def _wake(conn: Connection, redis_url: str) -> int:
+    from redis import Redis
+
+    from jobs.resume import wake_held_back
+
+    redis = Redis.from_url(redis_url, socket_connect_timeout=5, socket_timeout=30)
+    try:
+        return wake_held_back(conn, redis)
+    finally:
+        redis.close()
 
 
 def _sign_in(settings: DriveSettings, http: requests.Session, say: Say,

@@ -71,3 +71,16 @@ def sign_in_row(conn: Connection) -> dict[str, object] | None:
         row = fetch_one(cur)
     conn.commit()
     return row
+
+
+def sign_in(config: Config, personal: Personal, email: str = BOB) -> list[str]:
+    """`drive-login` in this process, approved by `email` on the second poll."""
+    from jobs.destinations.drive_login import drive_login
+
+    users = personal.emulator.users
+    assert users is not None and config.drive is not None and config.database_url is not None
+    users.script(email, after_polls=2)
+    said: list[str] = []
+    assert drive_login(config.drive, config.database_url, said.append,
+                       redis_url=config.redis_url) == 0, said
+    return said
