@@ -76,3 +76,14 @@ def forget_folders(conn: Connection) -> None:
     """A new sign-in may be another account: the folder ids cached for the last are void."""
     with conn.cursor() as cur:
         cur.execute("DELETE FROM drive_folders")
+
+
+def backlog(conn: Connection) -> tuple[int, int]:
+    """Bytes (as far as known) and files still to back up."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT coalesce(sum(coalesce(size_bytes, expected_size, 0)), 0) AS bytes,"
+                    " count(*) AS files FROM ledger"
+                    " WHERE status IN ('pending', 'queued', 'retrying', 'copying')")
+        row = fetch_one(cur)
+    assert row is not None
+    return int(row["bytes"]), int(row["files"])
