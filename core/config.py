@@ -181,7 +181,8 @@ class Config:
             log_level=reader.choice("FALBACK_LOG_LEVEL", defaults.log_level, LOG_LEVELS),
             log_format=reader.choice("LOG_FORMAT", defaults.log_format, ("text", "json")),
             google={k: v for k, v in env.items()
-                    if k.startswith("GOOGLE_DRIVE_") or k == "GOOGLE_APPLICATION_CREDENTIALS"},
+                    if k.startswith("GOOGLE_DRIVE_")
+                    or k in ("GOOGLE_APPLICATION_CREDENTIALS", "FALBACK_TOKEN_KEY")},
             s3_env={k: v for k, v in env.items() if k.startswith("FALBACK_S3_")},
         )
         if config.max_data_uri_bytes > MAX_DATA_URI_BYTES_LIMIT:

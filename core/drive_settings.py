@@ -17,12 +17,19 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from core.drive_oauth_settings import (
+    GOOGLE_DEVICE_CODE_URI,
+    OAUTH_NAMES,
+    oauth_fields,
+    wants_oauth,
+)
 from core.env import ConfigError, EnvReader
 
 GOOGLE_API_BASE_URL = "https://www.googleapis.com"
 GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token"
 SCOPE_PREFIX = "https://www.googleapis.com/auth/"
 DEFAULT_SCOPE = SCOPE_PREFIX + "drive"
+FILE_SCOPE = SCOPE_PREFIX + "drive.file"  # the personal-account mode's default
 # Drive's resumable-upload unit: every chunk but the last is a multiple of it.
 CHUNK_UNIT = 256 * 1024
 DEFAULT_CHUNK_SIZE = 16 * 1024 * 1024
@@ -34,7 +41,7 @@ KNOWN = (
     "GOOGLE_DRIVE_KEY_FILE", "GOOGLE_DRIVE_IMPERSONATE", "GOOGLE_DRIVE_SCOPE",
     "GOOGLE_DRIVE_CHUNK_SIZE", "GOOGLE_DRIVE_SHARE_ANYONE", "GOOGLE_DRIVE_MAX_RETRIES",
     "GOOGLE_DRIVE_RETRY_BASE_SECONDS", "GOOGLE_DRIVE_TIMEOUT", "GOOGLE_DRIVE_UPLOAD_CAP_PAUSE",
-    "GOOGLE_DRIVE_API_BASE_URL", "GOOGLE_DRIVE_TOKEN_URI",
+    "GOOGLE_DRIVE_API_BASE_URL", "GOOGLE_DRIVE_TOKEN_URI", *OAUTH_NAMES,
 )
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _SIZE = re.compile(r"^(\d+)\s*(KiB|MiB|K|M)?$", re.IGNORECASE)
@@ -63,6 +70,16 @@ class DriveSettings:
     # Tests and the offline emulator only; production always talks to Google.
     api_base_url: str = GOOGLE_API_BASE_URL
     token_uri: str = GOOGLE_TOKEN_URI
+    # "service_account", or "oauth": a personal Google account signed in by drive-login.
+    mode: str = "service_account"
+    oauth_client_id: str | None = None
+    oauth_client_secret: str | None = field(default=None, repr=False)
+    token_key: str | None = field(default=None, repr=False)  # FALBACK_TOKEN_KEY (Fernet)
+    device_code_uri: str = GOOGLE_DEVICE_CODE_URI
+
+    @property
+    def personal(self) -> bool:
+        return self.mode == "oauth"
 
     def service_account_info(self) -> dict[str, str]:
         """The dict google-auth's `from_service_account_info` expects."""
@@ -86,7 +103,10 @@ def parse_drive_settings(env: Mapping[str, str]) -> DriveSettings | None:
             hint = f" (did you mean {close[0]}?)" if close else ""
             raise ConfigError(f"{name} is not a falback setting{hint}")
     reader = EnvReader(env)
-    key = _key(reader, env)
+    oauth = wants_oauth(reader)
+    key = ({**oauth_fields(reader), "client_email": "", "private_key": "",
+            "key_source": "GOOGLE_DRIVE_OAUTH_CLIENT_ID", "token_uri": GOOGLE_TOKEN_URI}
+           if oauth else _key(reader, env))
     impersonate = reader.text("GOOGLE_DRIVE_IMPERSONATE")
     if impersonate and not _EMAIL.match(impersonate):
         raise ConfigError(f"GOOGLE_DRIVE_IMPERSONATE must be a user's email address, got {impersonate!r}")
@@ -97,7 +117,7 @@ def parse_drive_settings(env: Mapping[str, str]) -> DriveSettings | None:
         **key,
         folder_id=reader.text("GOOGLE_DRIVE_FOLDER_ID"),
         impersonate=impersonate,
-        scope=_scope(reader.text("GOOGLE_DRIVE_SCOPE")),
+        scope=_scope(reader.text("GOOGLE_DRIVE_SCOPE"), FILE_SCOPE if oauth else DEFAULT_SCOPE),
         chunk_size=_chunk_size(reader.text("GOOGLE_DRIVE_CHUNK_SIZE")),
         share_anyone=reader.boolean("GOOGLE_DRIVE_SHARE_ANYONE", False),
         max_retries=max_retries,
@@ -108,6 +128,8 @@ def parse_drive_settings(env: Mapping[str, str]) -> DriveSettings | None:
         ),
         api_base_url=_test_url(reader, "GOOGLE_DRIVE_API_BASE_URL", GOOGLE_API_BASE_URL, path=False),
         token_uri=_test_url(reader, "GOOGLE_DRIVE_TOKEN_URI", token_uri, path=True),
+        device_code_uri=_test_url(reader, "GOOGLE_DRIVE_DEVICE_CODE_URI", GOOGLE_DEVICE_CODE_URI,
+                                  path=True),
     )
 
 
@@ -189,9 +211,9 @@ def _unescape(value: str) -> str:
     return value.replace("\\r\\n", "\n").replace("\\n", "\n").replace("\r\n", "\n")
 
 
-def _scope(value: str | None) -> str:
+def _scope(value: str | None, default: str) -> str:
     if value is None:
-        return DEFAULT_SCOPE
+        return default
     scope = value if value.startswith("https://") else SCOPE_PREFIX + value
     if not scope.startswith(SCOPE_PREFIX + "drive"):
         raise ConfigError(f"GOOGLE_DRIVE_SCOPE must be a Drive scope such as 'drive' or 'drive.file',"

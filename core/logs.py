@@ -21,7 +21,8 @@ from datetime import UTC, datetime
 REDACTED = "[redacted]"
 # The environment variables whose values are secrets wherever they show up.
 SECRET_VARIABLES = ("FAL_KEY", "FALBACK_ADMIN_TOKEN", "FALBACK_APP_WEBHOOK_SECRET",
-                    "GOOGLE_DRIVE_PRIVATE_KEY", "FALBACK_S3_SECRET_ACCESS_KEY")
+                    "GOOGLE_DRIVE_PRIVATE_KEY", "GOOGLE_DRIVE_OAUTH_CLIENT_SECRET",
+                    "FALBACK_TOKEN_KEY", "FALBACK_S3_SECRET_ACCESS_KEY")
 _MIN_SECRET = 8  # shorter values would mask ordinary words
 
 _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (

@@ -124,3 +124,26 @@ def pause(conn: Connection, destination: str, until: datetime, reason: str) -> N
             " reason = excluded.reason, updated_at = now()",
             (destination, until, reason),
         )
+
+
+def resume(conn: Connection, destination: str) -> int | None:
+    """End the destination's pause and make every row it held back due now (the sweep
+    re-queues due rows); return how many 'retrying' rows that was (None: no pause)."""
+    with conn.cursor() as cur:
+        cur.execute("DELETE FROM destination_pauses WHERE destination = %s RETURNING paused_until",
+                    (destination,))
+        row = fetch_one(cur)
+        if row is None:
+            return None
+        cur.execute("UPDATE ledger SET next_attempt_at = now(), updated_at = now()"
+                    " WHERE status = 'retrying' AND next_attempt_at > now()"
+                    " AND next_attempt_at <= %s", (row["paused_until"],))
+        return int(cur.rowcount)
+
+
+def pause_reason(conn: Connection, destination: str) -> tuple[datetime, str] | None:
+    with conn.cursor() as cur:
+        cur.execute("SELECT paused_until, reason FROM destination_pauses"
+                    " WHERE destination = %s AND paused_until > now()", (destination,))
+        row = fetch_one(cur)
+    return (row["paused_until"], str(row["reason"])) if row else None

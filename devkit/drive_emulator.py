@@ -47,6 +47,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from devkit.drive_users import DEVICE_GRANT, Grant, OAuthRefusal, UserAccounts
+
 log = logging.getLogger(__name__)
 
 GRANULARITY = 256 * 1024  # Drive's chunk unit: every non-final chunk is a multiple of it
@@ -794,7 +796,7 @@ class DriveEmulator:
                  service_account_email: str | None = None,
                  allowed_subjects: Iterable[str] | None = None,
                  daily_upload_limit: int | None = None,
-                 token_lifetime: int = 3600) -> None:
+                 token_lifetime: int = 3600, users: UserAccounts | None = None) -> None:
         self.storage = Path(storage_dir)
         for sub in ("files", "uploads", "tmp"):
             (self.storage / sub).mkdir(parents=True, exist_ok=True)
@@ -803,6 +805,12 @@ class DriveEmulator:
         self.allowed_subjects = None if allowed_subjects is None else set(allowed_subjects)
         self.daily_upload_limit = daily_upload_limit
         self.token_lifetime = token_lifetime
+        # Personal accounts (OAuth device flow, refresh tokens): devkit/drive_users.py.
+        self.users = users
+        # Every access token stops working after this many session PUTs (a token that
+        # expires mid-upload); session PUTs that carry a token then need a valid one.
+        self.expire_tokens_after_chunks: int | None = None
+        self._chunks_seen = 0
         self.faults = FaultPlan()
         self.requests: Counter[str] = Counter()  # by request type
         self.bytes_received = 0  # upload body bytes read off the wire, kept or not
@@ -814,6 +822,7 @@ class DriveEmulator:
         self._roots: dict[str, str] = {}  # user email -> My Drive root id
         self._sessions: dict[str, UploadSession] = {}
         self._tokens: dict[str, tuple[Principal, float]] = {}
+        self._issued: list[str] = []
         self._generated: set[str] = set()
         self._uploaded: list[tuple[float, int]] = []  # for the daily upload cap
         self._discovery: dict[str, Any] | None = None
@@ -934,6 +943,11 @@ class DriveEmulator:
         with self._lock:
             self._sessions[_upload_id_of(uri_or_id)].expired = True
 
+    def issued_tokens(self) -> list[str]:
+        """Every access token handed out (for tests that look for leaks)."""
+        with self._lock:
+            return list(self._issued)
+
     def revoke_tokens(self) -> None:
         """Every issued access token becomes invalid (clients must refresh)."""
         with self._lock:
@@ -965,6 +979,7 @@ class DriveEmulator:
         upload_path = "/upload/drive/v3/files(?:/(?P<id>[^/]+))?"
         return [
             r("POST", "/token", self._token, fixed("token"), auth=False),
+            r("POST", "/device/code", self._device_code, fixed("token"), auth=False),
             r("GET", "/discovery/v1/apis/drive/v3/rest", self._serve_discovery,
               fixed("discovery"), auth=False),
             r("GET", "/drive/v3/files/generateIds", self._generate_ids, fixed("generate_ids")),
@@ -1017,6 +1032,8 @@ class DriveEmulator:
             raise DriveError(404, "notFound", f"Not Found: {call.method} {call.path}")
         if route.auth:
             call.principal = self._authenticate(call)
+        elif call.type in ("chunk", "status") and self.expire_tokens_after_chunks is not None:
+            self._session_token(call)
         call.fault = self.faults.take(call.type, call.query.get("upload_id"))
         if call.fault and call.fault.kind not in ("drop_connection", "short_confirm",
                                                   "session_expired", "incomplete_search"):
@@ -1051,8 +1068,48 @@ class DriveEmulator:
 
     # -- OAuth
 
+    def _session_token(self, call: _Call) -> None:
+        """A session PUT with a token checks it; the token expires after N chunks."""
+        if call.headers.get("Authorization"):
+            self._authenticate(call)
+        with self._lock:
+            self._chunks_seen += 1
+            if self._chunks_seen == self.expire_tokens_after_chunks:
+                self._tokens.clear()
+
+    def _device_code(self, call: _Call) -> _Response:
+        form = {k: v[-1] for k, v in parse_qs(call.body.read_all().decode()).items()}
+        if self.users is None:
+            raise _OAuthError(401, "invalid_client", "The OAuth client was not found.")
+        try:
+            return _Response.json(200, self.users.device_code(form))
+        except OAuthRefusal as e:
+            raise _OAuthError(e.status, e.error, e.description) from None
+
+    def _user_token(self, form: dict[str, str]) -> _Response:
+        if self.users is None:
+            raise _OAuthError(401, "invalid_client", "The OAuth client was not found.")
+        try:
+            grant: Grant = (self.users.device_grant(form) if form["grant_type"] == DEVICE_GRANT
+                            else self.users.refresh_grant(form))
+        except OAuthRefusal as e:
+            raise _OAuthError(e.status, e.error, e.description) from None
+        principal = Principal(grant.client_id, grant.email, grant.scopes)
+        token = "ya29.emu-" + secrets.token_urlsafe(32)
+        with self._lock:
+            self._tokens[token] = (principal, time.time() + self.token_lifetime)
+            self._issued.append(token)
+            self.grants.append(principal)
+        body: dict[str, Any] = {"access_token": token, "expires_in": self.token_lifetime,
+                                "token_type": "Bearer", "scope": " ".join(sorted(grant.scopes))}
+        if grant.refresh_token:
+            body["refresh_token"] = grant.refresh_token
+        return _Response.json(200, body)
+
     def _token(self, call: _Call) -> _Response:
         form = {k: v[-1] for k, v in parse_qs(call.body.read_all().decode()).items()}
+        if form.get("grant_type") in (DEVICE_GRANT, "refresh_token"):
+            return self._user_token(form)
         if form.get("grant_type") != JWT_BEARER:
             raise _OAuthError(400, "unsupported_grant_type", "Invalid grant_type: "
                               + form.get("grant_type", ""))
@@ -1071,6 +1128,7 @@ class DriveEmulator:
         token = "ya29.emu-" + secrets.token_urlsafe(32)
         with self._lock:
             self._tokens[token] = (principal, time.time() + self.token_lifetime)
+            self._issued.append(token)
             self.grants.append(principal)
         return _Response.json(200, {"access_token": token, "expires_in": self.token_lifetime,
                                     "token_type": "Bearer"})
@@ -1458,7 +1516,15 @@ class DriveEmulator:
                              location="fields")
         user = {"kind": "drive#user", "emailAddress": call.who.email, "me": True,
                 "displayName": call.who.email.split("@")[0]}
-        body = {"kind": "drive#about", "user": user}
+        body: dict[str, Any] = {"kind": "drive#about", "user": user}
+        if not call.who.is_service_account and self.users is not None:
+            with self._lock:
+                used = sum(i.size for i in self._items.values() if i.owner == call.who.email)
+                trashed = sum(i.size for i in self._items.values()
+                              if i.owner == call.who.email and i.trashed)
+            body["storageQuota"] = {"limit": str(self.users.limit_of(call.who.email)),
+                                    "usage": str(used), "usageInDrive": str(used),
+                                    "usageInDriveTrash": str(trashed)}
         return _Response.json(200, project(body, self._selection(call.query["fields"], "About", None)))
 
     # -- uploads: initiation, multipart, simple

@@ -40,6 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands.add_parser("sweep", help="enqueue whatever the queues lost or never got (one pass)")
     commands.add_parser("cron", help="schedule the periodic sweep and the daily backfill")
     commands.add_parser("drive-check", help="check the Google Drive settings with a test upload")
+    commands.add_parser("drive-login", help="sign a personal Google account in (device flow)")
     up = commands.add_parser("up", help="run every Procfile process (embedded servers if unset)")
     up.add_argument("--port", type=int, default=8000)
     up.add_argument("--demo", action="store_true",
@@ -82,6 +83,15 @@ def main(argv: Sequence[str] | None = None) -> int:
               " not set. Point it at your server (see README, Configuration), or run"
               " `falback up` for a development stack on embedded servers.", file=sys.stderr)
         return 2
+    if args.command == "drive-login":
+        from jobs.destinations.drive_login import drive_login
+
+        if config.drive is None:
+            print("falback drive-login: Google Drive is not configured; see docs/google-drive.md",
+                  file=sys.stderr)
+            return 2
+        assert config.database_url
+        return drive_login(config.drive, config.database_url, redis_url=config.redis_url)
     if args.command == "migrate":
         assert config.database_url
         applied = migrate(config.database_url)
@@ -104,6 +114,7 @@ _BOTH = ("DATABASE_URL", "REDIS_URL")
 # The servers each command talks to.
 _NEEDS: dict[str, tuple[str, ...]] = {
     "migrate": ("DATABASE_URL",), "status": ("DATABASE_URL",), "cron": ("REDIS_URL",),
+    "drive-login": ("DATABASE_URL",),
     "backfill": _BOTH, "worker": _BOTH, "retry-failed": _BOTH, "relay": _BOTH, "sweep": _BOTH,
 }
 

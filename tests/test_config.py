@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from core.config import DEFAULT_SOURCE_HOSTS, Config, ConfigError, DailyBackfill
+from core.drive_oauth_settings import OAUTH_NAMES
 from core.drive_settings import DEFAULT_SCOPE, KNOWN, DriveSettings
 from tests.support.drive import SA_EMAIL, make_key, write_key_file
 
@@ -123,6 +124,7 @@ def test_it_reads_every_variable_and_round_trips_through_as_env(key_source: str,
 
 def test_every_drive_variable_is_covered_above(tmp_path: Path) -> None:
     covered = set(DRIVE_SETTINGS) | set(drive_key_variables("variables", tmp_path))
+    covered |= set(OAUTH_NAMES)  # the personal-account mode: tests/test_drive_oauth_settings.py
     assert covered | set(drive_key_variables("file", tmp_path)) >= set(KNOWN)
 
 

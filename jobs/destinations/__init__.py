@@ -16,7 +16,7 @@ def from_config(config: Config, conn: Connection) -> Destination:
     if config.drive is not None:
         from jobs.destinations.drive import DriveDestination
 
-        return DriveDestination(config.drive, conn)
+        return DriveDestination(config.drive, conn, database_url=config.database_url)
     if config.s3 is not None:
         from jobs.destinations.s3 import S3Destination
 

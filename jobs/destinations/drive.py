@@ -43,10 +43,11 @@ log = logging.getLogger(__name__)
 class DriveDestination:
     name = "drive"
 
-    def __init__(self, settings: DriveSettings, conn: Connection, api: DriveApi | None = None) -> None:
+    def __init__(self, settings: DriveSettings, conn: Connection, api: DriveApi | None = None,
+                 database_url: str | None = None) -> None:
         self.settings = settings
         self.conn = conn
-        self.api = api or DriveApi(settings)
+        self.api = api or DriveApi(settings, database_url)
         self.folders = Folders(self.api, conn, settings.folder_id)
         self._released: set[int] = set()  # rows whose reservation (and session) were dropped
 

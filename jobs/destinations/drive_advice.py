@@ -18,6 +18,7 @@ from jobs.destinations.drive_errors import (
     DriveApiError,
     DriveAuthError,
     DriveFailure,
+    DriveSignedOut,
     SessionRestart,
 )
 from jobs.errors import CopyError, DestinationPaused, PermanentError, TransientError
@@ -26,15 +27,21 @@ from jobs.errors import CopyError, DestinationPaused, PermanentError, TransientE
 ROLE_REASONS = {"insufficientFilePermissions", "forbidden", "teamDriveMembershipRequired",
                 "cannotAddParent", ""}
 CHECK = "run `falback drive-check`"
+# A lost sign-in or a full Drive is re-checked this often; drive-login resumes at once.
+SIGNED_OUT_PAUSE = timedelta(hours=6)
 
 
 def in_shared_drive(settings: DriveSettings, shared: bool | None) -> bool:
     # Without impersonation only a shared drive can hold files (no quota of its own).
-    return shared if shared is not None else settings.impersonate is None
+    # A personal account (OAuth) backs up into its own My Drive unless told otherwise.
+    return shared if shared is not None else (settings.impersonate is None and not settings.personal)
 
 
 def copy_error(error: DriveFailure, settings: DriveSettings, shared: bool | None) -> CopyError:
     """The job's view of a Drive failure: retry later, pause, or give up with a reason."""
+    if isinstance(error, DriveSignedOut):
+        return DestinationPaused(f"Drive uploads are paused: {error}",
+                                 datetime.now(UTC) + SIGNED_OUT_PAUSE)
     if isinstance(error, DriveAuthError):
         return PermanentError(f"{error} ({CHECK})")
     if isinstance(error, SessionRestart):
@@ -47,6 +54,12 @@ def copy_error(error: DriveFailure, settings: DriveSettings, shared: bool | None
         return TransientError(str(error), retry_after=error.retry_after)
     if error.upload_cap:
         return upload_cap_pause(error, settings)
+    if error.reason == "storageQuotaExceeded" and settings.personal:
+        # A person's Drive is full: every upload would fail the same way until space is
+        # freed, so pause them all instead of failing file after file.
+        return DestinationPaused(f"Drive uploads are paused: {storage_full(error, settings, shared)};"
+                                 " they try again by themselves within an hour",
+                                 datetime.now(UTC) + timedelta(seconds=settings.upload_cap_pause))
     if error.status == 403 and not error.retryable:
         return PermanentError(explain(error, settings, shared))
     return TransientError(str(error), retry_after=error.retry_after)
@@ -78,6 +91,9 @@ def storage_full(error: DriveApiError, settings: DriveSettings, shared: bool | N
         return then(error, "The shared drive is full: the organisation's Workspace storage, or a"
                            " storage limit an admin set on this shared drive, is used up. Free space"
                            " there or ask a Workspace admin for more storage")
+    if settings.personal:
+        return then(error, "The signed-in account's Google storage (Drive, Gmail and Photos"
+                           " together; 15 GB free) is full: free space or add storage (Google One)")
     if settings.impersonate:
         return then(error, f"The storage of {settings.impersonate} is full: free space or buy"
                            " more, or back up into a shared drive (GOOGLE_DRIVE_FOLDER_ID)")

@@ -34,9 +34,9 @@ _TRANSPORT_ERRORS = (httplib2.HttpLib2Error, http.client.HTTPException, OSError)
 
 
 class DriveApi:
-    def __init__(self, settings: DriveSettings) -> None:
+    def __init__(self, settings: DriveSettings, database_url: str | None = None) -> None:
         self.settings = settings
-        self.credentials: Any = drive_auth.credentials(settings)
+        self.credentials: Any = drive_auth.credentials(settings, database_url)
         self._http = drive_auth.authorized_http(settings, self.credentials)
         self.service: Any = build(
             "drive", "v3", http=self._http, static_discovery=True, cache_discovery=False,

@@ -17,12 +17,26 @@ from google.oauth2 import service_account
 from googleapiclient.http import build_http
 
 from core.drive_settings import DriveSettings
-from jobs.destinations.drive_errors import DriveAuthError, DriveFailure, DriveUnreachable
+from jobs.destinations.drive_errors import (
+    DriveAuthError,
+    DriveFailure,
+    DriveSignedOut,
+    DriveUnreachable,
+)
 
 USER_AGENT = "falback/0.1"
 
 
-def credentials(settings: DriveSettings) -> Any:
+def credentials(settings: DriveSettings, database_url: str | None = None) -> Any:
+    """The service account's credentials, or in the personal-account mode the signed-in
+    user's, shared through Postgres (drive_oauth.py)."""
+    if settings.personal:
+        from jobs.destinations.drive_oauth import SharedCredentials
+
+        if database_url is None:
+            raise ValueError("the personal-account Drive mode needs DATABASE_URL (the sign-in"
+                             " is kept in Postgres)")
+        return SharedCredentials(settings, database_url)
     # google-auth ships without type hints; Any keeps mypy --strict honest about that.
     creds: Any = service_account.Credentials.from_service_account_info(  # type: ignore[no-untyped-call]
         settings.service_account_info(), scopes=[settings.scope], subject=settings.impersonate
@@ -53,6 +67,11 @@ def explain(error: GoogleAuthError, settings: DriveSettings) -> str:
     """What a failed token request means, for an operator; never the key or a token."""
     text = str(error.args[0]) if error.args else type(error).__name__
     code = text.split(":", 1)[0].strip()
+    if settings.personal:
+        if code == "invalid_client":
+            return (f"Google refused the OAuth client {settings.oauth_client_id} ({text}): check"
+                    " GOOGLE_DRIVE_OAUTH_CLIENT_ID and GOOGLE_DRIVE_OAUTH_CLIENT_SECRET")
+        return f"could not get a Google access token for the signed-in account: {text[:300]}"
     who = settings.client_email
     if isinstance(error, RefreshError) and code == "unauthorized_client" and settings.impersonate:
         return (
@@ -78,6 +97,11 @@ def is_retryable(error: GoogleAuthError) -> bool:
 
 
 def failure(error: GoogleAuthError, settings: DriveSettings) -> DriveFailure:
-    """A failed token request as a DriveFailure: a refusal is final, the rest is retried."""
+    """A failed token request as a DriveFailure: a refusal is final, the rest is retried,
+    and a lost sign-in (personal-account mode) pauses Drive until the next drive-login."""
+    from jobs.destinations.drive_oauth import SignedOut
+
+    if isinstance(error, SignedOut):
+        return DriveSignedOut(str(error.args[0]) if error.args else "signed out")
     message = explain(error, settings)
     return DriveUnreachable(message) if is_retryable(error) else DriveAuthError(message)

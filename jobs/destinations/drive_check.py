@@ -36,6 +36,10 @@ def drive_check(config: Config, say: Say = print) -> int:
         say("Google Drive is not configured (no GOOGLE_DRIVE_* variables): backups go to the"
             f" local folder {config.backup_dir}. See docs/google-drive.md.")
         return 1
+    if settings.personal:
+        from jobs.destinations.drive_check_personal import personal_check
+
+        return personal_check(config, say)
     say(f"service account  {settings.client_email} (key {settings.private_key_id or '?'},"
         f" from {settings.key_source})")
     say(f"acting as        {settings.impersonate or 'the service account itself (no impersonation)'}")

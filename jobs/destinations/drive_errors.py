@@ -43,6 +43,11 @@ class DriveAuthError(DriveFailure):
     """No token: the key, the impersonation or the scope was refused."""
 
 
+class DriveSignedOut(DriveFailure):
+    """Personal-account mode: no usable sign-in (revoked, expired, never made); Drive
+    uploads pause until `falback drive-login`, no file fails."""
+
+
 class DriveUnreachable(DriveFailure):
     """The request did not get an answer (connection dropped, timeout, token server down)."""
 

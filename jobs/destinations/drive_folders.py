@@ -21,6 +21,9 @@ from jobs.destinations.drive_errors import DriveApiError
 from jobs.errors import PermanentError
 
 TAG = "falback_folder"  # appProperties key on the folders falback made
+# Personal-account mode without GOOGLE_DRIVE_FOLDER_ID: falback's own tree in My Drive.
+OWN_TREE = "falback"
+OWN_TAG = "falback_tree"
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,8 @@ class Folders:
 
     def space(self) -> Space:
         """Where backups go, looked up once (files.get on the folder, or on "root")."""
+        if self.known is None and self.root_id is None and self.api.settings.personal:
+            self.known = Space(self._own_tree(), None)
         if self.known is None:
             found = self.api.get_file(self.root_id or "root", "id,mimeType,driveId")
             if found is None:
@@ -82,6 +87,29 @@ class Folders:
     def forget(self, folder_ids: list[str]) -> None:
         db.forget_folders(self.conn, folder_ids)
         self.conn.commit()
+
+    def _own_tree(self) -> str:
+        """`falback/` at the top of the user's My Drive, made once. Found by its tag, not
+        by "'root' in parents": with drive.file only falback's own files are visible."""
+        cached = db.cached_folder(self.conn, "root", OWN_TREE)
+        self.conn.commit()
+        if cached:
+            return cached
+        try:
+            db.lock_folder(self.conn, "root", OWN_TREE)
+            folder_id = db.cached_folder(self.conn, "root", OWN_TREE)
+            if folder_id is None:
+                query = (f"appProperties has {{ key='{OWN_TAG}' and value='1' }}"
+                         f" and mimeType = '{FOLDER_MIME}' and trashed = false")
+                found = self.api.list_files(query, "id", drive_id=None)
+                folder_id = str(found[0]["id"]) if found else str(self.api.create_folder(
+                    OWN_TREE, "root", {TAG: "1", OWN_TAG: "1"})["id"])
+            db.remember_folder(self.conn, "root", OWN_TREE, folder_id)
+            self.conn.commit()
+        except BaseException:
+            self.conn.rollback()
+            raise
+        return folder_id
 
     def _find_or_create(self, parent: str, name: str) -> str:
         query = (f"name = '{quote(name)}' and '{quote(parent)}' in parents"

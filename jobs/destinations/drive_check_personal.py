@@ -1,0 +1,92 @@
+"""`falback drive-check` in the personal-account mode: who is signed in, with which
+scope, how full their Drive is, whether the files still to back up will fit, and a
+test upload where the backups go (drive_check.py does the service-account modes)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from google.auth.exceptions import GoogleAuthError
+from google.auth.transport.requests import Request
+
+from core.config import Config
+from core.drive_settings import DriveSettings
+from db import drive_tokens
+from db.connection import connection
+from jobs.destinations import drive_auth
+from jobs.destinations.drive_api import DriveApi
+from jobs.destinations.drive_errors import DriveFailure
+from jobs.destinations.drive_oauth import LOGIN_FIX
+
+GIB = 1024**3
+
+
+class Problem(Exception):
+    """One check failed; the message is the advice."""
+
+
+def personal_check(config: Config, say: Callable[[str], None]) -> int:
+    settings = config.drive
+    assert settings is not None and settings.personal
+    say(f"mode             personal Google account (OAuth client {settings.oauth_client_id})")
+    say(f"scope            {settings.scope}")
+    if config.database_url is None:
+        say("PROBLEM          DATABASE_URL is not set: the sign-in is kept in Postgres")
+        return 1
+    with connection(config.database_url, application_name="falback-drive-check") as conn:
+        sign_in = drive_tokens.current(conn)
+        backlog, files = drive_tokens.backlog(conn)
+    api = DriveApi(settings, config.database_url)
+    try:
+        if sign_in is None:
+            raise Problem(f"no Google account is signed in: {LOGIN_FIX}")
+        if sign_in.revoked_at is not None:
+            raise Problem(f"the sign-in of {sign_in.account_email} is no longer valid"
+                          f" ({sign_in.revoked_reason}): {LOGIN_FIX}")
+        _token(api, settings)
+        about = _call(lambda: api.about("user(emailAddress),storageQuota"))
+        say(f"account          {about.get('user', {}).get('emailAddress') or '?'} (token ok)")
+        quota = about.get("storageQuota") or {}
+        used, limit = int(quota.get("usage") or 0), quota.get("limit")
+        say(f"storage          {_size(used)} used of {_size(int(limit)) if limit else 'unlimited'}")
+        say(f"to back up       {_size(backlog)} in {files} file(s)")
+        if limit and used + backlog > int(limit):
+            say(f"WARNING          the files still to back up ({_size(backlog)}) will not fit in the"
+                f" free space ({_size(max(int(limit) - used, 0))}): free space in Google Drive or add"
+                " storage (Google One); uploads pause when Drive is full and resume on their own")
+        where = (f"GOOGLE_DRIVE_FOLDER_ID {settings.folder_id}" if settings.folder_id
+                 else "falback/<kind>/<YYYY-MM>/ in My Drive, made and owned by falback")
+        say(f"folder           {where}")
+        from jobs.destinations.drive_check import CheckFailed, _probe
+
+        try:
+            say(f"write probe      {_probe(api, settings, False)}")
+        except CheckFailed as e:
+            raise Problem(str(e)) from None
+    except Problem as e:
+        say(f"PROBLEM          {e}")
+        say("drive-check: Drive is not usable yet")
+        return 1
+    finally:
+        api.close()
+    say("drive-check: ok, backups can go to Drive")
+    return 0
+
+
+def _token(api: DriveApi, settings: DriveSettings) -> None:
+    try:
+        api.credentials.refresh(Request())
+    except GoogleAuthError as e:
+        raise Problem(str(drive_auth.failure(e, settings))) from None
+
+
+def _call(request: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    try:
+        return dict(request())
+    except DriveFailure as e:
+        raise Problem(str(e)) from None
+
+
+def _size(n: int) -> str:
+    return f"{n / GIB:.2f} GiB" if n >= GIB // 10 else f"{n / 1024**2:.1f} MiB"

@@ -1,0 +1,103 @@
+"""`falback drive-login`: Google's device flow against the emulator, with the approval
+scripted; the refresh token lands encrypted in Postgres and nothing secret is printed."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from core.config import Config
+from db.connection import Connection
+from devkit.drive_users import UserAccounts
+from jobs.destinations.drive_login import drive_login
+from tests.fakes.drive_emulator import DriveEmulator
+from tests.support.drive import Key
+from tests.support.drive_oauth import (
+    BOB,
+    CLIENT_ID,
+    CLIENT_SECRET,
+    Personal,
+    personal_config,
+    sign_in_row,
+)
+from tests.support.processes import falback
+
+
+@pytest.fixture
+def personal(tmp_path: Path, sa_key: Key) -> Iterator[Personal]:
+    with DriveEmulator(tmp_path / "drive", sa_key.public_pem,
+                       users=UserAccounts(CLIENT_ID, CLIENT_SECRET)) as emulator:
+        yield Personal(emulator)
+
+
+def login(config: Config) -> tuple[int, list[str]]:
+    said: list[str] = []
+    assert config.drive is not None and config.database_url is not None
+    return drive_login(config.drive, config.database_url, said.append), said
+
+
+def test_login_with_the_scripted_approval(config: Config, conn: Connection, personal: Personal,
+                                          caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    users = personal.emulator.users
+    assert users is not None
+    users.script(BOB, after_polls=3)  # pending twice, then approved
+    code, said = login(personal_config(config, personal.emulator))
+    assert code == 0, said
+    device = next(iter(users.devices.values()))
+    assert "open https://www.google.com/device" in " ".join(said)
+    assert f"enter the code {device.user_code}" in " ".join(said)
+    assert any(f"signed in as {BOB}" in s for s in said)
+    assert device.polls == 3
+    row = sign_in_row(conn)
+    assert row is not None and row["account_email"] == BOB and row["revoked_at"] is None
+    assert row["scope"] == "https://www.googleapis.com/auth/drive.file"
+    [refresh] = users.refresh_tokens
+    assert refresh not in str(row["refresh_token"])  # Fernet ciphertext, not the token
+    text = "\n".join(said) + "\n".join(r.getMessage() for r in caplog.records)
+    for secret in personal.secrets():
+        assert secret not in text
+    assert device.user_code not in "\n".join(r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize(("script", "words"), [
+    ({"email": None}, "access was denied"),
+    ({"email": BOB, "slow_down_once": True}, "signed in as"),
+])
+def test_denied_and_slow_down(config: Config, personal: Personal, script: dict[str, object],
+                              words: str) -> None:
+    users = personal.emulator.users
+    assert users is not None
+    users.script(**script)  # type: ignore[arg-type]
+    code, said = login(personal_config(config, personal.emulator))
+    assert any(words in s for s in said), said
+    assert code == (0 if script["email"] else 1)
+
+
+def test_an_expired_code(config: Config, personal: Personal) -> None:
+    users = personal.emulator.users
+    assert users is not None
+    users.device_lifetime = 0.2  # nobody approves in time
+    code, said = login(personal_config(config, personal.emulator))
+    assert code == 1 and any("expired" in s for s in said)
+
+
+def test_the_full_drive_scope_is_refused_on_the_device_flow(config: Config,
+                                                            personal: Personal) -> None:
+    code, said = login(personal_config(config, personal.emulator, GOOGLE_DRIVE_SCOPE="drive"))
+    assert code == 1 and any("allows only drive.file" in s for s in said)
+
+
+def test_the_command_prints_no_secret_at_debug(config: Config, personal: Personal) -> None:
+    users = personal.emulator.users
+    assert users is not None
+    users.script(BOB, after_polls=2)
+    result = falback(personal_config(config, personal.emulator), "drive-login",
+                     env={"FALBACK_LOG_LEVEL": "DEBUG"})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"signed in as {BOB}" in result.stdout
+    for secret in personal.secrets():
+        assert secret not in result.stdout + result.stderr
