@@ -65,6 +65,7 @@ def main(argv: list[str]) -> int:
         # pytest's 5 means "no tests collected": a broken suite, not a pass.
         return 1 if code == 5 else code
     lint = subprocess.call([python, "-m", "ruff", "check", "."], cwd=ROOT)
+    lint = subprocess.call([python, "-m", "ruff", "format", "--check", "."], cwd=ROOT) or lint
     types = subprocess.call([python, "-m", "mypy", *PACKAGES, "tests"], cwd=ROOT)
     # The import directions in pyproject.toml's [tool.importlinter] contracts.
     layers = subprocess.call([str(BIN / "lint-imports")], cwd=ROOT)

@@ -61,20 +61,30 @@ def main() -> None:
         marks: list[tuple[str, float]] = []
         start = time.perf_counter()
         with connection(url) as conn:
-            summary = backfill(config, conn, redis, "upscale", args.rows,
-                               progress=lambda done, total: marks.append(("batch", time.perf_counter())))
+            summary = backfill(
+                config,
+                conn,
+                redis,
+                "upscale",
+                args.rows,
+                progress=lambda done, total: marks.append(("batch", time.perf_counter())),
+            )
         total = time.perf_counter() - start
         assert summary.files == args.rows, summary
         queued = redis.llen("rq:queue:backup-upscale")
         assert queued == args.rows, queued
         first_batch = marks[0][1] - start if marks else 0.0
-        print(f"machine: {os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()},"
-              f" Postgres (pgserver), Redis {redis.info()['redis_version']}")
+        print(
+            f"machine: {os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()},"
+            f" Postgres (pgserver), Redis {redis.info()['redis_version']}"
+        )
         print(f"rows: {args.rows}, jobs enqueued: {queued}")
         print(f"total: {total:.2f} s -> {args.rows / total:,.0f} rows/s")
         print(f"  ledger insert + select (before the first batch): {first_batch:.2f} s")
-        print(f"  enqueue + mark queued ({len(marks)} batches): {total - first_batch:.2f} s"
-              f" -> {args.rows / (total - first_batch):,.0f} rows/s")
+        print(
+            f"  enqueue + mark queued ({len(marks)} batches): {total - first_batch:.2f} s"
+            f" -> {args.rows / (total - first_batch):,.0f} rows/s"
+        )
         # Running it again must find nothing new.
         again_start = time.perf_counter()
         with connection(url) as conn:

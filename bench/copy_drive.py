@@ -68,8 +68,11 @@ def main() -> None:
         print("peak RSS of the job's process (ru_maxrss):")
         for mib in (1, 100, 1024):
             result = ours[0] if mib == args.size_mib else bench.falback(mib * MiB)
-            print(f"  {mib:>5} MiB file: {result['max_rss'] / MiB:6.1f} MiB"
-                  f"  ({mib / result['seconds']:.0f} MiB/s)", flush=True)
+            print(
+                f"  {mib:>5} MiB file: {result['max_rss'] / MiB:6.1f} MiB"
+                f"  ({mib / result['seconds']:.0f} MiB/s)",
+                flush=True,
+            )
 
 
 class Bench:
@@ -99,16 +102,33 @@ class Bench:
         migrate(self.database_url)
         self.cdn = FakeCdn().start()
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        self.private_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                             serialization.NoEncryption()).decode()
+        self.private_pem = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ).decode()
         public = self.root / "sa.pub"
-        public.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
-                                                         serialization.PublicFormat.SubjectPublicKeyInfo))
+        public.write_bytes(
+            key.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        )
         port = free_port()
         self.emulator = subprocess.Popen(
-            [sys.executable, "-m", "devkit.drive_emulator", "--port", str(port), "--dir",
-             str(self.root / "drive"), "--public-key", str(public), "--shared-drive", "Backups"],
-            stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parent.parent,
+            [
+                sys.executable,
+                "-m",
+                "devkit.drive_emulator",
+                "--port",
+                str(port),
+                "--dir",
+                str(self.root / "drive"),
+                "--public-key",
+                str(public),
+                "--shared-drive",
+                "Backups",
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=Path(__file__).resolve().parent.parent,
         )
         assert self.emulator.stdout is not None
         self.emulator.stdout.readline()  # "Drive emulator at ..."
@@ -130,11 +150,19 @@ class Bench:
         google = {
             "GOOGLE_DRIVE_PRIVATE_KEY": self.private_pem.replace("\n", "\\n"),
             "GOOGLE_DRIVE_CLIENT_EMAIL": "bench@demo.iam.gserviceaccount.com",
-            "GOOGLE_DRIVE_FOLDER_ID": self.drive_id, "GOOGLE_DRIVE_CHUNK_SIZE": self.chunk_size,
-            "GOOGLE_DRIVE_API_BASE_URL": self.drive_url, "GOOGLE_DRIVE_TOKEN_URI": self.drive_url + "/token",
+            "GOOGLE_DRIVE_FOLDER_ID": self.drive_id,
+            "GOOGLE_DRIVE_CHUNK_SIZE": self.chunk_size,
+            "GOOGLE_DRIVE_API_BASE_URL": self.drive_url,
+            "GOOGLE_DRIVE_TOKEN_URI": self.drive_url + "/token",
         }
-        config = Config(database_url=self.database_url, redis_url=self.redis_url, source_hosts=("127.0.0.1",),
-                        allow_loopback_sources=True, google=google, job_timeout_seconds=3600)
+        config = Config(
+            database_url=self.database_url,
+            redis_url=self.redis_url,
+            source_hosts=("127.0.0.1",),
+            allow_loopback_sources=True,
+            google=google,
+            job_timeout_seconds=3600,
+        )
         return config.as_env()
 
     def source(self, size: int) -> str:
@@ -148,16 +176,34 @@ class Bench:
         settings = Config.from_env(self.env()).drive
         assert settings is not None
         api = DriveApi(settings)
-        uri = api.uploads.start_session({"name": "baseline.mp4", "parents": [self.drive_id]}, size,
-                                        "video/mp4")
+        uri = api.uploads.start_session(
+            {"name": "baseline.mp4", "parents": [self.drive_id]}, size, "video/mp4"
+        )
         api.close()
         url = self.source(size)
         started = time.perf_counter()
         download = subprocess.Popen(["curl", "-sS", "--fail", url], stdout=subprocess.PIPE)
         upload = subprocess.run(
-            ["curl", "-sS", "--fail", "-X", "PUT", "-T", "-", "-H", "Expect:", "-H", "Transfer-Encoding:",
-             "-H", f"Content-Length: {size}", uri],
-            stdin=download.stdout, capture_output=True, text=True, check=True,
+            [
+                "curl",
+                "-sS",
+                "--fail",
+                "-X",
+                "PUT",
+                "-T",
+                "-",
+                "-H",
+                "Expect:",
+                "-H",
+                "Transfer-Encoding:",
+                "-H",
+                f"Content-Length: {size}",
+                uri,
+            ],
+            stdin=download.stdout,
+            capture_output=True,
+            text=True,
+            check=True,
         )
         download.wait()
         elapsed = time.perf_counter() - started
@@ -170,8 +216,12 @@ class Bench:
             cur.execute("INSERT INTO ledger (source_url, kind) VALUES (%s, 'upscale') RETURNING id", (url,))
             row = cur.fetchone()
         assert row is not None
-        child = subprocess.run([sys.executable, __file__, "--run-job", str(row[0])],
-                               env=dict(os.environ, **self.env()), capture_output=True, text=True)
+        child = subprocess.run(
+            [sys.executable, __file__, "--run-job", str(row[0])],
+            env=dict(os.environ, **self.env()),
+            capture_output=True,
+            text=True,
+        )
         if child.returncode != 0:
             raise SystemExit(child.stderr[-3000:])
         result: dict[str, Any] = json.loads(child.stdout.strip().splitlines()[-1])
@@ -204,12 +254,20 @@ def free_port() -> int:
 
 
 def machine() -> str:
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor())
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024**3
     curl = subprocess.run(["curl", "--version"], capture_output=True, text=True).stdout.split()[1]
-    return (f"machine: {os.cpu_count()} vCPU {model}, {memory:.0f} GiB RAM, {platform.system()}"
-            f" {platform.release()}, Python {platform.python_version()}, curl {curl}")
+    return (
+        f"machine: {os.cpu_count()} vCPU {model}, {memory:.0f} GiB RAM, {platform.system()}"
+        f" {platform.release()}, Python {platform.python_version()}, curl {curl}"
+    )
 
 
 if __name__ == "__main__":

@@ -47,21 +47,29 @@ def webhooks(key: Ed25519PrivateKey, n: int, prefix: str = "bench") -> list[Requ
     out = []
     for i in range(n):
         request_id = f"{prefix}-{now}-{i}"
-        payload: dict[str, object] = {"video": {
-            "url": f"https://v3b.fal.media/files/b/bench/{request_id}.mp4",
-            "content_type": "video/mp4", "file_name": "output.mp4", "file_size": 4_000_000}}
+        payload: dict[str, object] = {
+            "video": {
+                "url": f"https://v3b.fal.media/files/b/bench/{request_id}.mp4",
+                "content_type": "video/mp4",
+                "file_name": "output.mp4",
+                "file_size": 4_000_000,
+            }
+        }
         if i % 2:
             payload["upscaled_video"] = {
-                "url": f"https://v3b.fal.media/files/b/bench/{request_id}_upscaled.mp4"}
-        body = json.dumps({"request_id": request_id, "gateway_request_id": request_id,
-                           "status": "OK", "payload": payload}).encode()
+                "url": f"https://v3b.fal.media/files/b/bench/{request_id}_upscaled.mp4"
+            }
+        body = json.dumps(
+            {"request_id": request_id, "gateway_request_id": request_id, "status": "OK", "payload": payload}
+        ).encode()
         headers = signed_headers(key, body, timestamp=now, request_id=request_id, user_id="bench")
         out.append((body, {**headers, "Content-Type": "application/json"}))
     return out
 
 
-def fire(clients: int, items: list[Request], max_seconds: float,
-         send: Callable[[requests.Session, Request], int]) -> tuple[float, list[float], int]:
+def fire(
+    clients: int, items: list[Request], max_seconds: float, send: Callable[[requests.Session, Request], int]
+) -> tuple[float, list[float], int]:
     """Send `items` from `clients` threads; return (seconds, latencies, non-200 count)."""
     latencies: list[float] = []
     errors = 0
@@ -100,8 +108,10 @@ def fire(clients: int, items: list[Request], max_seconds: float,
 def report(name: str, seconds: float, latencies: list[float], errors: int) -> float:
     rate = len(latencies) / seconds
     cuts = statistics.quantiles(latencies, n=100)
-    print(f"{name:<14} {len(latencies):>6} requests in {seconds:6.2f} s  {rate:8.1f}/s"
-          f"  p50 {cuts[49] * 1000:6.2f} ms  p99 {cuts[98] * 1000:6.2f} ms  non-200: {errors}")
+    print(
+        f"{name:<14} {len(latencies):>6} requests in {seconds:6.2f} s  {rate:8.1f}/s"
+        f"  p50 {cuts[49] * 1000:6.2f} ms  p99 {cuts[98] * 1000:6.2f} ms  non-200: {errors}"
+    )
     return rate
 
 
@@ -112,9 +122,11 @@ def main() -> None:
     parser.add_argument("--max-seconds", type=float, default=60.0)
     args = parser.parse_args()
     workers, threads = os.environ.get("WEB_CONCURRENCY", "2"), os.environ.get("WEB_THREADS", "4")
-    print(f"machine: {os.cpu_count()} cores, {platform.machine()}, {platform.system()};"
-          f" Python {platform.python_version()}; gunicorn gthread {workers} workers x {threads} threads;"
-          f" {args.clients} client threads on the same machine")
+    print(
+        f"machine: {os.cpu_count()} cores, {platform.machine()}, {platform.system()};"
+        f" Python {platform.python_version()}; gunicorn gthread {workers} workers x {threads} threads;"
+        f" {args.clients} client threads on the same machine"
+    )
     root = Path(tempfile.mkdtemp(prefix="falback-bench-"))
     root.chmod(0o755)  # pgserver runs postgres as its own user when we are root
     postgres, redis_server = EmbeddedPostgres(root / "pg"), EmbeddedRedis(root / "redis", persistent=False)
@@ -130,10 +142,15 @@ def main() -> None:
         migrate(url)
         items = webhooks(key, args.requests)
         with JwksServer(jwks(key)) as jwks_server:
-            config = Config(database_url=url, redis_url=redis_url, data_dir=root / "data",
-                            fal_jwks_urls=(jwks_server.url,))
-            with gunicorn(config, root / "gunicorn.log", workers=int(workers),
-                          threads=int(threads)) as base_url:
+            config = Config(
+                database_url=url,
+                redis_url=redis_url,
+                data_dir=root / "data",
+                fal_jwks_urls=(jwks_server.url,),
+            )
+            with gunicorn(
+                config, root / "gunicorn.log", workers=int(workers), threads=int(threads)
+            ) as base_url:
                 hook_url, ping_url = f"{base_url}/webhooks/fal", f"{base_url}/ping"
 
                 def post(session: requests.Session, item: Request) -> int:
@@ -146,14 +163,17 @@ def main() -> None:
                 fire(args.clients, webhooks(key, 40, "warmup"), 10, post)
                 fire(args.clients, [(b"", {})] * 40, 10, ping)
                 hooks = report("POST webhook", *fire(args.clients, items, args.max_seconds, post))
-                pings = report("GET /ping", *fire(args.clients, [(b"", {})] * len(items),
-                                                  args.max_seconds, ping))
+                pings = report(
+                    "GET /ping", *fire(args.clients, [(b"", {})] * len(items), args.max_seconds, ping)
+                )
         with psycopg2.connect(url) as conn, conn.cursor() as cur:
             cur.execute("SELECT (SELECT count(*) FROM fal_deliveries), (SELECT count(*) FROM ledger)")
             deliveries, files = cur.fetchone() or (0, 0)
         conn.close()
-        print(f"webhook / ping throughput: {hooks / pings:.2f}"
-              f"  ({deliveries} deliveries, {files} ledger rows recorded)")
+        print(
+            f"webhook / ping throughput: {hooks / pings:.2f}"
+            f"  ({deliveries} deliveries, {files} ledger rows recorded)"
+        )
     finally:
         redis_server.stop()
         postgres.stop()

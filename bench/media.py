@@ -81,9 +81,11 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--probes", type=int, default=50)
     args = parser.parse_args()
-    print(f"machine: {os.cpu_count()} cores, {platform.machine()}, {platform.system()};"
-          f" Python {platform.python_version()}; gunicorn.conf.py, 1 gevent worker;"
-          f" a {args.mib} MiB file, curl on loopback")
+    print(
+        f"machine: {os.cpu_count()} cores, {platform.machine()}, {platform.system()};"
+        f" Python {platform.python_version()}; gunicorn.conf.py, 1 gevent worker;"
+        f" a {args.mib} MiB file, curl on loopback"
+    )
     root = Path(tempfile.mkdtemp(prefix="falback-bench-"))
     root.chmod(0o755)  # pgserver runs postgres as its own user when we are root
     postgres, redis_server = EmbeddedPostgres(root / "pg"), EmbeddedRedis(root / "redis", persistent=False)
@@ -106,21 +108,27 @@ def main() -> None:
                 " size_bytes, md5, content_type, expires_at, done_at) VALUES"
                 " ('https://v3.fal.media/files/bench.mp4', 'upscale', 'done', 'local', %s, %s, %s,"
                 " 'video/mp4', now() - interval '1 hour', now()) RETURNING media_id",
-                (NAME, path.stat().st_size, md5))
+                (NAME, path.stat().st_size, md5),
+            )
             media_id = cur.fetchone()[0]  # type: ignore[index]
         conn.close()
         handler = functools.partial(_Quiet, directory=str(backups))
         static = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         threading.Thread(target=static.serve_forever, daemon=True).start()
-        config = Config(database_url=url, redis_url=redis_url, data_dir=root / "data",
-                        backup_dir=backups)
+        config = Config(database_url=url, redis_url=redis_url, data_dir=root / "data", backup_dir=backups)
         with gunicorn(config, root / "gunicorn.log", workers=1) as base_url:
             file = measure("file:// (curl)", path.as_uri(), args.runs, args.probes)
-            direct = measure("static server (http.server)",
-                             f"http://127.0.0.1:{static.server_address[1]}/{NAME}", args.runs, args.probes)
+            direct = measure(
+                "static server (http.server)",
+                f"http://127.0.0.1:{static.server_address[1]}/{NAME}",
+                args.runs,
+                args.probes,
+            )
             proxied = measure("falback /media/<id>", f"{base_url}/media/{media_id}", args.runs, args.probes)
-        print(f"proxy / static server: throughput {proxied[0] / direct[0]:.2f}x,"
-              f" time to first byte {proxied[1] / direct[1]:.2f}x")
+        print(
+            f"proxy / static server: throughput {proxied[0] / direct[0]:.2f}x,"
+            f" time to first byte {proxied[1] / direct[1]:.2f}x"
+        )
         print(f"proxy / file://: throughput {proxied[0] / file[0]:.2f}x")
     finally:
         if static is not None:

@@ -56,8 +56,13 @@ def webhooks(key: Ed25519PrivateKey, n: int, prefix: str) -> list[Request]:
     out = []
     for i in range(n):
         request_id = f"{prefix}-{now}-{i}"
-        body = json.dumps({"request_id": request_id, "status": "OK", "payload": {"video": {
-            "url": f"https://v3b.fal.media/files/b/bench/{request_id}.mp4"}}}).encode()
+        body = json.dumps(
+            {
+                "request_id": request_id,
+                "status": "OK",
+                "payload": {"video": {"url": f"https://v3b.fal.media/files/b/bench/{request_id}.mp4"}},
+            }
+        ).encode()
         headers = signed_headers(key, body, timestamp=now, request_id=request_id, user_id="bench")
         out.append((body, {**headers, "Content-Type": "application/json"}))
     return out
@@ -70,8 +75,10 @@ class Run:
 
     def line(self, name: str) -> str:
         cuts = statistics.quantiles(self.latencies, n=100) if len(self.latencies) > 1 else [0.0] * 99
-        return (f"{name:<32} p50 {cuts[49] * 1000:8.1f} ms  p99 {cuts[98] * 1000:8.1f} ms"
-                f"  200 within 15 s: {self.ok}/{len(self.latencies)}")
+        return (
+            f"{name:<32} p50 {cuts[49] * 1000:8.1f} ms  p99 {cuts[98] * 1000:8.1f} ms"
+            f"  200 within 15 s: {self.ok}/{len(self.latencies)}"
+        )
 
     def add(self, other: Run) -> None:
         self.latencies += other.latencies
@@ -81,8 +88,7 @@ class Run:
         return statistics.quantiles(self.latencies, n=100)[q - 1]
 
 
-def fire(clients: int, items: list[Request], max_seconds: float,
-         send: Callable[[Request], int]) -> Run:
+def fire(clients: int, items: list[Request], max_seconds: float, send: Callable[[Request], int]) -> Run:
     """Send `items` from `clients` threads, a new connection each; stop at `max_seconds`."""
     run = Run()
     lock = threading.Lock()
@@ -119,14 +125,20 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200, help="webhooks (and pings) per run")
     parser.add_argument("--clients", type=int, default=4, help="client threads sending them")
     parser.add_argument("--max-seconds", type=float, default=60.0, help="bound on each run")
-    parser.add_argument("--settle", type=float, default=12.0,
-                        help="seconds the slow clients run before the clock starts (past"
-                             " WEB_BODY_TIMEOUT, so they are being cut off and reconnecting)")
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=12.0,
+        help="seconds the slow clients run before the clock starts (past"
+        " WEB_BODY_TIMEOUT, so they are being cut off and reconnecting)",
+    )
     args = parser.parse_args()
     workers = os.environ.get("WEB_CONCURRENCY", "2")
-    print(f"machine: {os.cpu_count()} cores, {platform.machine()}, {platform.system()};"
-          f" Python {platform.python_version()}; gunicorn.conf.py with {workers} workers;"
-          f" {args.slow} slow clients, {args.clients} client threads, all on loopback")
+    print(
+        f"machine: {os.cpu_count()} cores, {platform.machine()}, {platform.system()};"
+        f" Python {platform.python_version()}; gunicorn.conf.py with {workers} workers;"
+        f" {args.slow} slow clients, {args.clients} client threads, all on loopback"
+    )
     root = Path(tempfile.mkdtemp(prefix="falback-bench-"))
     root.chmod(0o755)  # pgserver runs postgres as its own user when we are root
     postgres, redis_server = EmbeddedPostgres(root / "pg"), EmbeddedRedis(root / "redis", persistent=False)
@@ -141,14 +153,19 @@ def main() -> None:
         url = admin_url.replace("@/postgres?", "@/bench_slow?")
         migrate(url)
         with JwksServer(jwks(key)) as jwks_server:
-            config = Config(database_url=url, redis_url=redis_url, data_dir=root / "data",
-                            fal_jwks_urls=(jwks_server.url,))
+            config = Config(
+                database_url=url,
+                redis_url=redis_url,
+                data_dir=root / "data",
+                fal_jwks_urls=(jwks_server.url,),
+            )
             with gunicorn(config, root / "gunicorn.log", workers=int(workers)) as base_url:
                 hook_url, ping_url = f"{base_url}/webhooks/fal", f"{base_url}/ping"
 
                 def post(item: Request) -> int:
-                    return requests.post(hook_url, data=item[0], headers=item[1],
-                                         timeout=FAL_TIMEOUT).status_code
+                    return requests.post(
+                        hook_url, data=item[0], headers=item[1], timeout=FAL_TIMEOUT
+                    ).status_code
 
                 def ping(_item: Request) -> int:
                     return requests.get(ping_url, timeout=FAL_TIMEOUT).status_code
@@ -162,8 +179,9 @@ def main() -> None:
                 base_pings = fire(args.clients, pings[:half], args.max_seconds, ping)
                 with SlowClients(base_url, args.slow) as slow:
                     time.sleep(args.settle)
-                    slow_hooks = fire(args.clients, webhooks(key, args.requests, "slow"),
-                                      args.max_seconds, post)
+                    slow_hooks = fire(
+                        args.clients, webhooks(key, args.requests, "slow"), args.max_seconds, post
+                    )
                     slow_pings = fire(args.clients, pings, args.max_seconds, ping)
                     answers = dict(slow.answers)
                     opened = slow.opened
@@ -174,8 +192,10 @@ def main() -> None:
         print(slow_hooks.line(f"POST /webhooks/fal, {args.slow} slow"))
         print(slow_pings.line(f"GET /ping, {args.slow} slow"))
         for name, base, slow_run in (("webhook", base_hooks, slow_hooks), ("ping", base_pings, slow_pings)):
-            print(f"{name} with / without slow clients: p50 {slow_run.p(50) / base.p(50):.2f}x,"
-                  f" p99 {slow_run.p(99) / base.p(99):.2f}x")
+            print(
+                f"{name} with / without slow clients: p50 {slow_run.p(50) / base.p(50):.2f}x,"
+                f" p99 {slow_run.p(99) / base.p(99):.2f}x"
+            )
         print(f"slow clients: {opened} connections opened; the server's answers to them: {answers}")
     finally:
         redis_server.stop()

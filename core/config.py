@@ -169,10 +169,12 @@ class Config:
             fal_webhook_user_id=reader.text("FAL_WEBHOOK_USER_ID"),
             fal_jwks_urls=reader.urls("FAL_JWKS_URLS", defaults.fal_jwks_urls),
             fal_key=reader.text("FAL_KEY"),
-            fal_queue_base_url=reader.urls("FAL_QUEUE_BASE_URL", (defaults.fal_queue_base_url,),
-                                           single=True)[0].rstrip("/"),
-            fal_rest_base_url=reader.urls("FAL_REST_BASE_URL", (defaults.fal_rest_base_url,),
-                                          single=True)[0].rstrip("/"),
+            fal_queue_base_url=reader.urls("FAL_QUEUE_BASE_URL", (defaults.fal_queue_base_url,), single=True)[
+                0
+            ].rstrip("/"),
+            fal_rest_base_url=reader.urls("FAL_REST_BASE_URL", (defaults.fal_rest_base_url,), single=True)[
+                0
+            ].rstrip("/"),
             fal_cdn_token_hosts=reader.hosts("FAL_CDN_TOKEN_HOSTS", defaults.fal_cdn_token_hosts),
             max_data_uri_bytes=reader.integer(
                 "FALBACK_MAX_DATA_URI_BYTES", defaults.max_data_uri_bytes, minimum=1024
@@ -180,9 +182,12 @@ class Config:
             app_webhook_secret=reader.webhook_secret("FALBACK_APP_WEBHOOK_SECRET"),
             log_level=reader.choice("FALBACK_LOG_LEVEL", defaults.log_level, LOG_LEVELS),
             log_format=reader.choice("LOG_FORMAT", defaults.log_format, ("text", "json")),
-            google={k: v for k, v in env.items()
-                    if k.startswith("GOOGLE_DRIVE_")
-                    or k in ("GOOGLE_APPLICATION_CREDENTIALS", "FALBACK_TOKEN_KEY")},
+            google={
+                k: v
+                for k, v in env.items()
+                if k.startswith("GOOGLE_DRIVE_")
+                or k in ("GOOGLE_APPLICATION_CREDENTIALS", "FALBACK_TOKEN_KEY")
+            },
             s3_env={k: v for k, v in env.items() if k.startswith("FALBACK_S3_")},
         )
         if config.max_data_uri_bytes > MAX_DATA_URI_BYTES_LIMIT:
@@ -227,12 +232,15 @@ class Config:
             **self.google,
             **self.s3_env,
         }
-        for name, value in (("DATABASE_URL", self.database_url), ("REDIS_URL", self.redis_url),
-                            ("FALBACK_ADMIN_TOKEN", self.admin_token),
-                            (PUBLIC_URL_VARIABLE, self.public_url),
-                            ("FAL_WEBHOOK_USER_ID", self.fal_webhook_user_id),
-                            ("FAL_KEY", self.fal_key),
-                            ("FALBACK_APP_WEBHOOK_SECRET", self.app_webhook_secret)):
+        for name, value in (
+            ("DATABASE_URL", self.database_url),
+            ("REDIS_URL", self.redis_url),
+            ("FALBACK_ADMIN_TOKEN", self.admin_token),
+            (PUBLIC_URL_VARIABLE, self.public_url),
+            ("FAL_WEBHOOK_USER_ID", self.fal_webhook_user_id),
+            ("FAL_KEY", self.fal_key),
+            ("FALBACK_APP_WEBHOOK_SECRET", self.app_webhook_secret),
+        ):
             if value:
                 env[name] = value
         return env
@@ -242,9 +250,7 @@ class Config:
 
     def retry_intervals(self) -> list[int]:
         """Backoff before each retry: base, 4x base, 16x base ... capped at 6 hours."""
-        return [
-            min(self.retry_base_seconds * 4**n, 6 * 3600) for n in range(self.max_attempts - 1)
-        ]
+        return [min(self.retry_base_seconds * 4**n, 6 * 3600) for n in range(self.max_attempts - 1)]
 
 
 _DAILY_BACKFILL = re.compile(r"^(\d{1,2}):(\d{2})\s+(\S+)\s+(\d+)$")
@@ -259,8 +265,7 @@ def _daily_backfill(reader: EnvReader, name: str, default: DailyBackfill | None)
     match = _DAILY_BACKFILL.match(value)
     if not match:
         raise ConfigError(
-            f"{name} must be 'HH:MM TYPE LIMIT' (UTC, e.g. '02:00 upscale 50') or 'off',"
-            f" got {value!r}"
+            f"{name} must be 'HH:MM TYPE LIMIT' (UTC, e.g. '02:00 upscale 50') or 'off', got {value!r}"
         )
     hour, minute, type_, limit = int(match[1]), int(match[2]), match[3], int(match[4])
     if hour > 23 or minute > 59:

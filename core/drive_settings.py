@@ -36,12 +36,24 @@ DEFAULT_CHUNK_SIZE = 16 * 1024 * 1024
 KEY_FILE_FALLBACK = "GOOGLE_APPLICATION_CREDENTIALS"
 
 KNOWN = (
-    "GOOGLE_DRIVE_PROJECT_ID", "GOOGLE_DRIVE_PRIVATE_KEY_ID", "GOOGLE_DRIVE_PRIVATE_KEY",
-    "GOOGLE_DRIVE_CLIENT_EMAIL", "GOOGLE_DRIVE_CLIENT_ID", "GOOGLE_DRIVE_FOLDER_ID",
-    "GOOGLE_DRIVE_KEY_FILE", "GOOGLE_DRIVE_IMPERSONATE", "GOOGLE_DRIVE_SCOPE",
-    "GOOGLE_DRIVE_CHUNK_SIZE", "GOOGLE_DRIVE_SHARE_ANYONE", "GOOGLE_DRIVE_MAX_RETRIES",
-    "GOOGLE_DRIVE_RETRY_BASE_SECONDS", "GOOGLE_DRIVE_TIMEOUT", "GOOGLE_DRIVE_UPLOAD_CAP_PAUSE",
-    "GOOGLE_DRIVE_API_BASE_URL", "GOOGLE_DRIVE_TOKEN_URI", *OAUTH_NAMES,
+    "GOOGLE_DRIVE_PROJECT_ID",
+    "GOOGLE_DRIVE_PRIVATE_KEY_ID",
+    "GOOGLE_DRIVE_PRIVATE_KEY",
+    "GOOGLE_DRIVE_CLIENT_EMAIL",
+    "GOOGLE_DRIVE_CLIENT_ID",
+    "GOOGLE_DRIVE_FOLDER_ID",
+    "GOOGLE_DRIVE_KEY_FILE",
+    "GOOGLE_DRIVE_IMPERSONATE",
+    "GOOGLE_DRIVE_SCOPE",
+    "GOOGLE_DRIVE_CHUNK_SIZE",
+    "GOOGLE_DRIVE_SHARE_ANYONE",
+    "GOOGLE_DRIVE_MAX_RETRIES",
+    "GOOGLE_DRIVE_RETRY_BASE_SECONDS",
+    "GOOGLE_DRIVE_TIMEOUT",
+    "GOOGLE_DRIVE_UPLOAD_CAP_PAUSE",
+    "GOOGLE_DRIVE_API_BASE_URL",
+    "GOOGLE_DRIVE_TOKEN_URI",
+    *OAUTH_NAMES,
 )
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _SIZE = re.compile(r"^(\d+)\s*(KiB|MiB|K|M)?$", re.IGNORECASE)
@@ -83,10 +95,17 @@ class DriveSettings:
 
     def service_account_info(self) -> dict[str, str]:
         """The dict google-auth's `from_service_account_info` expects."""
-        info = {"type": "service_account", "client_email": self.client_email,
-                "private_key": self.private_key, "token_uri": self.token_uri}
-        optional = {"private_key_id": self.private_key_id, "project_id": self.project_id,
-                    "client_id": self.client_id}
+        info = {
+            "type": "service_account",
+            "client_email": self.client_email,
+            "private_key": self.private_key,
+            "token_uri": self.token_uri,
+        }
+        optional = {
+            "private_key_id": self.private_key_id,
+            "project_id": self.project_id,
+            "client_id": self.client_id,
+        }
         info.update({k: v for k, v in optional.items() if v})
         return info
 
@@ -104,9 +123,17 @@ def parse_drive_settings(env: Mapping[str, str]) -> DriveSettings | None:
             raise ConfigError(f"{name} is not a falback setting{hint}")
     reader = EnvReader(env)
     oauth = wants_oauth(reader)
-    key = ({**oauth_fields(reader), "client_email": "", "private_key": "",
-            "key_source": "GOOGLE_DRIVE_OAUTH_CLIENT_ID", "token_uri": GOOGLE_TOKEN_URI}
-           if oauth else _key(reader, env))
+    key = (
+        {
+            **oauth_fields(reader),
+            "client_email": "",
+            "private_key": "",
+            "key_source": "GOOGLE_DRIVE_OAUTH_CLIENT_ID",
+            "token_uri": GOOGLE_TOKEN_URI,
+        }
+        if oauth
+        else _key(reader, env)
+    )
     impersonate = reader.text("GOOGLE_DRIVE_IMPERSONATE")
     if impersonate and not _EMAIL.match(impersonate):
         raise ConfigError(f"GOOGLE_DRIVE_IMPERSONATE must be a user's email address, got {impersonate!r}")
@@ -128,32 +155,44 @@ def parse_drive_settings(env: Mapping[str, str]) -> DriveSettings | None:
         ),
         api_base_url=_test_url(reader, "GOOGLE_DRIVE_API_BASE_URL", GOOGLE_API_BASE_URL, path=False),
         token_uri=_test_url(reader, "GOOGLE_DRIVE_TOKEN_URI", token_uri, path=True),
-        device_code_uri=_test_url(reader, "GOOGLE_DRIVE_DEVICE_CODE_URI", GOOGLE_DEVICE_CODE_URI,
-                                  path=True),
+        device_code_uri=_test_url(reader, "GOOGLE_DRIVE_DEVICE_CODE_URI", GOOGLE_DEVICE_CODE_URI, path=True),
     )
 
 
 def _key(reader: EnvReader, env: Mapping[str, str]) -> dict[str, Any]:
     """client_email, private_key and the optional key fields, from variables or a file."""
-    inline = {name: reader.text(name) for name in (
-        "GOOGLE_DRIVE_PRIVATE_KEY", "GOOGLE_DRIVE_CLIENT_EMAIL", "GOOGLE_DRIVE_PRIVATE_KEY_ID",
-        "GOOGLE_DRIVE_PROJECT_ID", "GOOGLE_DRIVE_CLIENT_ID")}
+    inline = {
+        name: reader.text(name)
+        for name in (
+            "GOOGLE_DRIVE_PRIVATE_KEY",
+            "GOOGLE_DRIVE_CLIENT_EMAIL",
+            "GOOGLE_DRIVE_PRIVATE_KEY_ID",
+            "GOOGLE_DRIVE_PROJECT_ID",
+            "GOOGLE_DRIVE_CLIENT_ID",
+        )
+    }
     key_file = reader.text("GOOGLE_DRIVE_KEY_FILE")
     has_inline = bool(inline["GOOGLE_DRIVE_PRIVATE_KEY"] or inline["GOOGLE_DRIVE_CLIENT_EMAIL"])
     if key_file and has_inline:
-        raise ConfigError("set either GOOGLE_DRIVE_KEY_FILE or GOOGLE_DRIVE_PRIVATE_KEY and"
-                          " GOOGLE_DRIVE_CLIENT_EMAIL, not both")
+        raise ConfigError(
+            "set either GOOGLE_DRIVE_KEY_FILE or GOOGLE_DRIVE_PRIVATE_KEY and"
+            " GOOGLE_DRIVE_CLIENT_EMAIL, not both"
+        )
     if has_inline:
         for name in ("GOOGLE_DRIVE_PRIVATE_KEY", "GOOGLE_DRIVE_CLIENT_EMAIL"):
             if not inline[name]:
-                raise ConfigError(f"{name} is missing (the service account key needs"
-                                  " GOOGLE_DRIVE_PRIVATE_KEY and GOOGLE_DRIVE_CLIENT_EMAIL)")
+                raise ConfigError(
+                    f"{name} is missing (the service account key needs"
+                    " GOOGLE_DRIVE_PRIVATE_KEY and GOOGLE_DRIVE_CLIENT_EMAIL)"
+                )
         return _checked_key(
-            "GOOGLE_DRIVE_PRIVATE_KEY", "GOOGLE_DRIVE_CLIENT_EMAIL",
+            "GOOGLE_DRIVE_PRIVATE_KEY",
+            "GOOGLE_DRIVE_CLIENT_EMAIL",
             client_email=inline["GOOGLE_DRIVE_CLIENT_EMAIL"],
             private_key=_unescape(str(inline["GOOGLE_DRIVE_PRIVATE_KEY"])),
             private_key_id=inline["GOOGLE_DRIVE_PRIVATE_KEY_ID"],
-            project_id=inline["GOOGLE_DRIVE_PROJECT_ID"], client_id=inline["GOOGLE_DRIVE_CLIENT_ID"],
+            project_id=inline["GOOGLE_DRIVE_PROJECT_ID"],
+            client_id=inline["GOOGLE_DRIVE_CLIENT_ID"],
             token_uri=GOOGLE_TOKEN_URI,
         )
     name = "GOOGLE_DRIVE_KEY_FILE" if key_file else KEY_FILE_FALLBACK
@@ -174,23 +213,31 @@ def _key_file(name: str, path: Path) -> dict[str, Any]:
     except ValueError:
         raise ConfigError(f"{name}: {path} is not a JSON key file") from None
     if not isinstance(data, dict) or data.get("type") != "service_account":
-        raise ConfigError(f"{name}: {path} is not a service-account key (its \"type\" must be"
-                          " \"service_account\"; download a JSON key of the service account)")
+        raise ConfigError(
+            f'{name}: {path} is not a service-account key (its "type" must be'
+            ' "service_account"; download a JSON key of the service account)'
+        )
     for required in ("client_email", "private_key"):
         if not isinstance(data.get(required), str) or not data[required]:
             raise ConfigError(f"{name}: {path} has no {required}")
     source = f"{name} ({path})"
     return _checked_key(
-        source, source, client_email=data["client_email"], private_key=data["private_key"],
-        private_key_id=data.get("private_key_id"), project_id=data.get("project_id"),
-        client_id=data.get("client_id"), token_uri=data.get("token_uri") or GOOGLE_TOKEN_URI,
+        source,
+        source,
+        client_email=data["client_email"],
+        private_key=data["private_key"],
+        private_key_id=data.get("private_key_id"),
+        project_id=data.get("project_id"),
+        client_id=data.get("client_id"),
+        token_uri=data.get("token_uri") or GOOGLE_TOKEN_URI,
     )
 
 
 def _checked_key(key_name: str, email_name: str, **key: Any) -> dict[str, Any]:
     if not _EMAIL.match(str(key["client_email"])):
-        raise ConfigError(f"{email_name}: the client email must look like"
-                          " name@project.iam.gserviceaccount.com")
+        raise ConfigError(
+            f"{email_name}: the client email must look like name@project.iam.gserviceaccount.com"
+        )
     try:
         from google.auth.crypt import RSASigner
 
@@ -216,8 +263,9 @@ def _scope(value: str | None, default: str) -> str:
         return default
     scope = value if value.startswith("https://") else SCOPE_PREFIX + value
     if not scope.startswith(SCOPE_PREFIX + "drive"):
-        raise ConfigError(f"GOOGLE_DRIVE_SCOPE must be a Drive scope such as 'drive' or 'drive.file',"
-                          f" got {value!r}")
+        raise ConfigError(
+            f"GOOGLE_DRIVE_SCOPE must be a Drive scope such as 'drive' or 'drive.file', got {value!r}"
+        )
     return scope
 
 
@@ -230,11 +278,13 @@ def _chunk_size(value: str | None) -> int:
     unit = (match[2] or "").lower()
     size = int(match[1]) * {"": 1, "k": 1024, "kib": 1024, "m": 1024**2, "mib": 1024**2}[unit]
     if size < CHUNK_UNIT or size % CHUNK_UNIT:
-        raise ConfigError(f"GOOGLE_DRIVE_CHUNK_SIZE must be a multiple of 256 KiB ({CHUNK_UNIT} bytes),"
-                          f" got {size}")
+        raise ConfigError(
+            f"GOOGLE_DRIVE_CHUNK_SIZE must be a multiple of 256 KiB ({CHUNK_UNIT} bytes), got {size}"
+        )
     if size > 1024**3:
-        raise ConfigError(f"GOOGLE_DRIVE_CHUNK_SIZE must be at most 1 GiB (one chunk is held in"
-                          f" memory), got {size}")
+        raise ConfigError(
+            f"GOOGLE_DRIVE_CHUNK_SIZE must be at most 1 GiB (one chunk is held in memory), got {size}"
+        )
     return size
 
 
@@ -246,9 +296,11 @@ def _test_url(reader: EnvReader, name: str, default: str, *, path: bool) -> str:
     loopback = parts.hostname in ("127.0.0.1", "localhost", "::1")
     plain_ok = parts.scheme == "https" or (parts.scheme == "http" and loopback)
     if not parts.hostname or not plain_ok:
-        raise ConfigError(f"{name} must be an https URL (or http on loopback, for the emulator),"
-                          f" got {value!r}")
+        raise ConfigError(
+            f"{name} must be an https URL (or http on loopback, for the emulator), got {value!r}"
+        )
     if not path and parts.path.strip("/"):
-        raise ConfigError(f"{name} must be a base URL without a path (e.g. http://127.0.0.1:8555),"
-                          f" got {value!r}")
+        raise ConfigError(
+            f"{name} must be a base URL without a path (e.g. http://127.0.0.1:8555), got {value!r}"
+        )
     return value.rstrip("/")

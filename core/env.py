@@ -101,7 +101,7 @@ class EnvReader:
         if not value.startswith("whsec_") or len(key) < 16:
             raise ConfigError(
                 f"{name} must be whsec_ followed by base64 of at least 16 random bytes; make one"
-                " with python3 -c \"import base64, os;"
+                ' with python3 -c "import base64, os;'
                 " print('whsec_' + base64.b64encode(os.urandom(32)).decode())\""
             )
         return value

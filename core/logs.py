@@ -20,17 +20,29 @@ from datetime import UTC, datetime
 
 REDACTED = "[redacted]"
 # The environment variables whose values are secrets wherever they show up.
-SECRET_VARIABLES = ("FAL_KEY", "FALBACK_ADMIN_TOKEN", "FALBACK_APP_WEBHOOK_SECRET",
-                    "GOOGLE_DRIVE_PRIVATE_KEY", "GOOGLE_DRIVE_OAUTH_CLIENT_SECRET",
-                    "FALBACK_TOKEN_KEY", "FALBACK_S3_SECRET_ACCESS_KEY")
+SECRET_VARIABLES = (
+    "FAL_KEY",
+    "FALBACK_ADMIN_TOKEN",
+    "FALBACK_APP_WEBHOOK_SECRET",
+    "GOOGLE_DRIVE_PRIVATE_KEY",
+    "GOOGLE_DRIVE_OAUTH_CLIENT_SECRET",
+    "FALBACK_TOKEN_KEY",
+    "FALBACK_S3_SECRET_ACCESS_KEY",
+)
 _MIN_SECRET = 8  # shorter values would mask ordinary words
 
 _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(-----END [A-Z ]*PRIVATE KEY-----|$)", re.S),
-     f"{REDACTED} private key"),
+    (
+        re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(-----END [A-Z ]*PRIVATE KEY-----|$)", re.S),
+        f"{REDACTED} private key",
+    ),
     # Authorization: Bearer x / 'Authorization': 'Key x' (a header dict's repr).
-    (re.compile(r"(?i)(authorization['\"]?\s*[:=]\s*['\"]?(?:(?:bearer|basic|key|token)\s+)?)[^\s'\",;}]+"),
-     rf"\1{REDACTED}"),
+    (
+        re.compile(
+            r"(?i)(authorization['\"]?\s*[:=]\s*['\"]?(?:(?:bearer|basic|key|token)\s+)?)[^\s'\",;}]+"
+        ),
+        rf"\1{REDACTED}",
+    ),
     (re.compile(r"(?i)\b(bearer)\s+[\w.~+/=-]+"), rf"\1 {REDACTED}"),
     # fal keys (`Key <id>:<secret>`); a bare "Key" followed by a plain word stays.
     (re.compile(r"\b(Key)\s+(?=[\w.-]*[:\d])[\w.:-]{8,}"), rf"\1 {REDACTED}"),
@@ -38,8 +50,7 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     # scheme://user:password@host
     (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^\s/@:'\"]*:)[^\s/@'\"]+@"), rf"\1{REDACTED}@"),
     # The query string (and fragment) after a URL or an absolute path.
-    (re.compile(r"((?:\b[a-zA-Z][a-zA-Z0-9+.-]*://|/)[^\s?#'\"<>]*)\?[^\s'\"<>]+"),
-     rf"\1?{REDACTED}"),
+    (re.compile(r"((?:\b[a-zA-Z][a-zA-Z0-9+.-]*://|/)[^\s?#'\"<>]*)\?[^\s'\"<>]+"), rf"\1?{REDACTED}"),
 )
 _secrets: set[str] = set()
 
@@ -50,8 +61,11 @@ def add_secrets(values: Iterable[str | None]) -> None:
         if value and len(value) >= _MIN_SECRET:
             _secrets.add(value)
             # Keys in env files carry their newlines escaped.
-            _secrets.update(line for line in value.replace("\\n", "\n").splitlines()
-                            if len(line) >= _MIN_SECRET and "-----" not in line)
+            _secrets.update(
+                line
+                for line in value.replace("\\n", "\n").splitlines()
+                if len(line) >= _MIN_SECRET and "-----" not in line
+            )
 
 
 def redact(text: str) -> str:
@@ -151,8 +165,14 @@ def setup_logging(level: str = "INFO", log_format: str = "text") -> None:
         root.setLevel(level)
         # pgserver logs every initdb/pg_ctl command line at INFO.
         logging.getLogger("pgserver").setLevel(logging.WARNING)
-    loggers = [root, *(logger for logger in logging.Logger.manager.loggerDict.values()
-                       if isinstance(logger, logging.Logger))]
+    loggers = [
+        root,
+        *(
+            logger
+            for logger in logging.Logger.manager.loggerDict.values()
+            if isinstance(logger, logging.Logger)
+        ),
+    ]
     for logger in loggers:
         for h in logger.handlers:
             install_redaction(h)

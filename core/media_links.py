@@ -26,8 +26,7 @@ def parse_public_url(value: str | None, name: str = PUBLIC_URL_VARIABLE) -> str 
     text = value.strip().rstrip("/")
     parts = urlsplit(text)
     if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
-        raise ConfigError(f"{name} must be an http(s) URL such as https://falback.example.com,"
-                          f" got {value!r}")
+        raise ConfigError(f"{name} must be an http(s) URL such as https://falback.example.com, got {value!r}")
     return text
 
 

@@ -26,10 +26,18 @@ MAX_PRESIGN_SECONDS = 7 * 24 * 3600
 CHECKSUMS = ("sha256", "crc32", "md5")
 
 KNOWN = (
-    "FALBACK_S3_BUCKET", "FALBACK_S3_ENDPOINT_URL", "FALBACK_S3_REGION",
-    "FALBACK_S3_ACCESS_KEY_ID", "FALBACK_S3_SECRET_ACCESS_KEY", "FALBACK_S3_PREFIX",
-    "FALBACK_S3_PART_SIZE", "FALBACK_S3_PATH_STYLE", "FALBACK_S3_PRESIGN_SECONDS",
-    "FALBACK_S3_CHECKSUM", "FALBACK_S3_MAX_ATTEMPTS", "FALBACK_S3_TIMEOUT",
+    "FALBACK_S3_BUCKET",
+    "FALBACK_S3_ENDPOINT_URL",
+    "FALBACK_S3_REGION",
+    "FALBACK_S3_ACCESS_KEY_ID",
+    "FALBACK_S3_SECRET_ACCESS_KEY",
+    "FALBACK_S3_PREFIX",
+    "FALBACK_S3_PART_SIZE",
+    "FALBACK_S3_PATH_STYLE",
+    "FALBACK_S3_PRESIGN_SECONDS",
+    "FALBACK_S3_CHECKSUM",
+    "FALBACK_S3_MAX_ATTEMPTS",
+    "FALBACK_S3_TIMEOUT",
     "FALBACK_S3_ALLOW_HTTP",
 )
 _SIZE = re.compile(r"^(\d+)\s*(KiB|MiB|GiB|K|M|G)?$", re.IGNORECASE)
@@ -79,8 +87,10 @@ def parse_s3_settings(env: Mapping[str, str]) -> S3Settings | None:
     reader = EnvReader(env)
     for name in ("FALBACK_S3_BUCKET", "FALBACK_S3_ACCESS_KEY_ID", "FALBACK_S3_SECRET_ACCESS_KEY"):
         if reader.text(name) is None:
-            raise ConfigError(f"{name} is missing (S3 needs FALBACK_S3_BUCKET, FALBACK_S3_ACCESS_KEY_ID"
-                              " and FALBACK_S3_SECRET_ACCESS_KEY; see docs/s3.md)")
+            raise ConfigError(
+                f"{name} is missing (S3 needs FALBACK_S3_BUCKET, FALBACK_S3_ACCESS_KEY_ID"
+                " and FALBACK_S3_SECRET_ACCESS_KEY; see docs/s3.md)"
+            )
     endpoint = _endpoint(reader)
     defaults = S3Settings("", "", "")
     return S3Settings(
@@ -102,18 +112,23 @@ def parse_s3_settings(env: Mapping[str, str]) -> S3Settings | None:
 def _key(reader: EnvReader, name: str) -> str:
     value = str(reader.text(name))
     if any(c.isspace() for c in value) or not value.isprintable():
-        raise ConfigError(f"{name} contains spaces or control characters (copy the key again,"
-                          " without quotes or line breaks)")
+        raise ConfigError(
+            f"{name} contains spaces or control characters (copy the key again,"
+            " without quotes or line breaks)"
+        )
     return value
 
 
 def _bucket(value: str) -> str:
     if value.startswith("s3://") or "/" in value:
-        raise ConfigError("FALBACK_S3_BUCKET must be a bucket name alone (e.g. fal-backups); put a"
-                          f" folder in FALBACK_S3_PREFIX instead, got {value!r}")
+        raise ConfigError(
+            "FALBACK_S3_BUCKET must be a bucket name alone (e.g. fal-backups); put a"
+            f" folder in FALBACK_S3_PREFIX instead, got {value!r}"
+        )
     if not _BUCKET.match(value):
-        raise ConfigError("FALBACK_S3_BUCKET must be a bucket name (letters, digits, '.', '-', '_'),"
-                          f" got {value!r}")
+        raise ConfigError(
+            f"FALBACK_S3_BUCKET must be a bucket name (letters, digits, '.', '-', '_'), got {value!r}"
+        )
     return value
 
 
@@ -123,27 +138,39 @@ def _endpoint(reader: EnvReader) -> str | None:
         return None
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
-        raise ConfigError("FALBACK_S3_ENDPOINT_URL must be an https URL such as"
-                          f" https://<project>.supabase.co/storage/v1/s3, got {value!r}")
+        raise ConfigError(
+            "FALBACK_S3_ENDPOINT_URL must be an https URL such as"
+            f" https://<project>.supabase.co/storage/v1/s3, got {value!r}"
+        )
     if parts.username or parts.password:
-        raise ConfigError("FALBACK_S3_ENDPOINT_URL must not contain credentials: use"
-                          " FALBACK_S3_ACCESS_KEY_ID and FALBACK_S3_SECRET_ACCESS_KEY")
-    if (parts.scheme == "http" and parts.hostname not in _LOOPBACK
-            and not reader.boolean("FALBACK_S3_ALLOW_HTTP", False)):
-        raise ConfigError("FALBACK_S3_ENDPOINT_URL uses plain http, which sends every file"
-                          " unencrypted: use https, or set FALBACK_S3_ALLOW_HTTP=true for a server"
-                          " on a private network")
+        raise ConfigError(
+            "FALBACK_S3_ENDPOINT_URL must not contain credentials: use"
+            " FALBACK_S3_ACCESS_KEY_ID and FALBACK_S3_SECRET_ACCESS_KEY"
+        )
+    if (
+        parts.scheme == "http"
+        and parts.hostname not in _LOOPBACK
+        and not reader.boolean("FALBACK_S3_ALLOW_HTTP", False)
+    ):
+        raise ConfigError(
+            "FALBACK_S3_ENDPOINT_URL uses plain http, which sends every file"
+            " unencrypted: use https, or set FALBACK_S3_ALLOW_HTTP=true for a server"
+            " on a private network"
+        )
     if parts.hostname.endswith(".supabase.co") and parts.path.rstrip("/") != "/storage/v1/s3":
-        raise ConfigError("FALBACK_S3_ENDPOINT_URL: Supabase's S3 endpoint is"
-                          f" https://{parts.hostname}/storage/v1/s3 (Project Settings > Storage),"
-                          f" got {value!r}")
+        raise ConfigError(
+            "FALBACK_S3_ENDPOINT_URL: Supabase's S3 endpoint is"
+            f" https://{parts.hostname}/storage/v1/s3 (Project Settings > Storage),"
+            f" got {value!r}"
+        )
     return value.rstrip("/")
 
 
 def _region(value: str) -> str:
     if not _REGION.match(value):
-        raise ConfigError(f"FALBACK_S3_REGION must be a region name such as us-east-1 (R2: auto),"
-                          f" got {value!r}")
+        raise ConfigError(
+            f"FALBACK_S3_REGION must be a region name such as us-east-1 (R2: auto), got {value!r}"
+        )
     return value
 
 
@@ -152,8 +179,10 @@ def _prefix(raw: str | None) -> str:
         return "falback/"
     value = raw.strip().strip("/")
     if value.startswith(".") or "//" in value or any(c in value for c in "\\\r\n\t"):
-        raise ConfigError(f"FALBACK_S3_PREFIX must be a folder path such as falback/ (or / for the"
-                          f" bucket's top), got {raw!r}")
+        raise ConfigError(
+            f"FALBACK_S3_PREFIX must be a folder path such as falback/ (or / for the"
+            f" bucket's top), got {raw!r}"
+        )
     return f"{value}/" if value else ""
 
 
@@ -165,11 +194,14 @@ def _part_size(value: str | None) -> int:
         raise ConfigError(f"FALBACK_S3_PART_SIZE must be a size in bytes (or e.g. 16MiB), got {value!r}")
     size = int(match[1]) * _UNITS[(match[2] or "").lower()]
     if size < MIN_PART_SIZE:
-        raise ConfigError(f"FALBACK_S3_PART_SIZE must be at least 5 MiB ({MIN_PART_SIZE} bytes), S3's"
-                          f" smallest part, got {size}")
+        raise ConfigError(
+            f"FALBACK_S3_PART_SIZE must be at least 5 MiB ({MIN_PART_SIZE} bytes), S3's"
+            f" smallest part, got {size}"
+        )
     if size > MAX_PART_SIZE:
-        raise ConfigError(f"FALBACK_S3_PART_SIZE must be at most 1 GiB (one part is held in memory),"
-                          f" got {size}")
+        raise ConfigError(
+            f"FALBACK_S3_PART_SIZE must be at most 1 GiB (one part is held in memory), got {size}"
+        )
     return size
 
 
@@ -177,16 +209,20 @@ def _path_style(reader: EnvReader, endpoint: str | None) -> bool:
     # A custom endpoint almost always wants path style (Supabase and MinIO need it).
     path_style = reader.boolean("FALBACK_S3_PATH_STYLE", endpoint is not None)
     if not path_style and endpoint and (urlsplit(endpoint).hostname or "").endswith(".supabase.co"):
-        raise ConfigError("FALBACK_S3_PATH_STYLE must be true for Supabase Storage (it serves"
-                          " buckets only as https://<project>.supabase.co/storage/v1/s3/<bucket>)")
+        raise ConfigError(
+            "FALBACK_S3_PATH_STYLE must be true for Supabase Storage (it serves"
+            " buckets only as https://<project>.supabase.co/storage/v1/s3/<bucket>)"
+        )
     return path_style
 
 
 def _presign_seconds(reader: EnvReader) -> int:
     seconds = reader.integer("FALBACK_S3_PRESIGN_SECONDS", 3600, minimum=1)
     if seconds > MAX_PRESIGN_SECONDS:
-        raise ConfigError(f"FALBACK_S3_PRESIGN_SECONDS must be at most {MAX_PRESIGN_SECONDS}"
-                          f" (7 days, the longest a signed URL can live), got {seconds}")
+        raise ConfigError(
+            f"FALBACK_S3_PRESIGN_SECONDS must be at most {MAX_PRESIGN_SECONDS}"
+            f" (7 days, the longest a signed URL can live), got {seconds}"
+        )
     return seconds
 
 
@@ -194,14 +230,16 @@ def _checksum(value: str | None) -> str:
     if value is None:
         return "sha256"
     if value.lower() not in CHECKSUMS:
-        raise ConfigError(f"FALBACK_S3_CHECKSUM must be one of {', '.join(CHECKSUMS)}"
-                          f" (md5 for Backblaze B2), got {value!r}")
+        raise ConfigError(
+            f"FALBACK_S3_CHECKSUM must be one of {', '.join(CHECKSUMS)} (md5 for Backblaze B2), got {value!r}"
+        )
     return value.lower()
 
 
 def _max_attempts(reader: EnvReader) -> int:
     attempts = reader.integer("FALBACK_S3_MAX_ATTEMPTS", 3, minimum=1)
     if attempts > 10:
-        raise ConfigError(f"FALBACK_S3_MAX_ATTEMPTS must be at most 10 (the job retries later"
-                          f" anyway), got {attempts}")
+        raise ConfigError(
+            f"FALBACK_S3_MAX_ATTEMPTS must be at most 10 (the job retries later anyway), got {attempts}"
+        )
     return attempts

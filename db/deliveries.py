@@ -69,9 +69,7 @@ def resolve(conn: Connection, delivery_id: int, files: int, note: str | None) ->
 
 def set_note(conn: Connection, delivery_id: int, note: str) -> None:
     with conn.cursor() as cur:
-        cur.execute(
-            "UPDATE fal_deliveries SET note = %s WHERE id = %s AND NOT resolved", (note, delivery_id)
-        )
+        cur.execute("UPDATE fal_deliveries SET note = %s WHERE id = %s AND NOT resolved", (note, delivery_id))
 
 
 def unresolved_count(conn: Connection) -> int:

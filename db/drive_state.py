@@ -27,8 +27,11 @@ class Reservation:
 
 def reservation(conn: Connection, ledger_id: int) -> Reservation | None:
     with conn.cursor() as cur:
-        cur.execute("SELECT file_id, sent_size, sent_md5, session_uri, session_offset"
-                    " FROM drive_files WHERE ledger_id = %s", (ledger_id,))
+        cur.execute(
+            "SELECT file_id, sent_size, sent_md5, session_uri, session_offset"
+            " FROM drive_files WHERE ledger_id = %s",
+            (ledger_id,),
+        )
         row = fetch_one(cur)
     return Reservation(**row) if row else None
 
@@ -37,8 +40,7 @@ def reserve(conn: Connection, ledger_id: int, file_id: str) -> str:
     """Reserve `file_id` for the row unless one is reserved already; return the one that holds."""
     with conn.cursor() as cur:
         cur.execute(
-            "INSERT INTO drive_files (ledger_id, file_id) VALUES (%s, %s)"
-            " ON CONFLICT (ledger_id) DO NOTHING",
+            "INSERT INTO drive_files (ledger_id, file_id) VALUES (%s, %s) ON CONFLICT (ledger_id) DO NOTHING",
             (ledger_id, file_id),
         )
         cur.execute("SELECT file_id FROM drive_files WHERE ledger_id = %s", (ledger_id,))
@@ -56,8 +58,7 @@ def record_sent(conn: Connection, ledger_id: int, file_id: str, size: int, md5: 
         )
 
 
-def save_session(conn: Connection, ledger_id: int, owner: str, session_uri: str | None,
-                 offset: int) -> None:
+def save_session(conn: Connection, ledger_id: int, owner: str, session_uri: str | None, offset: int) -> None:
     """Keep the upload session and confirmed offset, while `owner` still holds the row's
     claim (a worker whose lease ran out changes nothing)."""
     with conn.cursor() as cur:
@@ -73,14 +74,14 @@ def release(conn: Connection, ledger_id: int, file_id: str) -> None:
     """Forget a reservation whose file was deleted (a bad copy), with its upload session:
     the next attempt reserves a new id and starts a new session."""
     with conn.cursor() as cur:
-        cur.execute("DELETE FROM drive_files WHERE ledger_id = %s AND file_id = %s",
-                    (ledger_id, file_id))
+        cur.execute("DELETE FROM drive_files WHERE ledger_id = %s AND file_id = %s", (ledger_id, file_id))
 
 
 def cached_folder(conn: Connection, parent_id: str, name: str) -> str | None:
     with conn.cursor() as cur:
-        cur.execute("SELECT folder_id FROM drive_folders WHERE parent_id = %s AND name = %s",
-                    (parent_id, name))
+        cur.execute(
+            "SELECT folder_id FROM drive_folders WHERE parent_id = %s AND name = %s", (parent_id, name)
+        )
         row = fetch_one(cur)
     return str(row["folder_id"]) if row else None
 
@@ -88,8 +89,7 @@ def cached_folder(conn: Connection, parent_id: str, name: str) -> str | None:
 def lock_folder(conn: Connection, parent_id: str, name: str) -> None:
     """Serialise the creation of one folder across workers, until the transaction ends."""
     with conn.cursor() as cur:
-        cur.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))",
-                    (_FOLDER_LOCK, f"{parent_id}/{name}"))
+        cur.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_FOLDER_LOCK, f"{parent_id}/{name}"))
 
 
 def remember_folder(conn: Connection, parent_id: str, name: str, folder_id: str) -> None:
@@ -104,14 +104,18 @@ def remember_folder(conn: Connection, parent_id: str, name: str, folder_id: str)
 def forget_folders(conn: Connection, folder_ids: list[str]) -> None:
     """Drop cached folders that Drive no longer has (someone deleted them)."""
     with conn.cursor() as cur:
-        cur.execute("DELETE FROM drive_folders WHERE folder_id = ANY(%s) OR parent_id = ANY(%s)",
-                    (folder_ids, folder_ids))
+        cur.execute(
+            "DELETE FROM drive_folders WHERE folder_id = ANY(%s) OR parent_id = ANY(%s)",
+            (folder_ids, folder_ids),
+        )
 
 
 def paused_until(conn: Connection, destination: str) -> datetime | None:
     with conn.cursor() as cur:
-        cur.execute("SELECT paused_until FROM destination_pauses"
-                    " WHERE destination = %s AND paused_until > now()", (destination,))
+        cur.execute(
+            "SELECT paused_until FROM destination_pauses WHERE destination = %s AND paused_until > now()",
+            (destination,),
+        )
         row = fetch_one(cur)
     return row["paused_until"] if row else None
 
@@ -130,20 +134,27 @@ def resume(conn: Connection, destination: str) -> int | None:
     """End the destination's pause and make every row it held back due now (the sweep
     re-queues due rows); return how many 'retrying' rows that was (None: no pause)."""
     with conn.cursor() as cur:
-        cur.execute("DELETE FROM destination_pauses WHERE destination = %s RETURNING paused_until",
-                    (destination,))
+        cur.execute(
+            "DELETE FROM destination_pauses WHERE destination = %s RETURNING paused_until", (destination,)
+        )
         row = fetch_one(cur)
         if row is None:
             return None
-        cur.execute("UPDATE ledger SET next_attempt_at = now(), updated_at = now()"
-                    " WHERE status = 'retrying' AND next_attempt_at > now()"
-                    " AND next_attempt_at <= %s", (row["paused_until"],))
+        cur.execute(
+            "UPDATE ledger SET next_attempt_at = now(), updated_at = now()"
+            " WHERE status = 'retrying' AND next_attempt_at > now()"
+            " AND next_attempt_at <= %s",
+            (row["paused_until"],),
+        )
         return int(cur.rowcount)
 
 
 def pause_reason(conn: Connection, destination: str) -> tuple[datetime, str] | None:
     with conn.cursor() as cur:
-        cur.execute("SELECT paused_until, reason FROM destination_pauses"
-                    " WHERE destination = %s AND paused_until > now()", (destination,))
+        cur.execute(
+            "SELECT paused_until, reason FROM destination_pauses"
+            " WHERE destination = %s AND paused_until > now()",
+            (destination,),
+        )
         row = fetch_one(cur)
     return (row["paused_until"], str(row["reason"])) if row else None

@@ -26,8 +26,10 @@ class SignIn:
     revoked_reason: str | None
 
 
-_COLUMNS = ("client_id, account_email, scope, refresh_token, access_token, access_expires_at,"
-            " refreshes, signed_in_at, revoked_at, revoked_reason")
+_COLUMNS = (
+    "client_id, account_email, scope, refresh_token, access_token, access_expires_at,"
+    " refreshes, signed_in_at, revoked_at, revoked_reason"
+)
 
 
 def current(conn: Connection, *, lock: bool = False) -> SignIn | None:
@@ -38,8 +40,15 @@ def current(conn: Connection, *, lock: bool = False) -> SignIn | None:
     return SignIn(**row) if row else None
 
 
-def save_login(conn: Connection, client_id: str, email: str | None, scope: str,
-               refresh_token: str, access_token: str, expires_at: datetime) -> None:
+def save_login(
+    conn: Connection,
+    client_id: str,
+    email: str | None,
+    scope: str,
+    refresh_token: str,
+    access_token: str,
+    expires_at: datetime,
+) -> None:
     with conn.cursor() as cur:
         cur.execute(
             "INSERT INTO drive_oauth (id, client_id, account_email, scope, refresh_token,"
@@ -53,8 +62,9 @@ def save_login(conn: Connection, client_id: str, email: str | None, scope: str,
         )
 
 
-def save_refresh(conn: Connection, access_token: str, expires_at: datetime,
-                 refresh_token: str | None) -> None:
+def save_refresh(
+    conn: Connection, access_token: str, expires_at: datetime, refresh_token: str | None
+) -> None:
     """A new access token (and, if Google rotated it, a new refresh token)."""
     with conn.cursor() as cur:
         cur.execute(
@@ -67,9 +77,12 @@ def save_refresh(conn: Connection, access_token: str, expires_at: datetime,
 
 def mark_revoked(conn: Connection, reason: str) -> None:
     with conn.cursor() as cur:
-        cur.execute("UPDATE drive_oauth SET revoked_at = now(), revoked_reason = %s,"
-                    " access_token = NULL, access_expires_at = NULL, updated_at = now()"
-                    " WHERE id = 1 AND revoked_at IS NULL", (reason,))
+        cur.execute(
+            "UPDATE drive_oauth SET revoked_at = now(), revoked_reason = %s,"
+            " access_token = NULL, access_expires_at = NULL, updated_at = now()"
+            " WHERE id = 1 AND revoked_at IS NULL",
+            (reason,),
+        )
 
 
 def forget_folders(conn: Connection) -> None:
@@ -81,9 +94,11 @@ def forget_folders(conn: Connection) -> None:
 def backlog(conn: Connection) -> tuple[int, int]:
     """Bytes (as far as known) and files still to back up."""
     with conn.cursor() as cur:
-        cur.execute("SELECT coalesce(sum(coalesce(size_bytes, expected_size, 0)), 0) AS bytes,"
-                    " count(*) AS files FROM ledger"
-                    " WHERE status IN ('pending', 'queued', 'retrying', 'copying')")
+        cur.execute(
+            "SELECT coalesce(sum(coalesce(size_bytes, expected_size, 0)), 0) AS bytes,"
+            " count(*) AS files FROM ledger"
+            " WHERE status IN ('pending', 'queued', 'retrying', 'copying')"
+        )
         row = fetch_one(cur)
     assert row is not None
     return int(row["bytes"]), int(row["files"])

@@ -75,17 +75,23 @@ class Figures:
         """Plain sentences for the red line: what may be lost, and why."""
         found = []
         for pause in self.paused:
-            found.append(f"{pause['destination']} is paused until"
-                         f" {pause['paused_until']:%Y-%m-%d %H:%M} UTC: {pause['reason']}")
+            found.append(
+                f"{pause['destination']} is paused until"
+                f" {pause['paused_until']:%Y-%m-%d %H:%M} UTC: {pause['reason']}"
+            )
         eta = self.eta_seconds()
         if self.earliest_expiry is not None and self.files_remaining:
             left = (self.earliest_expiry - self.now).total_seconds()
             if eta is None:
-                found.append("nothing was copied in the last hour, and files are waiting"
-                             f" (the first may expire in {duration(left)})")
+                found.append(
+                    "nothing was copied in the last hour, and files are waiting"
+                    f" (the first may expire in {duration(left)})"
+                )
             elif eta > left:
-                found.append(f"the backlog needs about {duration(eta)} at the last hour's pace,"
-                             f" but the first file may expire in {duration(left)}")
+                found.append(
+                    f"the backlog needs about {duration(eta)} at the last hour's pace,"
+                    f" but the first file may expire in {duration(left)}"
+                )
         return found
 
     def as_dict(self) -> dict[str, Any]:
@@ -94,8 +100,10 @@ class Figures:
             "kinds": [{**asdict(k), "bytes_remaining": k.bytes_remaining} for k in self.kinds],
             "destinations": self.destinations,
             "paused": [{**p, "paused_until": p["paused_until"].isoformat()} for p in self.paused],
-            "at_risk": [{**r, "expires_at": _iso(r["expires_at"]),
-                         "seconds_left": r["seconds_left"]} for r in self.at_risk],
+            "at_risk": [
+                {**r, "expires_at": _iso(r["expires_at"]), "seconds_left": r["seconds_left"]}
+                for r in self.at_risk
+            ],
             "failures": self.failures,
             "throughput_last_hour": {"files": self.done_last_hour, "bytes": self.bytes_last_hour},
             "eta_seconds": self.eta_seconds(),
@@ -129,13 +137,16 @@ def collect(conn: Connection, *, at_risk_limit: int = 50) -> Figures:
             """
         )
         by_kind = {r["kind"]: KindProgress(**r) for r in fetch_all(cur)}
-        cur.execute("SELECT destination, count(*) AS files, coalesce(sum(size_bytes), 0)::bigint"
-                    " AS bytes FROM ledger WHERE status = 'done' GROUP BY destination"
-                    " ORDER BY destination")
-        destinations = {r["destination"]: {"files": r["files"], "bytes": r["bytes"]}
-                        for r in fetch_all(cur)}
-        cur.execute("SELECT destination, paused_until, reason FROM destination_pauses"
-                    " WHERE paused_until > now() ORDER BY destination")
+        cur.execute(
+            "SELECT destination, count(*) AS files, coalesce(sum(size_bytes), 0)::bigint"
+            " AS bytes FROM ledger WHERE status = 'done' GROUP BY destination"
+            " ORDER BY destination"
+        )
+        destinations = {r["destination"]: {"files": r["files"], "bytes": r["bytes"]} for r in fetch_all(cur)}
+        cur.execute(
+            "SELECT destination, paused_until, reason FROM destination_pauses"
+            " WHERE paused_until > now() ORDER BY destination"
+        )
         paused = [dict(r) for r in fetch_all(cur)]
         cur.execute(
             """
@@ -179,10 +190,18 @@ def collect(conn: Connection, *, at_risk_limit: int = 50) -> Figures:
         progress.bytes_total += unseen["bytes"]
     kinds = [by_kind.get(k) or KindProgress(k) for k in KIND_NAMES]
     return Figures(
-        now=now, kinds=kinds, destinations=destinations, paused=paused, at_risk=at_risk,
-        failures=failures, done_last_hour=pace["files"], bytes_last_hour=pace["bytes"],
-        unresolved_deliveries=deliveries.unresolved_count(conn), not_safe=risk["n"],
-        oldest_not_safe=risk["oldest"], earliest_expiry=risk["earliest"],
+        now=now,
+        kinds=kinds,
+        destinations=destinations,
+        paused=paused,
+        at_risk=at_risk,
+        failures=failures,
+        done_last_hour=pace["files"],
+        bytes_last_hour=pace["bytes"],
+        unresolved_deliveries=deliveries.unresolved_count(conn),
+        not_safe=risk["n"],
+        oldest_not_safe=risk["oldest"],
+        earliest_expiry=risk["earliest"],
     )
 
 

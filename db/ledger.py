@@ -172,8 +172,13 @@ def record_done(
 
 
 def record_retry(
-    conn: Connection, ledger_id: int, owner: str, error: str, delay_seconds: float,
-    *, refund_attempt: bool = False,
+    conn: Connection,
+    ledger_id: int,
+    owner: str,
+    error: str,
+    delay_seconds: float,
+    *,
+    refund_attempt: bool = False,
 ) -> datetime | None:
     """'retrying' until now + `delay_seconds`; return when the row is due (None: not ours).
     With `refund_attempt` the attempt does not count (retries bounded by time instead)."""

@@ -12,8 +12,7 @@ from dataclasses import dataclass
 
 from db.connection import Connection, fetch_one
 
-_OWNED = ("EXISTS (SELECT 1 FROM ledger WHERE id = %(id)s AND status = 'copying'"
-          " AND claimed_by = %(owner)s)")
+_OWNED = "EXISTS (SELECT 1 FROM ledger WHERE id = %(id)s AND status = 'copying' AND claimed_by = %(owner)s)"
 
 
 @dataclass(frozen=True)
@@ -28,14 +27,18 @@ class S3Upload:
 
 def upload(conn: Connection, ledger_id: int) -> S3Upload | None:
     with conn.cursor() as cur:
-        cur.execute("SELECT bucket, key, upload_id, part_size, sent_size, sent_md5"
-                    " FROM s3_uploads WHERE ledger_id = %s", (ledger_id,))
+        cur.execute(
+            "SELECT bucket, key, upload_id, part_size, sent_size, sent_md5"
+            " FROM s3_uploads WHERE ledger_id = %s",
+            (ledger_id,),
+        )
         row = fetch_one(cur)
     return S3Upload(**row) if row else None
 
 
-def start_upload(conn: Connection, ledger_id: int, owner: str, bucket: str, key: str,
-                 upload_id: str, part_size: int) -> bool:
+def start_upload(
+    conn: Connection, ledger_id: int, owner: str, bucket: str, key: str, upload_id: str, part_size: int
+) -> bool:
     """Keep a new multipart upload (forgetting what an earlier one sent); False if the
     claim is no longer `owner`'s."""
     with conn.cursor() as cur:
@@ -46,14 +49,21 @@ def start_upload(conn: Connection, ledger_id: int, owner: str, bucket: str, key:
             " ON CONFLICT (ledger_id) DO UPDATE SET bucket = excluded.bucket, key = excluded.key,"
             " upload_id = excluded.upload_id, part_size = excluded.part_size, sent_size = NULL,"
             " sent_md5 = NULL, updated_at = now()",
-            {"id": ledger_id, "owner": owner, "bucket": bucket, "key": key, "upload_id": upload_id,
-             "part_size": part_size},
+            {
+                "id": ledger_id,
+                "owner": owner,
+                "bucket": bucket,
+                "key": key,
+                "upload_id": upload_id,
+                "part_size": part_size,
+            },
         )
         return bool(cur.rowcount)
 
 
-def record_sent(conn: Connection, ledger_id: int, owner: str, bucket: str, key: str, size: int,
-                md5: str) -> bool:
+def record_sent(
+    conn: Connection, ledger_id: int, owner: str, bucket: str, key: str, size: int, md5: str
+) -> bool:
     """The whole file's size and MD5, just before its last bytes go out (a multipart
     upload keeps its upload id and part size)."""
     with conn.cursor() as cur:
@@ -71,12 +81,16 @@ def record_sent(conn: Connection, ledger_id: int, owner: str, bucket: str, key: 
 def end_upload(conn: Connection, ledger_id: int, owner: str) -> None:
     """The multipart upload is completed or aborted: nothing is left to resume."""
     with conn.cursor() as cur:
-        cur.execute("UPDATE s3_uploads SET upload_id = NULL, part_size = NULL, updated_at = now()"
-                    f" WHERE ledger_id = %(id)s AND {_OWNED}", {"id": ledger_id, "owner": owner})
+        cur.execute(
+            "UPDATE s3_uploads SET upload_id = NULL, part_size = NULL, updated_at = now()"
+            f" WHERE ledger_id = %(id)s AND {_OWNED}",
+            {"id": ledger_id, "owner": owner},
+        )
 
 
 def forget(conn: Connection, ledger_id: int, owner: str) -> None:
     """The object (or upload) was discarded: the next attempt starts from nothing."""
     with conn.cursor() as cur:
-        cur.execute(f"DELETE FROM s3_uploads WHERE ledger_id = %(id)s AND {_OWNED}",
-                    {"id": ledger_id, "owner": owner})
+        cur.execute(
+            f"DELETE FROM s3_uploads WHERE ledger_id = %(id)s AND {_OWNED}", {"id": ledger_id, "owner": owner}
+        )

@@ -53,8 +53,9 @@ def seed(database_url: str, cdn: FakeCdn, videos: int = 10, images: int = 10) ->
             upscale, upscale_size = None, None
             if n % 2 == 0:
                 upscale_size = 24 * MB + n
-                upscale = cdn.add(f"/files/b/demo/video-{n}_upscaled.mp4", upscale_size,
-                                  content_type="video/mp4")
+                upscale = cdn.add(
+                    f"/files/b/demo/video-{n}_upscaled.mp4", upscale_size, content_type="video/mp4"
+                )
             cur.execute(
                 "INSERT INTO gen_videos (generation_model, video_url, file_size,"
                 " upscale_video_url, upscale_file_size, created_at) VALUES (%s,%s,%s,%s,%s,%s)",
@@ -76,16 +77,21 @@ def seed(database_url: str, cdn: FakeCdn, videos: int = 10, images: int = 10) ->
 # 5.5 GB (hundreds of MB each), 85 regular videos 340 MB (about 4 MB each), and 410
 # images at about 293 KB each (120 MB; 5.5 GB + 340 MB + 120 MB is the note's 5.96 GB).
 # Every 85 regular videos' row holds one video; 12 of those rows also hold an upscale.
-DATASET = (("upscale", 12, 5_500_000_000), ("regular", 85, 340_000_000),
-           ("image", 410, 120_000_000))
+DATASET = (("upscale", 12, 5_500_000_000), ("regular", 85, 340_000_000), ("image", 410, 120_000_000))
 SCALE = 100  # sizes are divided by this unless --full-size
 WORKERS = 3  # worker processes: a job's fixed cost (fork, connections) dwarfs a small file
 SA_EMAIL = "falback-demo@demo-project.iam.gserviceaccount.com"
 FAL_USER = "demo-user"
 # Variables of the operator's environment that must not reach the demo's processes: the
 # demo brings its own servers, Drive, signing keys and settings.
-FOREIGN_ENV = ("DATABASE_URL", "REDIS_URL", "FALBACK_", "FAL_", "GOOGLE_DRIVE_",
-               "GOOGLE_APPLICATION_CREDENTIALS")
+FOREIGN_ENV = (
+    "DATABASE_URL",
+    "REDIS_URL",
+    "FALBACK_",
+    "FAL_",
+    "GOOGLE_DRIVE_",
+    "GOOGLE_APPLICATION_CREDENTIALS",
+)
 
 
 @dataclass(frozen=True)
@@ -130,13 +136,11 @@ def seed_dataset(database_url: str, cdn: FakeCdn, scale: int = SCALE) -> list[De
             upscale = upscale_size = None
             if n in upscaled:
                 upscale_size = next(ups)
-                upscale = add(f"/files/b/demo/video-{n}_upscaled.mp4", "upscale", upscale_size,
-                              "video/mp4")
+                upscale = add(f"/files/b/demo/video-{n}_upscaled.mp4", "upscale", upscale_size, "video/mp4")
             cur.execute(
                 "INSERT INTO gen_videos (generation_model, video_url, file_size,"
                 " upscale_video_url, upscale_file_size, created_at) VALUES (%s,%s,%s,%s,%s,%s)",
-                ("fal-ai/kling-video", video, size, upscale, upscale_size,
-                 created(n, counts["regular"])),
+                ("fal-ai/kling-video", video, size, upscale, upscale_size, created(n, counts["regular"])),
             )
         for n, size in enumerate(size_of["image"]):
             image = add(f"/files/b/demo/image-{n}.png", "image", size, "image/png")
@@ -152,15 +156,17 @@ def webhook_files(cdn: FakeCdn, scale: int) -> list[tuple[str, bytes, list[DemoF
     """Three fal completions made while the backfill runs (an upscale, a video, two
     images): (request id, body, files), bodies shaped like fal's."""
     hooks: list[tuple[str, list[dict[str, Any]], list[DemoFile], int]] = []
-    for n, (kind, key, path, size) in enumerate((
+    for n, (kind, key, path, size) in enumerate(
+        (
             ("upscale", "video", "hook-0_upscaled.mp4", 450_000_000),
             ("regular", "video", "hook-1.mp4", 4_100_000),
             ("image", "images", "hook-2-a.png", 300_000),
-            ("image", "images", "hook-2-b.png", 290_000))):
+            ("image", "images", "hook-2-b.png", 290_000),
+        )
+    ):
         content_type = "video/mp4" if kind != "image" else "image/png"
         url = cdn.add(f"/files/b/demo/{path}", max(1024, size // scale), content_type=content_type)
-        ref = {"url": url, "content_type": content_type, "file_name": path,
-               "file_size": cdn.file(url).size}
+        ref = {"url": url, "content_type": content_type, "file_name": path, "file_size": cdn.file(url).size}
         file = DemoFile(url, kind, cdn.file(url).size, cdn.file(url).seed, "webhook")
         if key == "images" and hooks and hooks[-1][0] == "images":
             hooks[-1][1].append(ref)
@@ -171,17 +177,21 @@ def webhook_files(cdn: FakeCdn, scale: int) -> list[tuple[str, bytes, list[DemoF
     for key, refs, files, n in hooks:
         request_id = f"d3m0{n:04d}-0000-4000-8000-{secrets.token_hex(6)}"
         payload = {"video": refs[0]} if key == "video" else {"images": refs, "seed": 42}
-        body = json.dumps({"request_id": request_id, "gateway_request_id": request_id,
-                           "status": "OK", "payload": payload}).encode()
+        body = json.dumps(
+            {"request_id": request_id, "gateway_request_id": request_id, "status": "OK", "payload": payload}
+        ).encode()
         out.append((request_id, body, files))
     return out
 
 
 def send_webhook(base_url: str, key: Ed25519PrivateKey, request_id: str, body: bytes) -> int:
-    headers = signed_headers(key, body, timestamp=int(time.time()), request_id=request_id,
-                             user_id=FAL_USER)
-    req = urllib.request.Request(f"{base_url}/webhooks/fal", data=body, method="POST",
-                                 headers={**headers, "Content-Type": "application/json"})
+    headers = signed_headers(key, body, timestamp=int(time.time()), request_id=request_id, user_id=FAL_USER)
+    req = urllib.request.Request(
+        f"{base_url}/webhooks/fal",
+        data=body,
+        method="POST",
+        headers={**headers, "Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(req, timeout=10) as response:
         status: int = response.status
         return status
@@ -191,10 +201,12 @@ def service_account_key() -> tuple[str, bytes]:
     """A fresh RSA key: the private PEM for GOOGLE_DRIVE_PRIVATE_KEY, the public one for
     the emulator's token endpoint to check the JWT with."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption()).decode()
-    public = key.public_key().public_bytes(serialization.Encoding.PEM,
-                                           serialization.PublicFormat.SubjectPublicKeyInfo)
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     return private, public
 
 
@@ -226,10 +238,13 @@ class Tally:
         return sum(self.done.values()) + self.failed >= sum(self.files.values())
 
     def line(self, elapsed: float) -> str:
-        kinds = "  ".join(f"{kind} {self.done.get(kind, 0)}/{self.files[kind]}"
-                          for kind in KIND_NAMES if kind in self.files)
-        return (f"[{elapsed:5.1f}s] {kinds}  {figures.size(self.bytes_done)} of"
-                f" {figures.size(self.bytes_total)}  {self.failed} failed")
+        kinds = "  ".join(
+            f"{kind} {self.done.get(kind, 0)}/{self.files[kind]}" for kind in KIND_NAMES if kind in self.files
+        )
+        return (
+            f"[{elapsed:5.1f}s] {kinds}  {figures.size(self.bytes_done)} of"
+            f" {figures.size(self.bytes_total)}  {self.failed} failed"
+        )
 
 
 def tally(conn: Connection, files: list[DemoFile]) -> Tally:
@@ -237,9 +252,11 @@ def tally(conn: Connection, files: list[DemoFile]) -> Tally:
     for f in files:
         t.files[f.kind] = t.files.get(f.kind, 0) + 1
     with conn.cursor() as cur:
-        cur.execute("SELECT kind, status, count(*) AS n, coalesce(sum(size_bytes), 0) AS bytes"
-                    " FROM ledger"
-                    " GROUP BY kind, status")
+        cur.execute(
+            "SELECT kind, status, count(*) AS n, coalesce(sum(size_bytes), 0) AS bytes"
+            " FROM ledger"
+            " GROUP BY kind, status"
+        )
         for row in fetch_all(cur):
             kind, status, count, size = row["kind"], row["status"], row["n"], row["bytes"]
             if status == "done":
@@ -253,14 +270,30 @@ def tally(conn: Connection, files: list[DemoFile]) -> Tally:
 
 def drive_manifest(emulator: DriveEmulator, drive_id: str) -> list[dict[str, Any]]:
     """Every file the emulator holds in the demo's shared drive."""
-    return [{"id": f.id, "name": f.name, "size": f.size, "md5": f.md5, "parents": f.parents,
-             "trashed": f.trashed, "app_properties": f.app_properties,
-             "content_path": str(f.content_path)}
-            for f in emulator.files() if f.drive_id == drive_id and f.content_path is not None]
+    return [
+        {
+            "id": f.id,
+            "name": f.name,
+            "size": f.size,
+            "md5": f.md5,
+            "parents": f.parents,
+            "trashed": f.trashed,
+            "app_properties": f.app_properties,
+            "content_path": str(f.content_path),
+        }
+        for f in emulator.files()
+        if f.drive_id == drive_id and f.content_path is not None
+    ]
 
 
-def run_demo(config: Config, port: int, *, full_size: bool = False,
-             exit_when_done: bool = False, timeout: float | None = None) -> int:
+def run_demo(
+    config: Config,
+    port: int,
+    *,
+    full_size: bool = False,
+    exit_when_done: bool = False,
+    timeout: float | None = None,
+) -> int:
     """Everything on embedded servers, files from the stand-in CDN, copies to the Drive
     emulator through the production Drive code; a fresh data folder every time."""
     data_dir = config.data_dir / "demo"
@@ -291,39 +324,74 @@ def run_demo(config: Config, port: int, *, full_size: bool = False,
         extra_env = {
             **drive_env(emulator, folder_id, private_pem),
             "FALBACK_DATA_DIR": str(data_dir),
-            "FALBACK_SOURCE_HOSTS": "127.0.0.1", "FALBACK_ALLOW_LOOPBACK_SOURCES": "true",
-            "FAL_JWKS_URLS": jwks_server.url, "FAL_WEBHOOK_USER_ID": FAL_USER,
+            "FALBACK_SOURCE_HOSTS": "127.0.0.1",
+            "FALBACK_ALLOW_LOOPBACK_SOURCES": "true",
+            "FAL_JWKS_URLS": jwks_server.url,
+            "FAL_WEBHOOK_USER_ID": FAL_USER,
         }
         token = admin_token(config)[0]
         base = f"http://127.0.0.1:{port}"
         log_path = data_dir / "processes.log"
         all_files = files + [f for _, _, hook_files in hooks for f in hook_files]
-        print(f"falback demo: {len(files)} files ({figures.size(sum(f.size for f in files))},"
-              f" sizes {'as the user has them' if full_size else f'divided by {scale}'}) on a"
-              f" stand-in fal CDN at {cdn.base_url}, backed up to a Google Drive emulator at"
-              f" {emulator.url}\n"
-              f"  status page: {base}/status  (any user name, password = admin token)\n"
-              f"  admin token: {token}\n"
-              f"  process output: {log_path}\n"
-              f"  Ctrl-C stops it", flush=True)
+        print(
+            f"falback demo: {len(files)} files ({figures.size(sum(f.size for f in files))},"
+            f" sizes {'as the user has them' if full_size else f'divided by {scale}'}) on a"
+            f" stand-in fal CDN at {cdn.base_url}, backed up to a Google Drive emulator at"
+            f" {emulator.url}\n"
+            f"  status page: {base}/status  (any user name, password = admin token)\n"
+            f"  admin token: {token}\n"
+            f"  process output: {log_path}\n"
+            f"  Ctrl-C stops it",
+            flush=True,
+        )
         stop = threading.Event()
         outcome: dict[str, int] = {}
-        driver = threading.Thread(target=_drive, daemon=True, args=(
-            config, base, token, fal_key, hooks, all_files, stop, exit_when_done, timeout,
-            outcome, lambda: _finish(emulator, drive_id, data_dir, all_files)))
+        driver = threading.Thread(
+            target=_drive,
+            daemon=True,
+            args=(
+                config,
+                base,
+                token,
+                fal_key,
+                hooks,
+                all_files,
+                stop,
+                exit_when_done,
+                timeout,
+                outcome,
+                lambda: _finish(emulator, drive_id, data_dir, all_files),
+            ),
+        )
         with log_path.open("a") as log:
             driver.start()
-            code = supervisor.run(config, extra_env, port, stop=stop, output=log,
-                                  drop_env=FOREIGN_ENV, scale={"worker": WORKERS})
+            code = supervisor.run(
+                config,
+                extra_env,
+                port,
+                stop=stop,
+                output=log,
+                drop_env=FOREIGN_ENV,
+                scale={"worker": WORKERS},
+            )
         stop.set()
         driver.join(10)
         return code or outcome.get("code", 0)
 
 
-def _drive(config: Config, base: str, token: str, fal_key: Ed25519PrivateKey,
-           hooks: list[tuple[str, bytes, list[DemoFile]]], files: list[DemoFile],
-           stop: threading.Event, exit_when_done: bool, timeout: float | None,
-           outcome: dict[str, int], finish: Callable[[], str]) -> None:
+def _drive(
+    config: Config,
+    base: str,
+    token: str,
+    fal_key: Ed25519PrivateKey,
+    hooks: list[tuple[str, bytes, list[DemoFile]]],
+    files: list[DemoFile],
+    stop: threading.Event,
+    exit_when_done: bool,
+    timeout: float | None,
+    outcome: dict[str, int],
+    finish: Callable[[], str],
+) -> None:
     """The demo's script, beside the processes: the user's backfill calls, fal webhooks
     while it runs, a progress line every second, and the summary once every file is safe."""
     assert config.database_url
@@ -335,12 +403,13 @@ def _drive(config: Config, base: str, token: str, fal_key: Ed25519PrivateKey,
             if stop.is_set():
                 return
             req = urllib.request.Request(
-                f"{base}/backfill", method="POST",
+                f"{base}/backfill",
+                method="POST",
                 data=json.dumps({"type": type_, "limit": len(files)}).encode(),
-                headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+                headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+            )
             with urllib.request.urlopen(req, timeout=30) as response:
-                print(f"POST /backfill {type_}: {json.load(response)['files']} file(s) enqueued",
-                      flush=True)
+                print(f"POST /backfill {type_}: {json.load(response)['files']} file(s) enqueued", flush=True)
         sent = 0
         interactive = sys.stdout.isatty()
         with connection(config.database_url, application_name="falback-demo") as conn:
@@ -349,15 +418,21 @@ def _drive(config: Config, base: str, token: str, fal_key: Ed25519PrivateKey,
                 if sent < len(hooks) and sum(t.done.values()) >= 20 * (sent + 1):
                     request_id, body, hook_files = hooks[sent]
                     status = send_webhook(base, fal_key, request_id, body)
-                    print(("\n" if interactive else "") + f"fal webhook {request_id}:"
-                          f" {len(hook_files)} new file(s), answered {status}", flush=True)
+                    print(
+                        ("\n" if interactive else "") + f"fal webhook {request_id}:"
+                        f" {len(hook_files)} new file(s), answered {status}",
+                        flush=True,
+                    )
                     sent += 1
                 line = t.line(time.monotonic() - started)
-                print(f"\r{line}" if interactive else line, end="" if interactive else "\n",
-                      flush=True)
+                print(f"\r{line}" if interactive else line, end="" if interactive else "\n", flush=True)
                 if sent == len(hooks) and t.finished:
-                    print(("\n" if interactive else "") + finish()
-                          + ("" if exit_when_done else " Ctrl-C stops the demo."), flush=True)
+                    print(
+                        ("\n" if interactive else "")
+                        + finish()
+                        + ("" if exit_when_done else " Ctrl-C stops the demo."),
+                        flush=True,
+                    )
                     outcome["code"] = 0 if t.failed == 0 else 1
                     if exit_when_done:
                         stop.set()
@@ -382,12 +457,14 @@ def _healthy(base: str) -> bool:
         return False
 
 
-def _finish(emulator: DriveEmulator, drive_id: str, data_dir: Path,
-            files: list[DemoFile]) -> str:
+def _finish(emulator: DriveEmulator, drive_id: str, data_dir: Path, files: list[DemoFile]) -> str:
     copies = drive_manifest(emulator, drive_id)
     manifest = data_dir / "drive.json"
-    manifest.write_text(json.dumps({"drive_id": drive_id, "files": copies,
-                                    "sources": [asdict(f) for f in files]}, indent=1))
-    return (f"done: {len(copies)} of {len(files)} files are safe, each a verified copy in the"
-            f" shared drive \"falback demo\" of the Drive emulator (contents under"
-            f" {data_dir / 'drive' / 'files'}, list in {manifest}).")
+    manifest.write_text(
+        json.dumps({"drive_id": drive_id, "files": copies, "sources": [asdict(f) for f in files]}, indent=1)
+    )
+    return (
+        f"done: {len(copies)} of {len(files)} files are safe, each a verified copy in the"
+        f' shared drive "falback demo" of the Drive emulator (contents under'
+        f" {data_dir / 'drive' / 'files'}, list in {manifest})."
+    )

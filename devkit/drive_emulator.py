@@ -62,21 +62,52 @@ GOOGLE_AUDIENCES = {
     "https://accounts.google.com/o/oauth2/token",
 }
 _S = "https://www.googleapis.com/auth/"
-READ_SCOPES = {_S + s for s in ("drive", "drive.file", "drive.readonly", "drive.appdata",
-                                "drive.metadata", "drive.metadata.readonly")}
+READ_SCOPES = {
+    _S + s
+    for s in (
+        "drive",
+        "drive.file",
+        "drive.readonly",
+        "drive.appdata",
+        "drive.metadata",
+        "drive.metadata.readonly",
+    )
+}
 WRITE_SCOPES = {_S + s for s in ("drive", "drive.file", "drive.appdata")}
 
 # Each fault kind -> the request type it hits unless ``on=`` says otherwise.
 FAULT_KINDS = {
-    "server_error": "chunk", "too_many_requests": "chunk", "user_rate_limit": "chunk",
-    "rate_limit": "chunk", "storage_quota": "initiate", "upload_limit": "initiate",
-    "drop_connection": "chunk", "short_confirm": "chunk", "session_expired": "chunk",
-    "auth_error": "any", "incomplete_search": "list",
+    "server_error": "chunk",
+    "too_many_requests": "chunk",
+    "user_rate_limit": "chunk",
+    "rate_limit": "chunk",
+    "storage_quota": "initiate",
+    "upload_limit": "initiate",
+    "drop_connection": "chunk",
+    "short_confirm": "chunk",
+    "session_expired": "chunk",
+    "auth_error": "any",
+    "incomplete_search": "list",
 }
 REQUEST_TYPES = {
-    "token", "discovery", "initiate", "chunk", "status", "multipart", "simple", "get",
-    "media", "list", "create", "update", "delete", "generate_ids", "permissions",
-    "drives_get", "about", "unknown",
+    "token",
+    "discovery",
+    "initiate",
+    "chunk",
+    "status",
+    "multipart",
+    "simple",
+    "get",
+    "media",
+    "list",
+    "create",
+    "update",
+    "delete",
+    "generate_ids",
+    "permissions",
+    "drives_get",
+    "about",
+    "unknown",
 }
 # Shared-drive roles (Drive's "Roles and permissions" table): what each may do there.
 ROLES = ("organizer", "fileOrganizer", "writer", "commenter", "reader")
@@ -113,15 +144,22 @@ def _new_file_id() -> str:
 class DriveError(Exception):
     """An error answer in Drive's JSON shape."""
 
-    def __init__(self, code: int, reason: str, message: str, *, domain: str = "global",
-                 location: str | None = None, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        code: int,
+        reason: str,
+        message: str,
+        *,
+        domain: str = "global",
+        location: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(f"{code} {reason}: {message}")
         self.code, self.reason, self.message, self.domain = code, reason, message, domain
         self.location, self.headers = location, headers or {}
 
     def response(self) -> _Response:
-        item: dict[str, Any] = {"domain": self.domain, "reason": self.reason,
-                                "message": self.message}
+        item: dict[str, Any] = {"domain": self.domain, "reason": self.reason, "message": self.message}
         if self.location:
             item["location"] = self.location
             item["locationType"] = "header" if self.location == "Authorization" else "parameter"
@@ -300,8 +338,9 @@ class FaultPlan:
         self._armed: list[Fault] = []
         self.fired: list[tuple[str, str]] = []  # (kind, request type), in order
 
-    def add(self, kind: str, count: int = 1, *, on: str | Iterable[str] | None = None,
-            **params: Any) -> Fault:
+    def add(
+        self, kind: str, count: int = 1, *, on: str | Iterable[str] | None = None, **params: Any
+    ) -> Fault:
         """Arm ``kind`` for the next ``count`` requests of type ``on`` (see FAULT_KINDS for
         defaults; "any" = every API request except token, discovery and session PUTs).
 
@@ -363,8 +402,13 @@ def _fault_error(fault: Fault) -> DriveError:
         code = int(p.get("status", 503))
         return DriveError(code, "backendError", "Backend Error")
     if fault.kind == "too_many_requests":
-        return DriveError(429, "rateLimitExceeded", "Rate Limit Exceeded", domain="usageLimits",
-                          headers={"Retry-After": str(p.get("retry_after", 1))})
+        return DriveError(
+            429,
+            "rateLimitExceeded",
+            "Rate Limit Exceeded",
+            domain="usageLimits",
+            headers={"Retry-After": str(p.get("retry_after", 1))},
+        )
     if fault.kind == "user_rate_limit":
         return DriveError(403, "userRateLimitExceeded", USER_RATE_MESSAGE, domain="usageLimits")
     if fault.kind == "rate_limit":
@@ -385,13 +429,17 @@ def _storage_quota(message: str = SA_QUOTA_MESSAGE) -> DriveError:
 def _upload_limit() -> DriveError:
     # The 750 GB/day cap is undocumented; this exact message is what rclone's
     # --drive-stop-on-upload-limit keys on (drive.go shouldRetry).
-    return DriveError(403, "userRateLimitExceeded", "User rate limit exceeded.",
-                      domain="usageLimits")
+    return DriveError(403, "userRateLimitExceeded", "User rate limit exceeded.", domain="usageLimits")
 
 
 def _auth_error(reason: str, message: str) -> DriveError:
-    return DriveError(401, reason, message, location="Authorization",
-                      headers={"WWW-Authenticate": 'Bearer realm="https://accounts.google.com/"'})
+    return DriveError(
+        401,
+        reason,
+        message,
+        location="Authorization",
+        headers={"WWW-Authenticate": 'Bearer realm="https://accounts.google.com/"'},
+    )
 
 
 # ---------------------------------------------------------------- request plumbing
@@ -403,8 +451,7 @@ class _Body:
     def __init__(self, rfile: BinaryIO, headers: Message) -> None:
         self._rfile = rfile
         self.chunked = "chunked" in (headers.get("Transfer-Encoding") or "").lower()
-        self.length: int | None = None if self.chunked else int(
-            headers.get("Content-Length") or 0)
+        self.length: int | None = None if self.chunked else int(headers.get("Content-Length") or 0)
         self._left = self.length or 0
         self._chunk_left = 0
         self._eof = not self.chunked and self._left == 0
@@ -609,8 +656,7 @@ def _insert_path(selection: dict[str, Any], parts: list[str], sub: dict[str, Any
 
 
 def _invalid_field(name: str) -> DriveError:
-    return DriveError(400, "invalidParameter", f"Invalid field selection {name}",
-                      location="fields")
+    return DriveError(400, "invalidParameter", f"Invalid field selection {name}", location="fields")
 
 
 def project(obj: dict[str, Any], selection: dict[str, Any] | None) -> dict[str, Any]:
@@ -623,15 +669,16 @@ def project(obj: dict[str, Any], selection: dict[str, Any] | None) -> dict[str, 
         value = obj[key]
         if sub is not None and isinstance(value, list):
             value = [project(v, sub) if isinstance(v, dict) else v for v in value]
-        elif sub is not None and isinstance(value, dict) and key not in ("appProperties",
-                                                                          "properties"):
+        elif sub is not None and isinstance(value, dict) and key not in ("appProperties", "properties"):
             value = project(value, sub)
         out[key] = value
     return out
 
 
-_TOKEN = re.compile(r"\s*(?:(?P<str>'(?:[^'\\]|\\.)*')|(?P<op>!=|<=|>=|=|<|>|[(){}])"
-                    r"|(?P<word>[A-Za-z_][\w.]*|-?\d+))")
+_TOKEN = re.compile(
+    r"\s*(?:(?P<str>'(?:[^'\\]|\\.)*')|(?P<op>!=|<=|>=|=|<|>|[(){}])"
+    r"|(?P<word>[A-Za-z_][\w.]*|-?\d+))"
+)
 _Pred = Callable[[Item], bool]
 
 
@@ -744,31 +791,40 @@ def _membership(collection: str, value: str) -> _Pred:
 
 def _comparison(name: str, op: str, value: str, kind: str) -> _Pred:
     text_fields: dict[str, Callable[[Item], str]] = {
-        "name": lambda it: it.name, "mimeType": lambda it: it.mime_type,
+        "name": lambda it: it.name,
+        "mimeType": lambda it: it.mime_type,
         "fullText": lambda it: f"{it.name} {it.description or ''}",
     }
     if name in text_fields and kind == "str":
         get = text_fields[name]
-        ops: dict[str, _Pred] = {"=": lambda it: get(it) == value,
-                                 "!=": lambda it: get(it) != value,
-                                 "contains": lambda it: value.lower() in get(it).lower()}
+        ops: dict[str, _Pred] = {
+            "=": lambda it: get(it) == value,
+            "!=": lambda it: get(it) != value,
+            "contains": lambda it: value.lower() in get(it).lower(),
+        }
         if op in ops and (op == "contains" or name != "fullText"):
             return ops[op]
     if name in ("trashed", "starred") and value in ("true", "false") and op in ("=", "!="):
         want = (value == "true") == (op == "=")
         return lambda it: (it.trashed if name == "trashed" else False) == want
-    if name in ("createdTime", "modifiedTime") and kind == "str" and op in ("=", "!=", "<",
-                                                                           "<=", ">", ">="):
+    if name in ("createdTime", "modifiedTime") and kind == "str" and op in ("=", "!=", "<", "<=", ">", ">="):
         try:
             bound = datetime.fromisoformat(value.replace("Z", "+00:00"))
             bound = bound if bound.tzinfo else bound.replace(tzinfo=UTC)
         except ValueError as exc:
             raise _invalid_param("q") from exc
         attr = "created_time" if name == "createdTime" else "modified_time"
-        compare = {"=": "__eq__", "!=": "__ne__", "<": "__lt__", "<=": "__le__",
-                   ">": "__gt__", ">=": "__ge__"}[op]
-        return lambda it: bool(getattr(datetime.fromisoformat(
-            getattr(it, attr).replace("Z", "+00:00")), compare)(bound))
+        compare = {
+            "=": "__eq__",
+            "!=": "__ne__",
+            "<": "__lt__",
+            "<=": "__le__",
+            ">": "__gt__",
+            ">=": "__ge__",
+        }[op]
+        return lambda it: bool(
+            getattr(datetime.fromisoformat(getattr(it, attr).replace("Z", "+00:00")), compare)(bound)
+        )
     raise _invalid_param("q")
 
 
@@ -791,12 +847,19 @@ class DriveEmulator:
     refuses new uploads once reached, the way Drive applies its 750 GB cap.
     """
 
-    def __init__(self, storage_dir: str | Path, service_account_public_key_pem: bytes | str, *,
-                 host: str = "127.0.0.1", port: int = 0,
-                 service_account_email: str | None = None,
-                 allowed_subjects: Iterable[str] | None = None,
-                 daily_upload_limit: int | None = None,
-                 token_lifetime: int = 3600, users: UserAccounts | None = None) -> None:
+    def __init__(
+        self,
+        storage_dir: str | Path,
+        service_account_public_key_pem: bytes | str,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        service_account_email: str | None = None,
+        allowed_subjects: Iterable[str] | None = None,
+        daily_upload_limit: int | None = None,
+        token_lifetime: int = 3600,
+        users: UserAccounts | None = None,
+    ) -> None:
         self.storage = Path(storage_dir)
         for sub in ("files", "uploads", "tmp"):
             (self.storage / sub).mkdir(parents=True, exist_ok=True)
@@ -837,8 +900,9 @@ class DriveEmulator:
     # -- lifecycle
 
     def start(self) -> DriveEmulator:
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
-                                        name="drive-emulator", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.05,), name="drive-emulator", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -856,14 +920,17 @@ class DriveEmulator:
 
     # -- set-up helpers for tests
 
-    def create_shared_drive(self, name: str, *,
-                            members: Iterable[str] | dict[str, str] | None = None,
-                            drive_id: str | None = None) -> str:
+    def create_shared_drive(
+        self, name: str, *, members: Iterable[str] | dict[str, str] | None = None, drive_id: str | None = None
+    ) -> str:
         """A shared drive; its id is also the id of its root folder, as in Drive.
         ``members`` maps email to role (see ROLES); a plain list makes each an organizer."""
         drive_id = drive_id or "0A" + secrets.token_urlsafe(12)
-        roles = None if members is None else (
-            dict(members) if isinstance(members, dict) else dict.fromkeys(members, "organizer"))
+        roles = (
+            None
+            if members is None
+            else (dict(members) if isinstance(members, dict) else dict.fromkeys(members, "organizer"))
+        )
         if roles and set(roles.values()) - set(ROLES):
             raise ValueError(f"unknown roles {sorted(set(roles.values()) - set(ROLES))}")
         with self._lock:
@@ -871,25 +938,52 @@ class DriveEmulator:
             self._items[drive_id] = Item(drive_id, name, FOLDER, [], drive_id, None, is_root=True)
         return drive_id
 
-    def create_folder(self, name: str, parent: str | None = None, *,
-                      owner: str = "owner@example.com", shared_with: Iterable[str] = (),
-                      app_properties: dict[str, str] | None = None) -> str:
+    def create_folder(
+        self,
+        name: str,
+        parent: str | None = None,
+        *,
+        owner: str = "owner@example.com",
+        shared_with: Iterable[str] = (),
+        app_properties: dict[str, str] | None = None,
+    ) -> str:
         """A folder in a shared drive (``parent`` is in one) or in ``owner``'s My Drive."""
         return self._seed(name, FOLDER, parent, owner, shared_with, app_properties, None)
 
-    def add_file(self, name: str, content: bytes, parent: str | None = None, *,
-                 owner: str = "owner@example.com", mime_type: str = "application/octet-stream",
-                 app_properties: dict[str, str] | None = None) -> str:
+    def add_file(
+        self,
+        name: str,
+        content: bytes,
+        parent: str | None = None,
+        *,
+        owner: str = "owner@example.com",
+        mime_type: str = "application/octet-stream",
+        app_properties: dict[str, str] | None = None,
+    ) -> str:
         return self._seed(name, mime_type, parent, owner, (), app_properties, content)
 
-    def _seed(self, name: str, mime_type: str, parent: str | None, owner: str,
-              shared_with: Iterable[str], app_properties: dict[str, str] | None,
-              content: bytes | None) -> str:
+    def _seed(
+        self,
+        name: str,
+        mime_type: str,
+        parent: str | None,
+        owner: str,
+        shared_with: Iterable[str],
+        app_properties: dict[str, str] | None,
+        content: bytes | None,
+    ) -> str:
         with self._lock:
             parent_item = self._items[parent] if parent else self._items[self._root_of(owner)]
-            item = Item(_new_file_id(), name, mime_type, [parent_item.id], parent_item.drive_id,
-                        None if parent_item.drive_id else owner,
-                        app_properties=dict(app_properties or {}), readers=set(shared_with))
+            item = Item(
+                _new_file_id(),
+                name,
+                mime_type,
+                [parent_item.id],
+                parent_item.drive_id,
+                None if parent_item.drive_id else owner,
+                app_properties=dict(app_properties or {}),
+                readers=set(shared_with),
+            )
             if content is not None:
                 item.content_path = self.storage / "files" / item.id
                 item.content_path.write_bytes(content)
@@ -971,8 +1065,13 @@ class DriveEmulator:
         def fixed(name: str) -> Callable[[_Call], str]:
             return lambda call: name
 
-        def r(method: str, path: str, handler: Callable[[_Call], _Response],
-              kind: Callable[[_Call], str], auth: bool = True) -> _Route:
+        def r(
+            method: str,
+            path: str,
+            handler: Callable[[_Call], _Response],
+            kind: Callable[[_Call], str],
+            auth: bool = True,
+        ) -> _Route:
             return _Route(method, re.compile(path + "$"), handler, kind, auth)
 
         file_path = "/drive/v3/files/(?P<id>[^/]+)"
@@ -980,13 +1079,17 @@ class DriveEmulator:
         return [
             r("POST", "/token", self._token, fixed("token"), auth=False),
             r("POST", "/device/code", self._device_code, fixed("token"), auth=False),
-            r("GET", "/discovery/v1/apis/drive/v3/rest", self._serve_discovery,
-              fixed("discovery"), auth=False),
+            r(
+                "GET",
+                "/discovery/v1/apis/drive/v3/rest",
+                self._serve_discovery,
+                fixed("discovery"),
+                auth=False,
+            ),
             r("GET", "/drive/v3/files/generateIds", self._generate_ids, fixed("generate_ids")),
             r("GET", "/drive/v3/files", self._list, fixed("list")),
             r("POST", "/drive/v3/files", self._create, fixed("create")),
-            r("GET", file_path, self._get,
-              lambda c: "media" if c.query.get("alt") == "media" else "get"),
+            r("GET", file_path, self._get, lambda c: "media" if c.query.get("alt") == "media" else "get"),
             r("PATCH", file_path, self._update_metadata, fixed("update")),
             r("DELETE", file_path, self._delete, fixed("delete")),
             r("POST", file_path + "/permissions", self._create_permission, fixed("permissions")),
@@ -1001,15 +1104,20 @@ class DriveEmulator:
     def serve(self, handler: BaseHTTPRequestHandler) -> _Response:
         parts = urlsplit(handler.path)
         query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
-        call = _Call(handler.command, parts.path, query, handler.headers,
-                     _Body(cast(BinaryIO, handler.rfile), handler.headers), {})
+        call = _Call(
+            handler.command,
+            parts.path,
+            query,
+            handler.headers,
+            _Body(cast(BinaryIO, handler.rfile), handler.headers),
+            {},
+        )
         try:
             response = self._dispatch(call)
         except DriveError as exc:
             response = exc.response()
         except _OAuthError as exc:
-            response = _Response.json(exc.status, {"error": exc.error,
-                                                   "error_description": exc.description})
+            response = _Response.json(exc.status, {"error": exc.error, "error_description": exc.description})
         except _ClientGone:
             raise
         except Exception as exc:  # an emulator bug must surface as a 500, not a hang
@@ -1035,15 +1143,20 @@ class DriveEmulator:
         elif call.type in ("chunk", "status") and self.expire_tokens_after_chunks is not None:
             self._session_token(call)
         call.fault = self.faults.take(call.type, call.query.get("upload_id"))
-        if call.fault and call.fault.kind not in ("drop_connection", "short_confirm",
-                                                  "session_expired", "incomplete_search"):
+        if call.fault and call.fault.kind not in (
+            "drop_connection",
+            "short_confirm",
+            "session_expired",
+            "incomplete_search",
+        ):
             call.body.drain()
             raise _fault_error(call.fault)
         if call.fault and call.fault.kind == "session_expired":
             return self._expire_now(call)
         if call.fault and call.fault.kind == "drop_connection" and call.type != "chunk":
-            return self._drop_after(call, int(call.fault.params.get(
-                "after_bytes", (call.body.length or 0) // 2)))
+            return self._drop_after(
+                call, int(call.fault.params.get("after_bytes", (call.body.length or 0) // 2))
+            )
         return route.handler(call)
 
     def _match(self, call: _Call) -> _Route | None:
@@ -1090,8 +1203,11 @@ class DriveEmulator:
         if self.users is None:
             raise _OAuthError(401, "invalid_client", "The OAuth client was not found.")
         try:
-            grant: Grant = (self.users.device_grant(form) if form["grant_type"] == DEVICE_GRANT
-                            else self.users.refresh_grant(form))
+            grant: Grant = (
+                self.users.device_grant(form)
+                if form["grant_type"] == DEVICE_GRANT
+                else self.users.refresh_grant(form)
+            )
         except OAuthRefusal as e:
             raise _OAuthError(e.status, e.error, e.description) from None
         principal = Principal(grant.client_id, grant.email, grant.scopes)
@@ -1100,8 +1216,12 @@ class DriveEmulator:
             self._tokens[token] = (principal, time.time() + self.token_lifetime)
             self._issued.append(token)
             self.grants.append(principal)
-        body: dict[str, Any] = {"access_token": token, "expires_in": self.token_lifetime,
-                                "token_type": "Bearer", "scope": " ".join(sorted(grant.scopes))}
+        body: dict[str, Any] = {
+            "access_token": token,
+            "expires_in": self.token_lifetime,
+            "token_type": "Bearer",
+            "scope": " ".join(sorted(grant.scopes)),
+        }
         if grant.refresh_token:
             body["refresh_token"] = grant.refresh_token
         return _Response.json(200, body)
@@ -1111,27 +1231,31 @@ class DriveEmulator:
         if form.get("grant_type") in (DEVICE_GRANT, "refresh_token"):
             return self._user_token(form)
         if form.get("grant_type") != JWT_BEARER:
-            raise _OAuthError(400, "unsupported_grant_type", "Invalid grant_type: "
-                              + form.get("grant_type", ""))
+            raise _OAuthError(
+                400, "unsupported_grant_type", "Invalid grant_type: " + form.get("grant_type", "")
+            )
         claims = self._verify_jwt(form.get("assertion", ""))
         scopes = frozenset(str(claims.get("scope", "")).split())
         if not scopes:
             raise _OAuthError(400, "invalid_scope", "Empty or missing scope not allowed.")
         subject = claims.get("sub")
-        if subject is not None and self.allowed_subjects is not None \
-                and subject not in self.allowed_subjects:
-            raise _OAuthError(401, "unauthorized_client",
-                              "Client is unauthorized to retrieve access tokens using this "
-                              "method, or client not authorized for any of the scopes "
-                              "requested.")
+        if subject is not None and self.allowed_subjects is not None and subject not in self.allowed_subjects:
+            raise _OAuthError(
+                401,
+                "unauthorized_client",
+                "Client is unauthorized to retrieve access tokens using this "
+                "method, or client not authorized for any of the scopes "
+                "requested.",
+            )
         principal = Principal(str(claims["iss"]), subject, scopes)
         token = "ya29.emu-" + secrets.token_urlsafe(32)
         with self._lock:
             self._tokens[token] = (principal, time.time() + self.token_lifetime)
             self._issued.append(token)
             self.grants.append(principal)
-        return _Response.json(200, {"access_token": token, "expires_in": self.token_lifetime,
-                                    "token_type": "Bearer"})
+        return _Response.json(
+            200, {"access_token": token, "expires_in": self.token_lifetime, "token_type": "Bearer"}
+        )
 
     def _verify_jwt(self, assertion: str) -> dict[str, Any]:
         parts = assertion.split(".")
@@ -1146,8 +1270,9 @@ class DriveEmulator:
         if header.get("alg") != "RS256":
             raise _OAuthError(400, "invalid_grant", "Invalid JWT: alg must be RS256.")
         try:
-            self._public_key.verify(signature, f"{parts[0]}.{parts[1]}".encode(),
-                                    padding.PKCS1v15(), hashes.SHA256())
+            self._public_key.verify(
+                signature, f"{parts[0]}.{parts[1]}".encode(), padding.PKCS1v15(), hashes.SHA256()
+            )
         except InvalidSignature as exc:
             raise _OAuthError(400, "invalid_grant", "Invalid JWT Signature.") from exc
         self._check_claims(claims)
@@ -1159,12 +1284,21 @@ class DriveEmulator:
         if self.service_account_email and claims.get("iss") != self.service_account_email:
             raise _OAuthError(400, "invalid_grant", "Invalid grant: account not found")
         now, iat, exp = time.time(), claims.get("iat"), claims.get("exp")
-        if not isinstance(iat, int | float) or not isinstance(exp, int | float) \
-                or exp <= now or iat > now + 300 or exp - iat > 3600 or "iss" not in claims:
-            raise _OAuthError(400, "invalid_grant",
-                              "Invalid JWT: Token must be a short-lived token (60 minutes) and "
-                              "in a reasonable timeframe. Check your iat and exp values in the "
-                              "JWT claim.")
+        if (
+            not isinstance(iat, int | float)
+            or not isinstance(exp, int | float)
+            or exp <= now
+            or iat > now + 300
+            or exp - iat > 3600
+            or "iss" not in claims
+        ):
+            raise _OAuthError(
+                400,
+                "invalid_grant",
+                "Invalid JWT: Token must be a short-lived token (60 minutes) and "
+                "in a reasonable timeframe. Check your iat and exp values in the "
+                "JWT claim.",
+            )
 
     def _authenticate(self, call: _Call) -> Principal:
         header = call.headers.get("Authorization") or ""
@@ -1177,8 +1311,9 @@ class DriveEmulator:
         principal = entry[0]
         write = call.method != "GET"
         if not principal.scopes & (WRITE_SCOPES if write else READ_SCOPES):
-            raise DriveError(403, "insufficientPermissions",
-                             "Request had insufficient authentication scopes.")
+            raise DriveError(
+                403, "insufficientPermissions", "Request had insufficient authentication scopes."
+            )
         return principal
 
     # -- access rules
@@ -1186,8 +1321,9 @@ class DriveEmulator:
     def _root_of(self, email: str) -> str:
         with self._lock:
             if email not in self._roots:
-                root = Item("0A" + secrets.token_urlsafe(12), "My Drive", FOLDER, [], None, email,
-                            is_root=True)
+                root = Item(
+                    "0A" + secrets.token_urlsafe(12), "My Drive", FOLDER, [], None, email, is_root=True
+                )
                 self._items[root.id] = root
                 self._roots[email] = root.id
             return self._roots[email]
@@ -1212,18 +1348,17 @@ class DriveEmulator:
             if file_id == "root":
                 file_id = self._root_of(who.email)
             item = self._items.get(file_id)
-            if item is None or not self._visible(who, item) \
-                    or (item.drive_id is not None and not all_drives):
+            if item is None or not self._visible(who, item) or (item.drive_id is not None and not all_drives):
                 raise _not_found(file_id)
             return item
 
-    def _placement(self, who: Principal, all_drives: bool,
-                   metadata: dict[str, Any]) -> tuple[str, str | None, str | None]:
+    def _placement(
+        self, who: Principal, all_drives: bool, metadata: dict[str, Any]
+    ) -> tuple[str, str | None, str | None]:
         """(parent id, shared drive id, owner) for a new item, or Drive's refusal."""
         parents = metadata.get("parents") or ["root"]
         if not isinstance(parents, list) or len(parents) > 1:
-            raise DriveError(403, "cannotAddParent",
-                             "Increasing the number of parents is not allowed.")
+            raise DriveError(403, "cannotAddParent", "Increasing the number of parents is not allowed.")
         parent = self._find(who, all_drives, str(parents[0]))
         if not parent.is_folder:
             raise _bad_request("The specified parent is not a folder.")
@@ -1232,8 +1367,7 @@ class DriveEmulator:
             raise _storage_quota()  # a service account cannot own My Drive items
         return parent.id, parent.drive_id, None if parent.drive_id else who.email
 
-    def _require(self, who: Principal, item: Item, roles: set[str], *,
-                 owner_only: bool = False) -> None:
+    def _require(self, who: Principal, item: Item, roles: set[str], *, owner_only: bool = False) -> None:
         """403 unless the caller may do this: in a shared drive its role must be one of
         ``roles``; in a My Drive, with ``owner_only`` (trash, delete), it must own the item
         ("Only the owner may trash a file")."""
@@ -1242,8 +1376,11 @@ class DriveEmulator:
         else:
             allowed = not owner_only or item.owner == who.email
         if not allowed:
-            raise DriveError(403, "insufficientFilePermissions",
-                             "The user does not have sufficient permissions for this file.")
+            raise DriveError(
+                403,
+                "insufficientFilePermissions",
+                "The user does not have sufficient permissions for this file.",
+            )
 
     def _check_new_id(self, metadata: dict[str, Any]) -> str:
         file_id = metadata.get("id")
@@ -1268,16 +1405,26 @@ class DriveEmulator:
     # -- representation
 
     def _file_json(self, item: Item) -> dict[str, Any]:
-        out: dict[str, Any] = {"kind": "drive#file", "id": item.id, "name": item.name,
-                               "mimeType": item.mime_type, "parents": list(item.parents),
-                               "trashed": item.trashed, "createdTime": item.created_time,
-                               "modifiedTime": item.modified_time}
+        out: dict[str, Any] = {
+            "kind": "drive#file",
+            "id": item.id,
+            "name": item.name,
+            "mimeType": item.mime_type,
+            "parents": list(item.parents),
+            "trashed": item.trashed,
+            "createdTime": item.created_time,
+            "modifiedTime": item.modified_time,
+        }
         if item.is_folder:
             out["webViewLink"] = f"https://drive.google.com/drive/folders/{item.id}"
         else:
-            out.update(size=str(item.size), md5Checksum=item.md5, sha256Checksum=item.sha256,
-                       webViewLink=f"https://drive.google.com/file/d/{item.id}/view?usp=drivesdk",
-                       webContentLink=f"https://drive.google.com/uc?id={item.id}&export=download")
+            out.update(
+                size=str(item.size),
+                md5Checksum=item.md5,
+                sha256Checksum=item.sha256,
+                webViewLink=f"https://drive.google.com/file/d/{item.id}/view?usp=drivesdk",
+                webContentLink=f"https://drive.google.com/uc?id={item.id}&export=download",
+            )
         if item.drive_id:
             out["driveId"] = item.drive_id
         elif item.owner:
@@ -1290,8 +1437,9 @@ class DriveEmulator:
             out["description"] = item.description
         return out
 
-    def _selection(self, fields: str | None, schema: str,
-                   default: dict[str, Any] | None) -> dict[str, Any] | None:
+    def _selection(
+        self, fields: str | None, schema: str, default: dict[str, Any] | None
+    ) -> dict[str, Any] | None:
         if fields is None:
             return default
         selection = parse_fields(fields)
@@ -1310,8 +1458,7 @@ class DriveEmulator:
                 self._validate_fields(sub, ref)
 
     def _file_response(self, item: Item, fields: str | None, status: int = 200) -> _Response:
-        selection = self._selection(fields, "File", dict.fromkeys(("kind", "id", "name",
-                                                                   "mimeType")))
+        selection = self._selection(fields, "File", dict.fromkeys(("kind", "id", "name", "mimeType")))
         return _Response.json(status, project(self._file_json(item), selection))
 
     # -- files.*
@@ -1326,25 +1473,30 @@ class DriveEmulator:
         ids = [_new_file_id() for _ in range(count)]
         with self._lock:
             self._generated.update(ids)
-        return _Response.json(200, {"kind": "drive#generatedIds",
-                                    "space": call.query.get("space", "drive"), "ids": ids})
+        return _Response.json(
+            200, {"kind": "drive#generatedIds", "space": call.query.get("space", "drive"), "ids": ids}
+        )
 
     def _get(self, call: _Call) -> _Response:
         item = self._lookup(call, call.groups["id"])
         if call.query.get("alt") != "media":
             return self._file_response(item, call.query.get("fields"))
         if item.is_folder or item.content_path is None:
-            raise DriveError(403, "fileNotDownloadable",
-                             "Only files with binary content can be downloaded.",
-                             location="alt")
+            raise DriveError(
+                403,
+                "fileNotDownloadable",
+                "Only files with binary content can be downloaded.",
+                location="alt",
+            )
         return _media_response(item, call.headers.get("Range"))
 
     def _create(self, call: _Call) -> _Response:
         metadata = call.json_body()
         parent, drive_id, owner = self._placement(call.who, call.all_drives, metadata)
         file_id = self._check_new_id(metadata)
-        item = self._new_item(file_id, metadata, parent, drive_id, owner,
-                              metadata.get("mimeType") or "application/octet-stream")
+        item = self._new_item(
+            file_id, metadata, parent, drive_id, owner, metadata.get("mimeType") or "application/octet-stream"
+        )
         if not item.is_folder:
             item.content_path = self.storage / "files" / file_id
             item.content_path.touch()
@@ -1353,13 +1505,26 @@ class DriveEmulator:
             self._items[file_id] = item
         return self._file_response(item, call.query.get("fields"))
 
-    def _new_item(self, file_id: str, metadata: dict[str, Any], parent: str,
-                  drive_id: str | None, owner: str | None, mime_type: str) -> Item:
-        return Item(file_id, str(metadata.get("name") or "Untitled"), mime_type, [parent],
-                    drive_id, owner,
-                    app_properties=_props(metadata.get("appProperties")),
-                    properties=_props(metadata.get("properties")),
-                    description=metadata.get("description"))
+    def _new_item(
+        self,
+        file_id: str,
+        metadata: dict[str, Any],
+        parent: str,
+        drive_id: str | None,
+        owner: str | None,
+        mime_type: str,
+    ) -> Item:
+        return Item(
+            file_id,
+            str(metadata.get("name") or "Untitled"),
+            mime_type,
+            [parent],
+            drive_id,
+            owner,
+            app_properties=_props(metadata.get("appProperties")),
+            properties=_props(metadata.get("properties")),
+            description=metadata.get("description"),
+        )
 
     def _update_metadata(self, call: _Call) -> _Response:
         item = self._lookup(call, call.groups["id"])
@@ -1402,8 +1567,7 @@ class DriveEmulator:
             elif parent.drive_id is not None:
                 item.drive_id, parents = parent.drive_id, [parent.id]
         if len(parents) != 1:
-            raise DriveError(403, "cannotAddParent",
-                             "Increasing the number of parents is not allowed.")
+            raise DriveError(403, "cannotAddParent", "Increasing the number of parents is not allowed.")
         with self._lock:
             item.parents = parents
 
@@ -1418,8 +1582,11 @@ class DriveEmulator:
         predicate = QueryParser(call.query["q"]).parse() if call.query.get("q") else None
         corpus = self._corpus(call)
         with self._lock:
-            matches = [i for i in self._items.values() if self._listable(call.who, corpus, i)
-                       and (predicate is None or predicate(i))]
+            matches = [
+                i
+                for i in self._items.values()
+                if self._listable(call.who, corpus, i) and (predicate is None or predicate(i))
+            ]
         incomplete = call.fault is not None and call.fault.kind == "incomplete_search"
         if incomplete:
             matches = []  # "some search results might be missing": here, all of them
@@ -1428,13 +1595,20 @@ class DriveEmulator:
         if not 1 <= size <= 1000:
             raise _invalid_param("pageSize")
         start = _page_offset(call.query.get("pageToken"))
-        page = matches[start:start + size]
-        body: dict[str, Any] = {"kind": "drive#fileList", "incompleteSearch": incomplete,
-                                "files": [self._file_json(i) for i in page]}
+        page = matches[start : start + size]
+        body: dict[str, Any] = {
+            "kind": "drive#fileList",
+            "incompleteSearch": incomplete,
+            "files": [self._file_json(i) for i in page],
+        }
         if start + size < len(matches):
             body["nextPageToken"] = base64.urlsafe_b64encode(str(start + size).encode()).decode()
-        default = {"kind": None, "incompleteSearch": None, "nextPageToken": None,
-                   "files": dict.fromkeys(("kind", "id", "name", "mimeType"))}
+        default = {
+            "kind": None,
+            "incompleteSearch": None,
+            "nextPageToken": None,
+            "files": dict.fromkeys(("kind", "id", "name", "mimeType")),
+        }
         selection = self._selection(call.query.get("fields"), "FileList", default)
         return _Response.json(200, project(body, selection))
 
@@ -1447,18 +1621,19 @@ class DriveEmulator:
         if corpora not in ("user", "domain", "drive", "allDrives"):
             raise _invalid_param("corpora")
         if (corpora == "drive") != bool(drive_id):
-            raise _bad_request("The driveId parameter must be specified if and only if "
-                               "corpora is set to drive.", "invalid")
-        included = call.all_drives and call.flag("includeItemsFromAllDrives",
-                                                 "includeTeamDriveItems")
+            raise _bad_request(
+                "The driveId parameter must be specified if and only if corpora is set to drive.", "invalid"
+            )
+        included = call.all_drives and call.flag("includeItemsFromAllDrives", "includeTeamDriveItems")
         if corpora in ("drive", "allDrives") and not included:
-            raise _bad_request("The includeItemsFromAllDrives parameter must be set to true "
-                               f"when corpora is {corpora}.", "invalid")
+            raise _bad_request(
+                f"The includeItemsFromAllDrives parameter must be set to true when corpora is {corpora}.",
+                "invalid",
+            )
         if corpora == "drive":
             drive = self._drives.get(str(drive_id))
             if drive is None or drive.role(call.who.email) is None:
-                raise DriveError(404, "notFound", f"Shared drive not found: {drive_id}",
-                                 location="driveId")
+                raise DriveError(404, "notFound", f"Shared drive not found: {drive_id}", location="driveId")
             return False, {drive.id}
         if corpora == "allDrives":
             return True, {d.id for d in self._drives.values() if d.role(call.who.email)}
@@ -1481,9 +1656,12 @@ class DriveEmulator:
             raise _bad_request("The permission role field is required.", "required")
         if kind in ("user", "group") and not body.get("emailAddress"):
             raise _bad_request("The permission emailAddress field is required.", "required")
-        perm: dict[str, Any] = {"kind": "drive#permission", "type": kind, "role": role,
-                                "id": "anyoneWithLink" if kind == "anyone"
-                                else str(secrets.randbelow(10**20))}
+        perm: dict[str, Any] = {
+            "kind": "drive#permission",
+            "type": kind,
+            "role": role,
+            "id": "anyoneWithLink" if kind == "anyone" else str(secrets.randbelow(10**20)),
+        }
         for key in ("emailAddress", "domain"):
             if body.get(key):
                 perm[key] = body[key]
@@ -1498,33 +1676,40 @@ class DriveEmulator:
 
     def _list_permissions(self, call: _Call) -> _Response:
         item = self._lookup(call, call.groups["id"])
-        return _Response.json(200, {"kind": "drive#permissionList",
-                                    "permissions": list(item.permissions)})
+        return _Response.json(200, {"kind": "drive#permissionList", "permissions": list(item.permissions)})
 
     def _get_drive(self, call: _Call) -> _Response:
         drive = self._drives.get(call.groups["id"])
         if drive is None or drive.role(call.who.email) is None:
-            raise DriveError(404, "notFound", f"Shared drive not found: {call.groups['id']}",
-                             location="driveId")
+            raise DriveError(
+                404, "notFound", f"Shared drive not found: {call.groups['id']}", location="driveId"
+            )
         body = {"kind": "drive#drive", "id": drive.id, "name": drive.name}
         selection = self._selection(call.query.get("fields"), "Drive", None)
         return _Response.json(200, project(body, selection))
 
     def _about(self, call: _Call) -> _Response:
         if not call.query.get("fields"):  # about.get is one of the methods that insist
-            raise DriveError(400, "required", "The 'fields' parameter is required for this method.",
-                             location="fields")
-        user = {"kind": "drive#user", "emailAddress": call.who.email, "me": True,
-                "displayName": call.who.email.split("@")[0]}
+            raise DriveError(
+                400, "required", "The 'fields' parameter is required for this method.", location="fields"
+            )
+        user = {
+            "kind": "drive#user",
+            "emailAddress": call.who.email,
+            "me": True,
+            "displayName": call.who.email.split("@")[0],
+        }
         body: dict[str, Any] = {"kind": "drive#about", "user": user}
         if not call.who.is_service_account and self.users is not None:
             with self._lock:
                 used = sum(i.size for i in self._items.values() if i.owner == call.who.email)
-                trashed = sum(i.size for i in self._items.values()
-                              if i.owner == call.who.email and i.trashed)
-            body["storageQuota"] = {"limit": str(self.users.limit_of(call.who.email)),
-                                    "usage": str(used), "usageInDrive": str(used),
-                                    "usageInDriveTrash": str(trashed)}
+                trashed = sum(i.size for i in self._items.values() if i.owner == call.who.email and i.trashed)
+            body["storageQuota"] = {
+                "limit": str(self.users.limit_of(call.who.email)),
+                "usage": str(used),
+                "usageInDrive": str(used),
+                "usageInDriveTrash": str(trashed),
+            }
         return _Response.json(200, project(body, self._selection(call.query["fields"], "About", None)))
 
     # -- uploads: initiation, multipart, simple
@@ -1539,8 +1724,9 @@ class DriveEmulator:
             return self._one_shot(call, upload_type)
         raise _invalid_param("uploadType")
 
-    def _upload_target(self, call: _Call, metadata: dict[str, Any]) -> tuple[
-            str | None, str, str | None, str | None]:
+    def _upload_target(
+        self, call: _Call, metadata: dict[str, Any]
+    ) -> tuple[str | None, str, str | None, str | None]:
         """(target file for update, parent, drive id, owner), checked like Drive does."""
         if "id" in call.groups:
             target = self._lookup(call, call.groups["id"])
@@ -1560,14 +1746,24 @@ class DriveEmulator:
         if length is not None and not length.strip().isdigit():
             raise _bad_request("Invalid X-Upload-Content-Length header.")
         upload_id = "ADPyc-" + secrets.token_urlsafe(24)
-        params = {**{k: v for k, v in call.query.items() if k != "upload_id"},
-                  "upload_id": upload_id}
+        params = {**{k: v for k, v in call.query.items() if k != "upload_id"}, "upload_id": upload_id}
         uri = f"{self.url}{call.path}?{urlencode(params)}"
         session = UploadSession(
-            upload_id, uri, call.who, metadata, call.query.get("fields"), call.all_drives,
-            str(metadata.get("mimeType") or call.headers.get("X-Upload-Content-Type")
-                or "application/octet-stream"),
-            int(length) if length else None, self.storage / "uploads" / upload_id, target)
+            upload_id,
+            uri,
+            call.who,
+            metadata,
+            call.query.get("fields"),
+            call.all_drives,
+            str(
+                metadata.get("mimeType")
+                or call.headers.get("X-Upload-Content-Type")
+                or "application/octet-stream"
+            ),
+            int(length) if length else None,
+            self.storage / "uploads" / upload_id,
+            target,
+        )
         session.path.touch()
         with self._lock:
             self._sessions[upload_id] = session
@@ -1590,9 +1786,21 @@ class DriveEmulator:
             final = self.storage / "tmp" / secrets.token_hex(8)
             with spool.open("rb") as src, final.open("wb") as dst:
                 md5, sha, size = _copy_range(src, dst, start, end)
-            session = UploadSession("", "", call.who, metadata, call.query.get("fields"),
-                                    call.all_drives, str(metadata.get("mimeType") or mime),
-                                    size, final, target, committed=size, md5=md5, sha256=sha)
+            session = UploadSession(
+                "",
+                "",
+                call.who,
+                metadata,
+                call.query.get("fields"),
+                call.all_drives,
+                str(metadata.get("mimeType") or mime),
+                size,
+                final,
+                target,
+                committed=size,
+                md5=md5,
+                sha256=sha,
+            )
             try:
                 return self._finish(session)
             finally:
@@ -1636,23 +1844,28 @@ class DriveEmulator:
             return self._finish(session)  # "bytes */N" finishes an upload that ends on a chunk
         return _resume_incomplete(session.committed)
 
-    def _receive(self, call: _Call, session: UploadSession, start: int, length: int | None,
-                 total: int | None) -> _Response:
+    def _receive(
+        self, call: _Call, session: UploadSession, start: int, length: int | None, total: int | None
+    ) -> _Response:
         """Store bytes [start, start+length) (length None: until the body ends)."""
         self._set_total(session, total)
         if call.body.length is not None and length is not None and call.body.length != length:
             raise _bad_request("Content-Length does not match the Content-Range header.")
         if start > session.committed:
-            raise _bad_request(f"Invalid request. The upload offset is {start} byte(s), which "
-                               f"exceeds the {session.committed} byte(s) already uploaded.")
+            raise _bad_request(
+                f"Invalid request. The upload offset is {start} byte(s), which "
+                f"exceeds the {session.committed} byte(s) already uploaded."
+            )
         if length is not None and session.total is not None and start + length > session.total:
             raise _bad_request("Content-Range goes past the declared length.")
         final = length is None or (session.total is not None and start + length == session.total)
         # Drive's guide: every chunk but the last is a multiple of 256 KiB long, wherever
         # the previous 308 left off (so after an odd acknowledgement the chunks shift).
         if not final and length is not None and length % GRANULARITY:
-            raise _bad_request(f"Invalid request. The chunk size must be a multiple of "
-                               f"{GRANULARITY} bytes, except for the final chunk.")
+            raise _bad_request(
+                f"Invalid request. The chunk size must be a multiple of "
+                f"{GRANULARITY} bytes, except for the final chunk."
+            )
         skip = session.committed - start  # a resend may overlap what is already stored
         if self._store_chunk(call, session, skip, length) is None:
             return _Response(0, drop=True)
@@ -1662,8 +1875,7 @@ class DriveEmulator:
             return self._finish(session)
         return _resume_incomplete(session.committed)
 
-    def _store_chunk(self, call: _Call, session: UploadSession, skip: int,
-                     length: int | None) -> int | None:
+    def _store_chunk(self, call: _Call, session: UploadSession, skip: int, length: int | None) -> int | None:
         """Append the body (after ``skip`` bytes) to the session; None when dropping.
 
         A fault decides up front how much is kept, so the running hashes only ever see
@@ -1672,8 +1884,7 @@ class DriveEmulator:
         keep = -1 if length is None else length - skip  # -1: everything
         drop_after: int | None = None
         if fault and fault.kind == "short_confirm":
-            keep = int(fault.params.get("keep_bytes", max(keep, 0) // 2 // GRANULARITY
-                                        * GRANULARITY))
+            keep = int(fault.params.get("keep_bytes", max(keep, 0) // 2 // GRANULARITY * GRANULARITY))
         elif fault and fault.kind == "drop_connection":
             drop_after = int(fault.params.get("after_bytes", (length or 0) // 2))
             keep = int(fault.params.get("keep_bytes", 0))
@@ -1688,10 +1899,10 @@ class DriveEmulator:
                     if not data:
                         break
                     self._count_received(session, len(data))
-                    piece = data[max(0, skip - read):]
+                    piece = data[max(0, skip - read) :]
                     read += len(data)
                     if keep >= 0:
-                        piece = piece[:max(0, keep - stored)]
+                        piece = piece[: max(0, keep - stored)]
                     out.write(piece)
                     md5.update(piece)
                     sha.update(piece)
@@ -1719,10 +1930,10 @@ class DriveEmulator:
                 self._apply_metadata(item, session.metadata)
             else:
                 file_id = self._check_new_id(session.metadata)
-                parent, drive_id, owner = self._placement(session.principal, session.all_drives,
-                                                          session.metadata)
-                item = self._new_item(file_id, session.metadata, parent, drive_id, owner,
-                                      session.mime_type)
+                parent, drive_id, owner = self._placement(
+                    session.principal, session.all_drives, session.metadata
+                )
+                item = self._new_item(file_id, session.metadata, parent, drive_id, owner, session.mime_type)
                 self._items[file_id] = item
             path = self.storage / "files" / item.id
             shutil.move(session.path, path)
@@ -1745,7 +1956,8 @@ def _upload_request_type(call: _Call) -> str:
     if "upload_id" in call.query:
         return _session_request_type(call)
     return {"resumable": "initiate", "multipart": "multipart", "media": "simple"}.get(
-        call.query.get("uploadType", ""), "unknown")
+        call.query.get("uploadType", ""), "unknown"
+    )
 
 
 def _parse_content_range(value: str) -> tuple[int | None, int | None, int | None]:
@@ -1850,8 +2062,10 @@ def _order(items: list[Item], order_by: str | None) -> list[Item]:
     for key in reversed([k.strip() for k in (order_by or "").split(",") if k.strip()]):
         name, _, direction = key.partition(" ")
         getter: Callable[[Item], Any] = {
-            "name": lambda i: i.name, "createdTime": lambda i: i.created_time,
-            "modifiedTime": lambda i: i.modified_time, "folder": lambda i: not i.is_folder,
+            "name": lambda i: i.name,
+            "createdTime": lambda i: i.created_time,
+            "modifiedTime": lambda i: i.modified_time,
+            "folder": lambda i: not i.is_folder,
         }.get(name, lambda i: 0)
         items = sorted(items, key=getter, reverse=direction.strip().lower() == "desc")
     return items
@@ -1864,14 +2078,25 @@ def _props(value: object) -> dict[str, str]:
 
 
 def _info(item: Item) -> FileInfo:
-    return FileInfo(item.id, item.name, item.mime_type, list(item.parents), item.drive_id,
-                    item.owner, item.size, item.md5, item.sha256, dict(item.app_properties),
-                    item.trashed, item.content_path, [dict(p) for p in item.permissions])
+    return FileInfo(
+        item.id,
+        item.name,
+        item.mime_type,
+        list(item.parents),
+        item.drive_id,
+        item.owner,
+        item.size,
+        item.md5,
+        item.sha256,
+        dict(item.app_properties),
+        item.trashed,
+        item.content_path,
+        [dict(p) for p in item.permissions],
+    )
 
 
 def _session_info(s: UploadSession) -> SessionInfo:
-    return SessionInfo(s.id, s.uri, s.committed, s.total, s.bytes_received, s.file_id,
-                       s.expired)
+    return SessionInfo(s.id, s.uri, s.committed, s.total, s.bytes_received, s.file_id, s.expired)
 
 
 def _load_public_key(pem: bytes | str) -> rsa.RSAPublicKey:
@@ -1890,17 +2115,27 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8555)
     parser.add_argument("--dir", required=True, type=Path, help="where content is stored")
-    parser.add_argument("--public-key", required=True, type=Path,
-                        help="PEM public key (or x509 cert) of the service account")
-    parser.add_argument("--allowed-subject", action="append", dest="subjects",
-                        help="user the service account may impersonate (repeatable)")
-    parser.add_argument("--shared-drive", action="append", default=[],
-                        help="create a shared drive with this name (repeatable)")
+    parser.add_argument(
+        "--public-key", required=True, type=Path, help="PEM public key (or x509 cert) of the service account"
+    )
+    parser.add_argument(
+        "--allowed-subject",
+        action="append",
+        dest="subjects",
+        help="user the service account may impersonate (repeatable)",
+    )
+    parser.add_argument(
+        "--shared-drive",
+        action="append",
+        default=[],
+        help="create a shared drive with this name (repeatable)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop cleanly under a supervisor
-    drive = DriveEmulator(args.dir, args.public_key.read_bytes(), host=args.host,
-                          port=args.port, allowed_subjects=args.subjects)
+    drive = DriveEmulator(
+        args.dir, args.public_key.read_bytes(), host=args.host, port=args.port, allowed_subjects=args.subjects
+    )
     with drive:
         print(f"Drive emulator at {drive.url} (token_uri {drive.token_uri})", flush=True)
         for name in args.shared_drive:

@@ -18,8 +18,15 @@ from dataclasses import dataclass, field
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 _S = "https://www.googleapis.com/auth/"
 # Google's list of scopes the device flow allows (only these Drive scopes among them).
-DEVICE_SCOPES = {_S + "drive.file", _S + "drive.appdata", "openid", "email", "profile",
-                 _S + "userinfo.email", _S + "userinfo.profile"}
+DEVICE_SCOPES = {
+    _S + "drive.file",
+    _S + "drive.appdata",
+    "openid",
+    "email",
+    "profile",
+    _S + "userinfo.email",
+    _S + "userinfo.profile",
+}
 FREE_QUOTA = 15 * 1024**3
 
 
@@ -106,13 +113,23 @@ class UserAccounts:
         scopes = frozenset(form.get("scope", "").split())
         if not scopes or not scopes <= DEVICE_SCOPES:
             raise OAuthRefusal(400, "invalid_scope", "Some requested scopes were invalid.")
-        device = Device("AH-" + secrets.token_urlsafe(24), _user_code(), form["client_id"],
-                        scopes, time.time() + self.device_lifetime, self.interval)
+        device = Device(
+            "AH-" + secrets.token_urlsafe(24),
+            _user_code(),
+            form["client_id"],
+            scopes,
+            time.time() + self.device_lifetime,
+            self.interval,
+        )
         with self._lock:
             self.devices[device.device_code] = device
-        return {"device_code": device.device_code, "user_code": device.user_code,
-                "expires_in": int(self.device_lifetime), "interval": self.interval,
-                "verification_url": "https://www.google.com/device"}
+        return {
+            "device_code": device.device_code,
+            "user_code": device.user_code,
+            "expires_in": int(self.device_lifetime),
+            "interval": self.interval,
+            "verification_url": "https://www.google.com/device",
+        }
 
     def device_grant(self, form: dict[str, str]) -> Grant:
         self._client(form, secret=True)
@@ -156,12 +173,16 @@ class UserAccounts:
 
     def _client(self, form: dict[str, str], *, secret: bool) -> None:
         if form.get("client_id") != self.client_id or (
-                secret and form.get("client_secret") != self.client_secret):
+            secret and form.get("client_secret") != self.client_secret
+        ):
             raise OAuthRefusal(401, "invalid_client", "Unauthorized")
 
     def _device(self, user_code: str | None) -> Device:
-        waiting = [d for d in self.devices.values()
-                   if (user_code is None or d.user_code == user_code) and not d.redeemed]
+        waiting = [
+            d
+            for d in self.devices.values()
+            if (user_code is None or d.user_code == user_code) and not d.redeemed
+        ]
         if not waiting:
             raise LookupError("no sign-in is waiting for approval")
         return waiting[-1]

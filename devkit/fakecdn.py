@@ -152,8 +152,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._empty(file.denied_status)
             return
         if file is None or file.status is not None:
-            self._empty(file.status if file and file.status else 404,
-                        file.retry_after if file else None)
+            self._empty(file.status if file and file.status else 404, file.retry_after if file else None)
             return
         if file.redirect_to:
             self.send_response(302)

@@ -54,9 +54,16 @@ def admin_token_path(config: Config) -> Path:
     return config.data_dir / "admin-token"
 
 
-def run(config: Config, extra_env: dict[str, str], port: int, *,
-        stop: threading.Event | None = None, output: TextIO | None = None,
-        drop_env: Iterable[str] = (), scale: Mapping[str, int] | None = None) -> int:
+def run(
+    config: Config,
+    extra_env: dict[str, str],
+    port: int,
+    *,
+    stop: threading.Event | None = None,
+    output: TextIO | None = None,
+    drop_env: Iterable[str] = (),
+    scale: Mapping[str, int] | None = None,
+) -> int:
     """Run the Procfile until Ctrl-C, SIGTERM, a process exiting, or `stop` being set (by
     another thread). Output goes to `output` (default stdout); variables whose names
     start with a `drop_env` prefix are left out of the inherited environment; `scale`
@@ -65,8 +72,13 @@ def run(config: Config, extra_env: dict[str, str], port: int, *,
     prefixes = tuple(drop_env)
     env = {k: v for k, v in os.environ.items() if not (prefixes and k.startswith(prefixes))}
     env.update(extra_env)
-    env.update(DATABASE_URL=config.database_url, REDIS_URL=config.redis_url,
-               PORT=str(port), FALBACK_ADMIN_TOKEN=admin_token(config)[0], PYTHONUNBUFFERED="1")
+    env.update(
+        DATABASE_URL=config.database_url,
+        REDIS_URL=config.redis_url,
+        PORT=str(port),
+        FALBACK_ADMIN_TOKEN=admin_token(config)[0],
+        PYTHONUNBUFFERED="1",
+    )
     bin_dir = str(Path(sys.executable).parent)
     env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
     children: dict[str, subprocess.Popen[bytes]] = {}
@@ -77,11 +89,15 @@ def run(config: Config, extra_env: dict[str, str], port: int, *,
         for n in range(1, copies + 1):
             name = line_name if copies == 1 else f"{line_name}.{n}"
             children[name] = subprocess.Popen(
-                command, shell=True, env=env, cwd=PROCFILE.parent, start_new_session=True,
-                stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                command,
+                shell=True,
+                env=env,
+                cwd=PROCFILE.parent,
+                start_new_session=True,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
             )
-            threading.Thread(target=_relay_output, args=(name, children[name], output),
-                             daemon=True).start()
+            threading.Thread(target=_relay_output, args=(name, children[name], output), daemon=True).start()
 
     stopping = stop or threading.Event()
 

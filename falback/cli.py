@@ -43,15 +43,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands.add_parser("drive-login", help="sign a personal Google account in (device flow)")
     up = commands.add_parser("up", help="run every Procfile process (embedded servers if unset)")
     up.add_argument("--port", type=int, default=8000)
-    up.add_argument("--demo", action="store_true",
-                    help="add sample app tables whose files come from a local stand-in CDN")
+    up.add_argument(
+        "--demo", action="store_true", help="add sample app tables whose files come from a local stand-in CDN"
+    )
     demo = commands.add_parser(
-        "demo", help="offline demo: 507 files like the user's, backed up to a Drive emulator")
+        "demo", help="offline demo: 507 files like the user's, backed up to a Drive emulator"
+    )
     demo.add_argument("--port", type=int, default=8000)
-    demo.add_argument("--full-size", action="store_true",
-                      help="the user's real sizes (5.96 GB, generated on the fly) instead of 1/100")
-    demo.add_argument("--exit-when-done", action="store_true",
-                      help="stop once every file is safe (else run until Ctrl-C)")
+    demo.add_argument(
+        "--full-size",
+        action="store_true",
+        help="the user's real sizes (5.96 GB, generated on the fly) instead of 1/100",
+    )
+    demo.add_argument(
+        "--exit-when-done", action="store_true", help="stop once every file is safe (else run until Ctrl-C)"
+    )
     demo.add_argument("--timeout", type=float, help="give up (exit 1) after this many seconds")
     args = parser.parse_args(argv)
 
@@ -68,27 +74,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo":
         from devkit.demo import run_demo
 
-        return run_demo(config, args.port, full_size=args.full_size,
-                        exit_when_done=args.exit_when_done, timeout=args.timeout)
+        return run_demo(
+            config,
+            args.port,
+            full_size=args.full_size,
+            exit_when_done=args.exit_when_done,
+            timeout=args.timeout,
+        )
     if args.command == "up":
         from devkit.services import running_services
 
         with running_services(config) as config:
             return _up(config, args.port, args.demo)
-    missing = [name for name, value in (("DATABASE_URL", config.database_url),
-                                        ("REDIS_URL", config.redis_url))
-               if value is None and name in _NEEDS[args.command]]
+    missing = [
+        name
+        for name, value in (("DATABASE_URL", config.database_url), ("REDIS_URL", config.redis_url))
+        if value is None and name in _NEEDS[args.command]
+    ]
     if missing:
-        print(f"falback {args.command}: {' and '.join(missing)} {'is' if len(missing) == 1 else 'are'}"
-              " not set. Point it at your server (see README, Configuration), or run"
-              " `falback up` for a development stack on embedded servers.", file=sys.stderr)
+        print(
+            f"falback {args.command}: {' and '.join(missing)} {'is' if len(missing) == 1 else 'are'}"
+            " not set. Point it at your server (see README, Configuration), or run"
+            " `falback up` for a development stack on embedded servers.",
+            file=sys.stderr,
+        )
         return 2
     if args.command == "drive-login":
         from jobs.destinations.drive_login import drive_login
 
         if config.drive is None:
-            print("falback drive-login: Google Drive is not configured; see docs/google-drive.md",
-                  file=sys.stderr)
+            print(
+                "falback drive-login: Google Drive is not configured; see docs/google-drive.md",
+                file=sys.stderr,
+            )
             return 2
         assert config.database_url
         return drive_login(config.drive, config.database_url, redis_url=config.redis_url)
@@ -113,9 +131,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 _BOTH = ("DATABASE_URL", "REDIS_URL")
 # The servers each command talks to.
 _NEEDS: dict[str, tuple[str, ...]] = {
-    "migrate": ("DATABASE_URL",), "status": ("DATABASE_URL",), "cron": ("REDIS_URL",),
+    "migrate": ("DATABASE_URL",),
+    "status": ("DATABASE_URL",),
+    "cron": ("REDIS_URL",),
     "drive-login": ("DATABASE_URL",),
-    "backfill": _BOTH, "worker": _BOTH, "retry-failed": _BOTH, "relay": _BOTH, "sweep": _BOTH,
+    "backfill": _BOTH,
+    "worker": _BOTH,
+    "retry-failed": _BOTH,
+    "relay": _BOTH,
+    "sweep": _BOTH,
 }
 
 
@@ -146,15 +170,22 @@ def _backfill(config: Config, type_: str, limit: int, dry_run: bool) -> int:
         validate(config, type_, limit)
         with connection(config.database_url) as conn:
             summary = backfill(
-                config, conn, Redis.from_url(config.redis_url), type_, limit, dry_run=dry_run,
+                config,
+                conn,
+                Redis.from_url(config.redis_url),
+                type_,
+                limit,
+                dry_run=dry_run,
                 progress=lambda done, total: print(f"enqueued {done}/{total}", flush=True),
             )
     except BackfillError as e:
         print(f"falback backfill: {e}", file=sys.stderr)
         return 2
     verb = "would enqueue" if dry_run else "enqueued"
-    print(f"{verb} {summary.files} file(s), {figures.size(summary.bytes)}"
-          f" ({summary.new_ledger_rows} new ledger rows)")
+    print(
+        f"{verb} {summary.files} file(s), {figures.size(summary.bytes)}"
+        f" ({summary.new_ledger_rows} new ledger rows)"
+    )
     for kind, totals in summary.per_kind.items():
         print(f"  {kind:<8} {totals['files']:>8} files {figures.size(totals['bytes']):>10}")
     return 0
@@ -168,6 +199,7 @@ def _worker(config: Config, burst: bool) -> int:
     # Import the job code here, once: each job runs in a work horse forked from this
     # process, which would otherwise import it again (seconds on a busy machine) per file.
     import jobs.backup  # noqa: F401
+
     if config.drive is not None:
         import jobs.destinations.drive  # noqa: F401
     redis = Redis.from_url(config.redis_url)
@@ -195,8 +227,9 @@ def _relay_sweep_cron(config: Config, command: str) -> int:
     try:
         counts = run_sweep(config)
     except RedisError as e:
-        print(f"falback sweep: Redis unavailable ({e}); rows stay pending for the next sweep",
-              file=sys.stderr)
+        print(
+            f"falback sweep: Redis unavailable ({e}); rows stay pending for the next sweep", file=sys.stderr
+        )
         return 1
     print(f"sweep: {counts}" if counts else "sweep: skipped, another sweep is running")
     return 0
@@ -215,17 +248,21 @@ def _up(config: Config, port: int, demo: bool) -> int:
 
         cdn = FakeCdn().start()
         seed(config.database_url, cdn)
-        extra_env = {"FALBACK_SOURCE_HOSTS": "127.0.0.1",
-                     "FALBACK_ALLOW_LOOPBACK_SOURCES": "true"}
+        extra_env = {"FALBACK_SOURCE_HOSTS": "127.0.0.1", "FALBACK_ALLOW_LOOPBACK_SOURCES": "true"}
     token, made_up = supervisor.admin_token(config)
     # A configured token is the operator's secret: never echoed, only referred to.
-    where = (f"admin token: {token}, kept in {supervisor.admin_token_path(config)}" if made_up
-             else "admin token: the one in FALBACK_ADMIN_TOKEN")
+    where = (
+        f"admin token: {token}, kept in {supervisor.admin_token_path(config)}"
+        if made_up
+        else "admin token: the one in FALBACK_ADMIN_TOKEN"
+    )
     bearer = token if made_up else "$FALBACK_ADMIN_TOKEN"
-    print(f"falback on http://127.0.0.1:{port}  ({where})\n"
-          f"  curl -X POST http://127.0.0.1:{port}/backfill -H \"Authorization: Bearer {bearer}\""
-          f" -H 'Content-Type: application/json' -d '{{\"type\": \"upscale\", \"limit\": 10}}'",
-          flush=True)
+    print(
+        f"falback on http://127.0.0.1:{port}  ({where})\n"
+        f'  curl -X POST http://127.0.0.1:{port}/backfill -H "Authorization: Bearer {bearer}"'
+        f' -H \'Content-Type: application/json\' -d \'{{"type": "upscale", "limit": 10}}\'',
+        flush=True,
+    )
     try:
         return supervisor.run(config, extra_env, port)
     finally:

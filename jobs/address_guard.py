@@ -86,7 +86,6 @@ def loggable_url(url: str) -> str:
     return f"{parts.scheme}://{host}{parts.path}"[:300]
 
 
-
 @dataclass(frozen=True)
 class SpecialBlock:
     """One registry entry. `globally_reachable` is None where the registry says N/A or
@@ -99,69 +98,74 @@ class SpecialBlock:
 
 
 def _blocks(rows: tuple[tuple[str, str, str, bool | None], ...]) -> tuple[SpecialBlock, ...]:
-    return tuple(SpecialBlock(ipaddress.ip_network(cidr), name, rfc, reachable)
-                 for cidr, name, rfc, reachable in rows)
+    return tuple(
+        SpecialBlock(ipaddress.ip_network(cidr), name, rfc, reachable) for cidr, name, rfc, reachable in rows
+    )
 
 
 # https://www.iana.org/assignments/iana-ipv4-special-registry/ (CSV of 2026-07). The row
 # "192.0.0.170/32, 192.0.0.171/32" is written as two entries.
-IPV4_SPECIAL = _blocks((
-    ("0.0.0.0/8", '"This network"', "RFC 791", False),
-    ("0.0.0.0/32", '"This host on this network"', "RFC 1122", False),
-    ("10.0.0.0/8", "Private-Use", "RFC 1918", False),
-    ("100.64.0.0/10", "Shared Address Space", "RFC 6598", False),
-    ("127.0.0.0/8", "Loopback", "RFC 1122", False),
-    ("169.254.0.0/16", "Link Local", "RFC 3927", False),
-    ("172.16.0.0/12", "Private-Use", "RFC 1918", False),
-    ("192.0.0.0/24", "IETF Protocol Assignments", "RFC 6890", False),
-    ("192.0.0.0/29", "IPv4 Service Continuity Prefix", "RFC 7335", False),
-    ("192.0.0.8/32", "IPv4 dummy address", "RFC 7600", False),
-    ("192.0.0.9/32", "Port Control Protocol Anycast", "RFC 7723", True),
-    ("192.0.0.10/32", "Traversal Using Relays around NAT Anycast", "RFC 8155", True),
-    ("192.0.0.170/32", "NAT64/DNS64 Discovery", "RFC 8880", False),
-    ("192.0.0.171/32", "NAT64/DNS64 Discovery", "RFC 8880", False),
-    ("192.0.2.0/24", "Documentation (TEST-NET-1)", "RFC 5737", False),
-    ("192.31.196.0/24", "AS112-v4", "RFC 7535", True),
-    ("192.52.193.0/24", "AMT", "RFC 7450", True),
-    ("192.88.99.0/24", "Deprecated (6to4 Relay Anycast)", "RFC 7526", None),
-    ("192.88.99.2/32", "6a44-relay anycast address", "RFC 6751", False),
-    ("192.168.0.0/16", "Private-Use", "RFC 1918", False),
-    ("192.175.48.0/24", "Direct Delegation AS112 Service", "RFC 7534", True),
-    ("198.18.0.0/15", "Benchmarking", "RFC 2544", False),
-    ("198.51.100.0/24", "Documentation (TEST-NET-2)", "RFC 5737", False),
-    ("203.0.113.0/24", "Documentation (TEST-NET-3)", "RFC 5737", False),
-    ("240.0.0.0/4", "Reserved", "RFC 1112", False),
-    ("255.255.255.255/32", "Limited Broadcast", "RFC 8190", False),
-))
+IPV4_SPECIAL = _blocks(
+    (
+        ("0.0.0.0/8", '"This network"', "RFC 791", False),
+        ("0.0.0.0/32", '"This host on this network"', "RFC 1122", False),
+        ("10.0.0.0/8", "Private-Use", "RFC 1918", False),
+        ("100.64.0.0/10", "Shared Address Space", "RFC 6598", False),
+        ("127.0.0.0/8", "Loopback", "RFC 1122", False),
+        ("169.254.0.0/16", "Link Local", "RFC 3927", False),
+        ("172.16.0.0/12", "Private-Use", "RFC 1918", False),
+        ("192.0.0.0/24", "IETF Protocol Assignments", "RFC 6890", False),
+        ("192.0.0.0/29", "IPv4 Service Continuity Prefix", "RFC 7335", False),
+        ("192.0.0.8/32", "IPv4 dummy address", "RFC 7600", False),
+        ("192.0.0.9/32", "Port Control Protocol Anycast", "RFC 7723", True),
+        ("192.0.0.10/32", "Traversal Using Relays around NAT Anycast", "RFC 8155", True),
+        ("192.0.0.170/32", "NAT64/DNS64 Discovery", "RFC 8880", False),
+        ("192.0.0.171/32", "NAT64/DNS64 Discovery", "RFC 8880", False),
+        ("192.0.2.0/24", "Documentation (TEST-NET-1)", "RFC 5737", False),
+        ("192.31.196.0/24", "AS112-v4", "RFC 7535", True),
+        ("192.52.193.0/24", "AMT", "RFC 7450", True),
+        ("192.88.99.0/24", "Deprecated (6to4 Relay Anycast)", "RFC 7526", None),
+        ("192.88.99.2/32", "6a44-relay anycast address", "RFC 6751", False),
+        ("192.168.0.0/16", "Private-Use", "RFC 1918", False),
+        ("192.175.48.0/24", "Direct Delegation AS112 Service", "RFC 7534", True),
+        ("198.18.0.0/15", "Benchmarking", "RFC 2544", False),
+        ("198.51.100.0/24", "Documentation (TEST-NET-2)", "RFC 5737", False),
+        ("203.0.113.0/24", "Documentation (TEST-NET-3)", "RFC 5737", False),
+        ("240.0.0.0/4", "Reserved", "RFC 1112", False),
+        ("255.255.255.255/32", "Limited Broadcast", "RFC 8190", False),
+    )
+)
 
 # https://www.iana.org/assignments/iana-ipv6-special-registry/ (CSV of 2026-07).
-IPV6_SPECIAL = _blocks((
-    ("::1/128", "Loopback Address", "RFC 4291", False),
-    ("::/128", "Unspecified Address", "RFC 4291", False),
-    ("::ffff:0:0/96", "IPv4-mapped Address", "RFC 4291", False),
-    ("64:ff9b::/96", "IPv4-IPv6 Translat.", "RFC 6052", True),
-    ("64:ff9b:1::/48", "IPv4-IPv6 Translat.", "RFC 8215", False),
-    ("100::/64", "Discard-Only Address Block", "RFC 6666", False),
-    ("100:0:0:1::/64", "Dummy IPv6 Prefix", "RFC 9780", False),
-    ("2001::/23", "IETF Protocol Assignments", "RFC 2928", False),
-    ("2001::/32", "TEREDO", "RFC 4380", None),
-    ("2001:1::1/128", "Port Control Protocol Anycast", "RFC 7723", True),
-    ("2001:1::2/128", "Traversal Using Relays around NAT Anycast", "RFC 8155", True),
-    ("2001:1::3/128", "DNS-SD Service Registration Protocol Anycast", "RFC 9665", True),
-    ("2001:2::/48", "Benchmarking", "RFC 5180", False),
-    ("2001:3::/32", "AMT", "RFC 7450", True),
-    ("2001:4:112::/48", "AS112-v6", "RFC 7535", True),
-    ("2001:10::/28", "Deprecated (previously ORCHID)", "RFC 4843", None),
-    ("2001:20::/28", "ORCHIDv2", "RFC 7343", True),
-    ("2001:30::/28", "Drone Remote ID Protocol Entity Tags (DETs) Prefix", "RFC 9374", True),
-    ("2001:db8::/32", "Documentation", "RFC 3849", False),
-    ("2002::/16", "6to4", "RFC 3056", None),
-    ("2620:4f:8000::/48", "Direct Delegation AS112 Service", "RFC 7534", True),
-    ("3fff::/20", "Documentation", "RFC 9637", False),
-    ("5f00::/16", "Segment Routing (SRv6) SIDs", "RFC 9602", False),
-    ("fc00::/7", "Unique-Local", "RFC 4193", False),
-    ("fe80::/10", "Link-Local Unicast", "RFC 4291", False),
-))
+IPV6_SPECIAL = _blocks(
+    (
+        ("::1/128", "Loopback Address", "RFC 4291", False),
+        ("::/128", "Unspecified Address", "RFC 4291", False),
+        ("::ffff:0:0/96", "IPv4-mapped Address", "RFC 4291", False),
+        ("64:ff9b::/96", "IPv4-IPv6 Translat.", "RFC 6052", True),
+        ("64:ff9b:1::/48", "IPv4-IPv6 Translat.", "RFC 8215", False),
+        ("100::/64", "Discard-Only Address Block", "RFC 6666", False),
+        ("100:0:0:1::/64", "Dummy IPv6 Prefix", "RFC 9780", False),
+        ("2001::/23", "IETF Protocol Assignments", "RFC 2928", False),
+        ("2001::/32", "TEREDO", "RFC 4380", None),
+        ("2001:1::1/128", "Port Control Protocol Anycast", "RFC 7723", True),
+        ("2001:1::2/128", "Traversal Using Relays around NAT Anycast", "RFC 8155", True),
+        ("2001:1::3/128", "DNS-SD Service Registration Protocol Anycast", "RFC 9665", True),
+        ("2001:2::/48", "Benchmarking", "RFC 5180", False),
+        ("2001:3::/32", "AMT", "RFC 7450", True),
+        ("2001:4:112::/48", "AS112-v6", "RFC 7535", True),
+        ("2001:10::/28", "Deprecated (previously ORCHID)", "RFC 4843", None),
+        ("2001:20::/28", "ORCHIDv2", "RFC 7343", True),
+        ("2001:30::/28", "Drone Remote ID Protocol Entity Tags (DETs) Prefix", "RFC 9374", True),
+        ("2001:db8::/32", "Documentation", "RFC 3849", False),
+        ("2002::/16", "6to4", "RFC 3056", None),
+        ("2620:4f:8000::/48", "Direct Delegation AS112 Service", "RFC 7534", True),
+        ("3fff::/20", "Documentation", "RFC 9637", False),
+        ("5f00::/16", "Segment Routing (SRv6) SIDs", "RFC 9602", False),
+        ("fc00::/7", "Unique-Local", "RFC 4193", False),
+        ("fe80::/10", "Link-Local Unicast", "RFC 4291", False),
+    )
+)
 
 # Outside the special-purpose entries: IPv4 multicast is no unicast destination (IANA
 # IPv4 Address Space, RFC 5771), and IPv6 outside Global Unicast is reserved by the IETF
@@ -251,14 +255,22 @@ def guarded_adapter(allow_loopback: bool) -> HTTPAdapter:
 
         return _new_conn
 
-    http_conn = type("GuardedHTTPConnection", (urllib3.connection.HTTPConnection,),
-                     {"_new_conn": new_conn(urllib3.connection.HTTPConnection)})
-    https_conn = type("GuardedHTTPSConnection", (urllib3.connection.HTTPSConnection,),
-                      {"_new_conn": new_conn(urllib3.connection.HTTPSConnection)})
-    http_pool = type("GuardedHTTPPool", (urllib3.connectionpool.HTTPConnectionPool,),
-                     {"ConnectionCls": http_conn})
-    https_pool = type("GuardedHTTPSPool", (urllib3.connectionpool.HTTPSConnectionPool,),
-                      {"ConnectionCls": https_conn})
+    http_conn = type(
+        "GuardedHTTPConnection",
+        (urllib3.connection.HTTPConnection,),
+        {"_new_conn": new_conn(urllib3.connection.HTTPConnection)},
+    )
+    https_conn = type(
+        "GuardedHTTPSConnection",
+        (urllib3.connection.HTTPSConnection,),
+        {"_new_conn": new_conn(urllib3.connection.HTTPSConnection)},
+    )
+    http_pool = type(
+        "GuardedHTTPPool", (urllib3.connectionpool.HTTPConnectionPool,), {"ConnectionCls": http_conn}
+    )
+    https_pool = type(
+        "GuardedHTTPSPool", (urllib3.connectionpool.HTTPSConnectionPool,), {"ConnectionCls": https_conn}
+    )
 
     class GuardedAdapter(HTTPAdapter):
         def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:

@@ -34,6 +34,7 @@ from jobs.worker import WorkerContext
 
 log = logging.getLogger(__name__)
 
+
 class _Ids(logging.LoggerAdapter):  # type: ignore[type-arg]
     def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
         assert self.extra is not None
@@ -78,8 +79,9 @@ def backup_file(context: WorkerContext, ledger_id: int) -> str | Retry:
         conn.rollback()  # the connection stays open for the next job; nothing left pending
 
 
-def _settle(conn: Connection, config: Config, row: ledger.LedgerRow, destination: Destination,
-            logger: _Ids) -> str | Retry:
+def _settle(
+    conn: Connection, config: Config, row: ledger.LedgerRow, destination: Destination, logger: _Ids
+) -> str | Retry:
     """Run the attempt on a claimed row and record its outcome.
 
     Everything after the claim happens inside this one try, so whatever it raises ends as
@@ -88,8 +90,9 @@ def _settle(conn: Connection, config: Config, row: ledger.LedgerRow, destination
     lease, and the sweep, what recovers the row.
     """
     try:
-        logger.info("claimed, attempt %d of %d: %s", row.attempts, config.max_attempts,
-                    loggable_url(row.source_url))
+        logger.info(
+            "claimed, attempt %d of %d: %s", row.attempts, config.max_attempts, loggable_url(row.source_url)
+        )
         stored = _copy(config, row, destination)
         return _done(conn, row, stored, logger)
     except DestinationPaused as e:
@@ -117,21 +120,27 @@ def _copy(config: Config, row: ledger.LedgerRow, destination: Destination) -> St
 
 def _done(conn: Connection, row: ledger.LedgerRow, stored: StoredFile, logger: _Ids) -> str:
     if not ledger.record_done(
-        conn, row.id, _owner(row), destination=stored.destination, destination_id=stored.id,
-        destination_url=stored.url, size=stored.size, md5=stored.md5,
+        conn,
+        row.id,
+        _owner(row),
+        destination=stored.destination,
+        destination_id=stored.id,
+        destination_url=stored.url,
+        size=stored.size,
+        md5=stored.md5,
     ):
         return _lost(conn, logger)
     if is_blob_url(row.source_url):
         blobs.delete_blob(conn, row.source_url.removeprefix(BLOB_PREFIX))
     app_rows.sync_app_row(conn, row.source_table, row.source_id)
     conn.commit()
-    logger.info("done: %d bytes, md5 %s, at %s %s", stored.size, stored.md5,
-                stored.destination, stored.id)
+    logger.info("done: %d bytes, md5 %s, at %s %s", stored.size, stored.md5, stored.destination, stored.id)
     return "done"
 
 
-def _retry(conn: Connection, config: Config, row: ledger.LedgerRow, error: BaseException,
-           logger: _Ids) -> str | Retry:
+def _retry(
+    conn: Connection, config: Config, row: ledger.LedgerRow, error: BaseException, logger: _Ids
+) -> str | Retry:
     """A transient error (or one nobody classified): 'retrying' with backoff, 'failed' once
     the attempts are spent."""
     message = str(error) or type(error).__name__
@@ -150,13 +159,19 @@ def _retry(conn: Connection, config: Config, row: ledger.LedgerRow, error: BaseE
     conn.commit()
     # A CopyError is classified and its message says it all; anything else is a bug
     # whose traceback is wanted.
-    logger.warning("attempt %d failed, retrying in %ds: %s", row.attempts, delay, message,
-                   exc_info=None if isinstance(error, CopyError) else error)
+    logger.warning(
+        "attempt %d failed, retrying in %ds: %s",
+        row.attempts,
+        delay,
+        message,
+        exc_info=None if isinstance(error, CopyError) else error,
+    )
     return _later(due)
 
 
-def _missing(conn: Connection, config: Config, row: ledger.LedgerRow, error: SourceGone,
-             logger: _Ids) -> str | Retry:
+def _missing(
+    conn: Connection, config: Config, row: ledger.LedgerRow, error: SourceGone, logger: _Ids
+) -> str | Retry:
     """The source answered 404/410. After the file's guaranteed window (expires_at) that is
     its expiry: 'gone'. Inside it, fal still promises the file, so the answer is an anomaly
     (a CDN hiccup, a file not yet everywhere): retried with backoff, spending no attempt,
@@ -171,14 +186,22 @@ def _missing(conn: Connection, config: Config, row: ledger.LedgerRow, error: Sou
         return _final(conn, row, "gone", str(error), logger)
     deadline = min(row.expires_at, since + timedelta(seconds=config.missing_retry_seconds))
     if now >= deadline:
-        return _final(conn, row, "gone", f"{error}; still missing after {_span(now - since)},"
-                      f" with fal's window open until {row.expires_at:%Y-%m-%d %H:%M} UTC", logger)
+        return _final(
+            conn,
+            row,
+            "gone",
+            f"{error}; still missing after {_span(now - since)},"
+            f" with fal's window open until {row.expires_at:%Y-%m-%d %H:%M} UTC",
+            logger,
+        )
     # Each wait as long as the file has been missing so far (doubling), never past the deadline.
     elapsed = (now - since).total_seconds()
     left = (deadline - now).total_seconds()
     delay = max(min(max(config.retry_base_seconds, elapsed), left, _MAX_MISSING_WAIT), 1.0)
-    message = (f"{error}, before fal's window ends ({row.expires_at:%Y-%m-%d %H:%M} UTC):"
-               f" retrying until {deadline:%Y-%m-%d %H:%M:%S} UTC")
+    message = (
+        f"{error}, before fal's window ends ({row.expires_at:%Y-%m-%d %H:%M} UTC):"
+        f" retrying until {deadline:%Y-%m-%d %H:%M:%S} UTC"
+    )
     due = ledger.record_retry(conn, row.id, _owner(row), message, delay, refund_attempt=True)
     if due is None:
         return _lost(conn, logger)
@@ -196,8 +219,9 @@ def _span(delta: timedelta) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds}s"
 
 
-def _pause(conn: Connection, row: ledger.LedgerRow, destination: str, error: DestinationPaused,
-           logger: _Ids) -> Retry:
+def _pause(
+    conn: Connection, row: ledger.LedgerRow, destination: str, error: DestinationPaused, logger: _Ids
+) -> Retry:
     """Pause the destination for every job, and give this row its attempt back."""
     conn.rollback()
     drive_state.pause(conn, destination, error.until, redact(str(error)))

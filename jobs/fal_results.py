@@ -50,8 +50,12 @@ def enqueue_fetch(redis: Redis, delivery_id: int, *, replace_ended: bool = True)
     if replace_ended:
         with contextlib.suppress(NoSuchJobError):
             old = Job.fetch(job_id(delivery_id), connection=redis)
-            if old.get_status(refresh=False) in (JobStatus.FINISHED, JobStatus.FAILED,
-                                                 JobStatus.STOPPED, JobStatus.CANCELED):
+            if old.get_status(refresh=False) in (
+                JobStatus.FINISHED,
+                JobStatus.FAILED,
+                JobStatus.STOPPED,
+                JobStatus.CANCELED,
+            ):
                 old.delete()
     try:
         Queue(QUEUE, connection=redis).enqueue_call(
@@ -90,20 +94,29 @@ def _fetch(conn: Connection, redis: Redis, config: Config, delivery_id: int) -> 
     except FetchFailed as e:
         job = get_current_job()
         final = job is None or not job.retries_left
-        _unresolved(conn, delivery_id, request_id,
-                    f"result not fetched: {e}" + ("" if final else " (will retry)"))
+        _unresolved(
+            conn, delivery_id, request_id, f"result not fetched: {e}" + ("" if final else " (will retry)")
+        )
         raise
     recorded = record_result(conn, config, delivery, result)
     if recorded is None:
         return "skipped"  # another run of this job recorded it first
-    log.info("delivery %d request %s: fetched result, %d file(s), ledger %s",
-             delivery_id, request_id, recorded.files, [i for i, _ in recorded.rows])
+    log.info(
+        "delivery %d request %s: fetched result, %d file(s), ledger %s",
+        delivery_id,
+        request_id,
+        recorded.files,
+        [i for i, _ in recorded.rows],
+    )
     try:
         enqueue_rows(conn, redis, config, recorded.rows)
     except RedisError as e:
         conn.rollback()
-        log.warning("delivery %d: redis unavailable (%s); ledger rows stay pending for the sweep",
-                    delivery_id, type(e).__name__)
+        log.warning(
+            "delivery %d: redis unavailable (%s); ledger rows stay pending for the sweep",
+            delivery_id,
+            type(e).__name__,
+        )
     return "resolved"
 
 

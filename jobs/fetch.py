@@ -124,8 +124,9 @@ class SourceFetcher:
             self.check_url(url)
             # The token is a bearer credential: only ever sent over https to fal's CDN hosts
             # (plain http only to a loopback stand-in, in tests and the demo).
-            token_host = (_private_channel(url, self.config.allow_loopback_sources)
-                          and host_allowed(_host(url), self.config.fal_cdn_token_hosts))
+            token_host = _private_channel(url, self.config.allow_loopback_sources) and host_allowed(
+                _host(url), self.config.fal_cdn_token_hosts
+            )
             hop_headers = dict(headers)
             if token_host and self._token is not None:
                 hop_headers["Authorization"] = f"Bearer {self._token[0]}"
@@ -153,8 +154,12 @@ class SourceFetcher:
                     raise PermanentError(f"{_host(url)} redirected to a malformed URL") from None
                 hops += 1
                 continue
-            if (response.status_code in (401, 403, 404) and token_host and not tried_token
-                    and self.config.fal_key):
+            if (
+                response.status_code in (401, 403, 404)
+                and token_host
+                and not tried_token
+                and self.config.fal_key
+            ):
                 tried_token = True
                 try:
                     self._refresh_token()
@@ -191,9 +196,14 @@ class SourceFetcher:
 
 # Errors requests/urllib3 raise for a URL they cannot parse; ValueError covers urllib3's
 # LocationParseError and http.client.InvalidURL, which requests lets through as they are.
-_MALFORMED = (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema,
-              requests.exceptions.MissingSchema, requests.exceptions.InvalidHeader,
-              requests.exceptions.URLRequired, ValueError)
+_MALFORMED = (
+    requests.exceptions.InvalidURL,
+    requests.exceptions.InvalidSchema,
+    requests.exceptions.MissingSchema,
+    requests.exceptions.InvalidHeader,
+    requests.exceptions.URLRequired,
+    ValueError,
+)
 
 
 def _raise_for_status(response: requests.Response, url: str) -> None:
@@ -205,9 +215,7 @@ def _raise_for_status(response: requests.Response, url: str) -> None:
     if status in (404, 410):
         raise SourceGone(f"source answered {status}: the file has expired at {host}")
     if status == 429 or status >= 500:
-        raise TransientError(
-            f"source answered {status} from {host}", retry_after=_retry_after(response)
-        )
+        raise TransientError(f"source answered {status} from {host}", retry_after=_retry_after(response))
     # 401/403 on fal's CDN is an access rule (ACL), not an expiry; another try won't help.
     raise PermanentError(f"source answered {status} {response.reason or ''} from {host}".strip())
 

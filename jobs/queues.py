@@ -72,8 +72,7 @@ def enqueue_one(redis: Redis, config: Config, ledger_id: int, kind: str) -> bool
     """Enqueue a backup job unless one exists; return whether a job was added."""
     queue = Queue(QUEUE_FOR_KIND[kind], connection=redis)
     try:
-        queue.enqueue_call(BACKUP_FUNC, args=(ledger_id,), unique=True,
-                           **_job_options(config, ledger_id))  # type: ignore[arg-type]
+        queue.enqueue_call(BACKUP_FUNC, args=(ledger_id,), unique=True, **_job_options(config, ledger_id))  # type: ignore[arg-type]
     except DuplicateJobError:
         return False
     return True
@@ -101,8 +100,10 @@ def enqueue_batch(redis: Redis, config: Config, items: Sequence[tuple[int, str]]
         for name, ids in by_queue.items():
             queue = Queue(name, connection=redis)
             queue.enqueue_many(
-                [Queue.prepare_data(BACKUP_FUNC, args=(i,), **_job_options(config, i))  # type: ignore[arg-type]
-                 for i in ids],
+                [
+                    Queue.prepare_data(BACKUP_FUNC, args=(i,), **_job_options(config, i))  # type: ignore[arg-type]
+                    for i in ids
+                ],
                 pipeline=pipe,
             )
             added.extend(ids)
@@ -143,9 +144,15 @@ def job_states(redis: Redis, items: Sequence[tuple[int, str]]) -> list[JobState]
             pipe.exists(Job.key_for(jid))
             pipe.hmget(Job.key_for(jid), "status", "origin")
         raw: list[Any] = pipe.execute()
-    states = [JobState(jid, bool(raw[2 * n]), _status(raw[2 * n + 1][0]),
-                       frozenset({_text(raw[2 * n + 1][1]), QUEUE_FOR_KIND[kind]}) - {""})
-              for n, (jid, (_, kind)) in enumerate(zip(ids, items, strict=True))]
+    states = [
+        JobState(
+            jid,
+            bool(raw[2 * n]),
+            _status(raw[2 * n + 1][0]),
+            frozenset({_text(raw[2 * n + 1][1]), QUEUE_FOR_KIND[kind]}) - {""},
+        )
+        for n, (jid, (_, kind)) in enumerate(zip(ids, items, strict=True))
+    ]
     started = sorted({q for s in states if s.status == JobStatus.STARTED for q in s.queues})
     if not started:
         return states
@@ -154,8 +161,10 @@ def job_states(redis: Redis, items: Sequence[tuple[int, str]]) -> list[JobState]
             # Entries are `<job id>:<execution id>`, scored by when their heartbeat lapses.
             pipe.zrangebyscore(StartedJobRegistry(name, connection=redis).key, time.time(), "+inf")
         beating = {_text(member).partition(":")[0] for members in pipe.execute() for member in members}
-    return [replace(s, status=None)
-            if s.status == JobStatus.STARTED and s.job_id not in beating else s for s in states]
+    return [
+        replace(s, status=None) if s.status == JobStatus.STARTED and s.job_id not in beating else s
+        for s in states
+    ]
 
 
 def _status(value: bytes | None) -> JobStatus | None:
@@ -171,8 +180,14 @@ def _text(value: bytes | str | None) -> str:
     return value.decode(errors="replace") if isinstance(value, bytes) else value or ""
 
 
-_REGISTRIES = (FinishedJobRegistry, FailedJobRegistry, DeferredJobRegistry, ScheduledJobRegistry,
-               CanceledJobRegistry, StartedJobRegistry)
+_REGISTRIES = (
+    FinishedJobRegistry,
+    FailedJobRegistry,
+    DeferredJobRegistry,
+    ScheduledJobRegistry,
+    CanceledJobRegistry,
+    StartedJobRegistry,
+)
 
 
 def delete_jobs(redis: Redis, states: Sequence[JobState]) -> None:
@@ -202,9 +217,13 @@ def delete_jobs(redis: Redis, states: Sequence[JobState]) -> None:
     with redis.pipeline() as pipe:
         for s, execution_ids in zip(states, executions, strict=True):
             job = Job(s.job_id, connection=redis)
-            pipe.delete(job.key, job.dependents_key, job.dependencies_key,
-                        ExecutionRegistry(s.job_id, connection=redis).key,
-                        *(Execution(_text(e), s.job_id, connection=redis).key for e in execution_ids))
+            pipe.delete(
+                job.key,
+                job.dependents_key,
+                job.dependencies_key,
+                ExecutionRegistry(s.job_id, connection=redis).key,
+                *(Execution(_text(e), s.job_id, connection=redis).key for e in execution_ids),
+            )
             for name in s.queues:
                 queue = Queue(name, connection=redis)
                 pipe.lrem(queue.key, 0, s.job_id)
@@ -218,5 +237,8 @@ def delete_jobs(redis: Redis, states: Sequence[JobState]) -> None:
         for result in pipe.execute(raise_on_error=False):
             if isinstance(result, Exception):
                 log.warning("deleting old jobs: %s", result)
-    log.info("deleted %d finished or failed job(s) before re-enqueueing: %s",
-             len(states), ", ".join(s.job_id for s in states[:20]))
+    log.info(
+        "deleted %d finished or failed job(s) before re-enqueueing: %s",
+        len(states),
+        ", ".join(s.job_id for s in states[:20]),
+    )

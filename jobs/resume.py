@@ -23,8 +23,10 @@ log = logging.getLogger(__name__)
 def wake_held_back(conn: Connection, redis: Redis) -> int:
     """Run now the scheduled jobs of rows that are due; return how many were woken."""
     with conn.cursor() as cur:
-        cur.execute("SELECT id FROM ledger WHERE status = 'queued' OR (status = 'retrying'"
-                    " AND coalesce(next_attempt_at, now()) <= now())")
+        cur.execute(
+            "SELECT id FROM ledger WHERE status = 'queued' OR (status = 'retrying'"
+            " AND coalesce(next_attempt_at, now()) <= now())"
+        )
         due = {job_id(int(r["id"])) for r in fetch_all(cur)}
     conn.commit()
     woken = 0

@@ -42,17 +42,28 @@ def build_scheduler(config: Config, redis: Redis) -> CronScheduler:
     scheduler = CronScheduler(connection=redis)
     interval = config.sweep_interval_seconds
     scheduler.register(
-        scheduled_sweep, MAINTENANCE_QUEUE, interval=interval, name="falback-sweep",
-        job_timeout=SWEEP_TIMEOUT, result_ttl=RESULT_TTL, failure_ttl=FAILURE_TTL,
+        scheduled_sweep,
+        MAINTENANCE_QUEUE,
+        interval=interval,
+        name="falback-sweep",
+        job_timeout=SWEEP_TIMEOUT,
+        result_ttl=RESULT_TTL,
+        failure_ttl=FAILURE_TTL,
         # With no worker running, stale sweeps expire instead of piling up.
         ttl=max(2 * interval, 300),
     )
     daily = config.daily_backfill
     if daily is not None:
         scheduler.register(
-            daily_backfill, MAINTENANCE_QUEUE, args=(daily.type, daily.limit), cron=daily.cron,
-            name="falback-daily-backfill", job_timeout=BACKFILL_TIMEOUT, result_ttl=RESULT_TTL,
-            failure_ttl=FAILURE_TTL, ttl=12 * 3600,
+            daily_backfill,
+            MAINTENANCE_QUEUE,
+            args=(daily.type, daily.limit),
+            cron=daily.cron,
+            name="falback-daily-backfill",
+            job_timeout=BACKFILL_TIMEOUT,
+            result_ttl=RESULT_TTL,
+            failure_ttl=FAILURE_TTL,
+            ttl=12 * 3600,
         )
     return scheduler
 
@@ -64,8 +75,13 @@ def daily_backfill(context: WorkerContext, type_: str, limit: int) -> dict[str, 
         summary = backfill(context.config, conn, context.redis, type_, limit)
     finally:
         conn.rollback()
-    log.info("daily backfill %s %d: enqueued %d file(s), %d new ledger rows",
-             type_, limit, summary.files, summary.new_ledger_rows)
+    log.info(
+        "daily backfill %s %d: enqueued %d file(s), %d new ledger rows",
+        type_,
+        limit,
+        summary.files,
+        summary.new_ledger_rows,
+    )
     return summary.as_dict()
 
 
@@ -77,8 +93,12 @@ def run_cron(config: Config) -> int:
     redis = Redis.from_url(config.redis_url, socket_connect_timeout=5, socket_timeout=30)
     scheduler = build_scheduler(config, redis)
     for job in scheduler.get_jobs():
-        log.info("scheduled %s on %s: %s", job.name, job.queue_name,
-                 f"every {job.interval}s" if job.interval else f"cron '{job.cron}' (UTC)")
+        log.info(
+            "scheduled %s on %s: %s",
+            job.name,
+            job.queue_name,
+            f"every {job.interval}s" if job.interval else f"cron '{job.cron}' (UTC)",
+        )
     backoff = Backoff()
     try:
         while not stop.requested:

@@ -128,12 +128,16 @@ def _sweep(config: Config, conn: Connection, redis: Redis, limit: int) -> SweepC
     _resubmit(redis, config, [expired], _LIVE_AFTER_LEASE, limit)
     counts.expired_leases, counts.gave_up = len(expired), len(gave_up)
     _log_ids("re-enqueued rows whose worker died mid-copy", expired)
-    _log_ids("gave up on rows whose worker died on the last attempt",
-             [(r["id"], "") for r in gave_up], level=logging.WARNING)
+    _log_ids(
+        "gave up on rows whose worker died on the last attempt",
+        [(r["id"], "") for r in gave_up],
+        level=logging.WARNING,
+    )
 
     if config.fal_key:
-        counts.fal_results = sum(enqueue_fetch(redis, d, replace_ended=False)
-                                 for d in deliveries.fetchable_unresolved(conn, limit))
+        counts.fal_results = sum(
+            enqueue_fetch(redis, d, replace_ended=False) for d in deliveries.fetchable_unresolved(conn, limit)
+        )
         conn.commit()
 
     log.info("sweep: %s (%.2fs)", counts, time.monotonic() - started)
@@ -184,8 +188,7 @@ def _resubmit(
     resubmitted: list[tuple[int, str]] = []
     for page in pages:
         states = job_states(redis, page)
-        needed = [(item, state) for item, state in zip(page, states, strict=True)
-                  if state.status not in live]
+        needed = [(item, state) for item, state in zip(page, states, strict=True) if state.status not in live]
         needed = needed[: limit - len(resubmitted)]
         for start in range(0, len(needed), BATCH_SIZE):
             batch = needed[start : start + BATCH_SIZE]

@@ -62,7 +62,9 @@ def create_app(config: Config | None = None) -> Flask:
     if not config.fal_webhook_user_id:
         # fal signs every user's webhooks with the same keys: without the pin, anyone with
         # a fal account who learns the URL can make this service copy files.
-        log.warning("FAL_WEBHOOK_USER_ID is not set: signed fal webhooks from any fal user"
-                    " are accepted; set it to your fal user id")
+        log.warning(
+            "FAL_WEBHOOK_USER_ID is not set: signed fal webhooks from any fal user"
+            " are accepted; set it to your fal user id"
+        )
     log.info("web app ready")
     return app

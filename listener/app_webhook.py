@@ -96,20 +96,40 @@ def receive() -> tuple[Response, int]:
         log.error("app webhook %s %s: postgres unavailable (%s)", event.table, event.id, type(e).__name__)
         return jsonify(error="database unavailable; retry later"), 503
     pending = [(int(r["id"]), str(r["kind"])) for r in rows if r["status"] == "pending"]
-    answer = {"type": event.type, "table": event.table, "id": event.id, "files": len(rows),
-              "queued": len(pending)}
+    answer = {
+        "type": event.type,
+        "table": event.table,
+        "id": event.id,
+        "files": len(rows),
+        "queued": len(pending),
+    }
     try:
         enqueue_rows(conn, get_redis(), config, pending)
     except RedisError as e:
         conn.rollback()
-        log.warning("app webhook %s %s: redis unavailable (%s); ledger %s stay pending",
-                    event.table, event.id, type(e).__name__, [i for i, _ in pending])
+        log.warning(
+            "app webhook %s %s: redis unavailable (%s); ledger %s stay pending",
+            event.table,
+            event.id,
+            type(e).__name__,
+            [i for i, _ in pending],
+        )
         answer["queued"] = 0
     except (psycopg2.OperationalError, psycopg2.InterfaceError) as e:
-        log.warning("app webhook %s %s: postgres lost after commit (%s); the sweep finishes",
-                    event.table, event.id, type(e).__name__)
-    log.info("app webhook %s %s %s: ledger %s, %d queued", event.type, event.table, event.id,
-             [r["id"] for r in rows], answer["queued"])
+        log.warning(
+            "app webhook %s %s: postgres lost after commit (%s); the sweep finishes",
+            event.table,
+            event.id,
+            type(e).__name__,
+        )
+    log.info(
+        "app webhook %s %s %s: ledger %s, %d queued",
+        event.type,
+        event.table,
+        event.id,
+        [r["id"] for r in rows],
+        answer["queued"],
+    )
     return jsonify(answer), 200
 
 
@@ -184,9 +204,13 @@ def files_from_record(event: Event) -> list[ledger.NewFile]:
     files = []
     for column in columns_of(event.table):
         url, variant = event.record.get(column.url_column), column.kind
-        if not (isinstance(url, str) and url[:8].lower().startswith(("http://", "https://"))
-                and len(url) <= MAX_URL_LENGTH and storable(url)
-                and not any(c.isspace() for c in url)):
+        if not (
+            isinstance(url, str)
+            and url[:8].lower().startswith(("http://", "https://"))
+            and len(url) <= MAX_URL_LENGTH
+            and storable(url)
+            and not any(c.isspace() for c in url)
+        ):
             continue
         size = event.record.get(column.size_column)
         files.append(ledger.NewFile(

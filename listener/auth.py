@@ -36,9 +36,11 @@ def admin_denied() -> Response | None:
         given, basic = request.authorization.password, True
     if given and hmac.compare_digest(given.encode(), token.encode()):
         if basic and changes_state() and not same_origin():
-            response = jsonify(error="cross-site request refused: with HTTP Basic (a browser's"
-                                     " credentials) state changes only from this site's own pages;"
-                                     " scripts send Authorization: Bearer <token>")
+            response = jsonify(
+                error="cross-site request refused: with HTTP Basic (a browser's"
+                " credentials) state changes only from this site's own pages;"
+                " scripts send Authorization: Bearer <token>"
+            )
             response.status_code = 403
             return response
         return None

@@ -58,8 +58,7 @@ def too_large(_error: RequestEntityTooLarge) -> tuple[Response, int]:
 def receive() -> tuple[Response, int]:
     config = get_config()
     raw = request.get_data()
-    verified = verify_webhook(request.headers, raw, get_jwks(),
-                              expected_user_id=config.fal_webhook_user_id)
+    verified = verify_webhook(request.headers, raw, get_jwks(), expected_user_id=config.fal_webhook_user_id)
     if not verified.ok:
         if verified.retryable:
             response = jsonify(error="fal's signing keys are unavailable; retry later")
@@ -80,8 +79,9 @@ def receive() -> tuple[Response, int]:
         recorded = record_webhook(get_db(), config, hook, hints, verified.user_id)
     except (psycopg2.OperationalError, psycopg2.InterfaceError) as e:
         # Nothing was committed; teardown closes the connection.
-        log.error("fal webhook %s: postgres unavailable (%s); answering 503",
-                  hook.request_id, type(e).__name__)
+        log.error(
+            "fal webhook %s: postgres unavailable (%s); answering 503", hook.request_id, type(e).__name__
+        )
         return jsonify(error="database unavailable; retry later"), 503
     return _enqueue(hook, recorded)
 
@@ -89,15 +89,31 @@ def receive() -> tuple[Response, int]:
 def _enqueue(hook: FalWebhook, outcome: Recorded) -> tuple[Response, int]:
     config = get_config()
     ids = [ledger_id for ledger_id, _ in outcome.rows]
-    answer = {"request_id": hook.request_id, "delivery": outcome.delivery_id,
-              "duplicate": outcome.duplicate, "files": outcome.files, "new_ledger_rows": len(ids)}
+    answer = {
+        "request_id": hook.request_id,
+        "delivery": outcome.delivery_id,
+        "duplicate": outcome.duplicate,
+        "files": outcome.files,
+        "new_ledger_rows": len(ids),
+    }
     if outcome.duplicate and not outcome.fetch:
-        log.info("fal webhook %s: repeat delivery %d, nothing to do", hook.request_id,
-                 outcome.delivery_id, extra={"delivery_id": outcome.delivery_id})
+        log.info(
+            "fal webhook %s: repeat delivery %d, nothing to do",
+            hook.request_id,
+            outcome.delivery_id,
+            extra={"delivery_id": outcome.delivery_id},
+        )
         return jsonify(answer), 200
-    log.info("fal webhook %s: delivery %d, %s, %d file(s), ledger %s%s", hook.request_id,
-             outcome.delivery_id, hook.kind.value, outcome.files, ids,
-             f" ({outcome.note})" if outcome.note else "", extra={"delivery_id": outcome.delivery_id})
+    log.info(
+        "fal webhook %s: delivery %d, %s, %d file(s), ledger %s%s",
+        hook.request_id,
+        outcome.delivery_id,
+        hook.kind.value,
+        outcome.files,
+        ids,
+        f" ({outcome.note})" if outcome.note else "",
+        extra={"delivery_id": outcome.delivery_id},
+    )
     conn = get_db()
     try:
         enqueue_rows(conn, get_redis(), config, outcome.rows)
@@ -105,18 +121,28 @@ def _enqueue(hook: FalWebhook, outcome: Recorded) -> tuple[Response, int]:
             enqueue_fetch(get_redis(), outcome.delivery_id)
     except (psycopg2.OperationalError, psycopg2.InterfaceError) as e:
         # Rows and delivery are committed; a row left 'pending' is the sweep's to enqueue.
-        log.warning("fal webhook %s: postgres lost after commit (%s); the sweep finishes",
-                    hook.request_id, type(e).__name__)
+        log.warning(
+            "fal webhook %s: postgres lost after commit (%s); the sweep finishes",
+            hook.request_id,
+            type(e).__name__,
+        )
         return jsonify(answer), 200
     except RedisError as e:
         conn.rollback()
         if outcome.fetch:
             # Nothing sweeps deliveries: have fal retry, and queue the fetch then.
-            log.error("fal webhook %s: redis unavailable (%s); fetch not queued, answering 503",
-                      hook.request_id, type(e).__name__)
+            log.error(
+                "fal webhook %s: redis unavailable (%s); fetch not queued, answering 503",
+                hook.request_id,
+                type(e).__name__,
+            )
             return jsonify(error="queue unavailable; retry later"), 503
-        log.warning("fal webhook %s: redis unavailable (%s); ledger %s stay pending for the sweep",
-                    hook.request_id, type(e).__name__, ids)
+        log.warning(
+            "fal webhook %s: redis unavailable (%s); ledger %s stay pending for the sweep",
+            hook.request_id,
+            type(e).__name__,
+            ids,
+        )
         answer["queued"] = False
         return jsonify(answer), 200
     answer["queued"] = True

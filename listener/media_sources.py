@@ -59,8 +59,9 @@ def open_local(file: MediaFile, config: Config, app: Flask) -> Backup | None:
     root = config.backup_dir.resolve()
     path = (root / file.destination_id).resolve()
     if not path.is_relative_to(root) or path == root:
-        log.warning("ledger %s: local copy %r is outside the backup folder; not served",
-                    file.id, file.destination_id)
+        log.warning(
+            "ledger %s: local copy %r is outside the backup folder; not served", file.id, file.destination_id
+        )
         return None
     try:
         size = path.stat().st_size
@@ -101,8 +102,9 @@ def open_drive(file: MediaFile, config: Config, app: Flask) -> Backup | None:
     url = f"{settings.api_base_url}/drive/v3/files/{file.destination_id}"
     size = file.size_bytes
     if size is None:
-        meta = _drive_get(session, url, {"fields": "size", "supportsAllDrives": "true"},
-                          {}, config, stream=False)
+        meta = _drive_get(
+            session, url, {"fields": "size", "supportsAllDrives": "true"}, {}, config, stream=False
+        )
         if meta is None:
             return None
         size = int(meta.json()["size"])
@@ -128,13 +130,19 @@ def _iterate(answer: requests.Response) -> Iterator[bytes]:
         answer.close()
 
 
-def _drive_get(session: Any, url: str, params: dict[str, str], headers: dict[str, str],
-               config: Config, *, stream: bool) -> requests.Response | None:
+def _drive_get(
+    session: Any, url: str, params: dict[str, str], headers: dict[str, str], config: Config, *, stream: bool
+) -> requests.Response | None:
     assert config.drive
     try:
         answer: requests.Response = session.get(
-            url, params=params, headers=headers, stream=stream, allow_redirects=False,
-            timeout=(config.connect_timeout, config.drive.timeout))
+            url,
+            params=params,
+            headers=headers,
+            stream=stream,
+            allow_redirects=False,
+            timeout=(config.connect_timeout, config.drive.timeout),
+        )
     except GoogleAuthError as e:
         raise BackupUnavailable(drive_auth.explain(e, config.drive)) from None
     except requests.RequestException as e:

@@ -31,8 +31,9 @@ from listener.context import get_config, get_db, get_redis
 bp = Blueprint("metrics", __name__)
 log = logging.getLogger(__name__)
 
-WEBHOOKS = Counter("falback_webhooks", "Webhook requests answered, by endpoint and HTTP status",
-                   ["endpoint", "status"])
+WEBHOOKS = Counter(
+    "falback_webhooks", "Webhook requests answered, by endpoint and HTTP status", ["endpoint", "status"]
+)
 _WEBHOOK_ENDPOINTS = {"fal_webhook.receive": "fal", "app_webhook.receive": "app"}
 
 
@@ -79,36 +80,43 @@ class _ScrapeTime(Collector):
             cur.execute("SELECT destination FROM destination_pauses")
             known = [r["destination"] for r in fetch_all(cur)] + self.destinations
         self.conn.rollback()
-        files = GaugeMetricFamily("falback_files", "Ledger rows by kind and status",
-                                  labels=["kind", "status"])
+        files = GaugeMetricFamily(
+            "falback_files", "Ledger rows by kind and status", labels=["kind", "status"]
+        )
         for row in by_status:
             files.add_metric([row["kind"], row["status"]], row["n"])
         yield files
-        copied = GaugeMetricFamily("falback_bytes_copied", "Bytes backed up (files done)",
-                                   labels=["destination"])
+        copied = GaugeMetricFamily(
+            "falback_bytes_copied", "Bytes backed up (files done)", labels=["destination"]
+        )
         for destination, totals in found.destinations.items():
             copied.add_metric([destination or "unknown"], totals["bytes"])
         yield copied
-        depth = GaugeMetricFamily("falback_queue_depth", "Jobs waiting in each RQ queue",
-                                  labels=["queue"])
+        depth = GaugeMetricFamily("falback_queue_depth", "Jobs waiting in each RQ queue", labels=["queue"])
         for queue, n in self.queues.items():
             depth.add_metric([queue], n)
         yield depth
-        yield GaugeMetricFamily("falback_files_not_safe",
-                                "Files with no verified copy yet (failed included)",
-                                value=found.not_safe)
+        yield GaugeMetricFamily(
+            "falback_files_not_safe",
+            "Files with no verified copy yet (failed included)",
+            value=found.not_safe,
+        )
         oldest = found.oldest_not_safe
         yield GaugeMetricFamily(
-            "falback_oldest_not_safe_age_seconds", "Age of the oldest file not yet safe",
-            value=(found.now - oldest).total_seconds() if oldest else 0.0)
+            "falback_oldest_not_safe_age_seconds",
+            "Age of the oldest file not yet safe",
+            value=(found.now - oldest).total_seconds() if oldest else 0.0,
+        )
         earliest = found.earliest_expiry
         # With nothing at risk there is no expiry to count down to: report a week.
         yield GaugeMetricFamily(
             "falback_earliest_expiry_seconds",
             "Seconds until the first file not yet safe may expire at fal (negative: overdue)",
-            value=(earliest - found.now).total_seconds() if earliest else 7 * 86400.0)
-        paused = GaugeMetricFamily("falback_destination_paused",
-                                   "1 while a destination refuses uploads", labels=["destination"])
+            value=(earliest - found.now).total_seconds() if earliest else 7 * 86400.0,
+        )
+        paused = GaugeMetricFamily(
+            "falback_destination_paused", "1 while a destination refuses uploads", labels=["destination"]
+        )
         now_paused = {p["destination"] for p in found.paused}
         for destination in sorted(set(known) | now_paused):
             paused.add_metric([destination], 1.0 if destination in now_paused else 0.0)

@@ -107,8 +107,13 @@ class Relay:
         assert self.config.database_url
         # TCP keepalives notice a silently dropped connection (no FIN) within about a minute.
         listener = psycopg2.connect(
-            self.config.database_url, application_name="falback-relay-listen", connect_timeout=10,
-            keepalives=1, keepalives_idle=30, keepalives_interval=10, keepalives_count=3,
+            self.config.database_url,
+            application_name="falback-relay-listen",
+            connect_timeout=10,
+            keepalives=1,
+            keepalives_idle=30,
+            keepalives_interval=10,
+            keepalives_count=3,
         )
         work: Connection | None = None
         try:
@@ -164,11 +169,14 @@ class Relay:
         pending: list[tuple[int, str]] = []
         try:
             # One call per batch: the app rows' backup_* columns are synced together.
-            found = app_rows.upsert_app_rows(work, [(r.table, r.id) for r in batch],
-                                             self.config.expiry_days)
+            found = app_rows.upsert_app_rows(work, [(r.table, r.id) for r in batch], self.config.expiry_days)
             for app_row, rows in zip(batch, found, strict=True):
-                log.info("%s %s: %s", app_row.table, app_row.id, ", ".join(
-                    f"ledger {r['id']} {r['kind']} {r['status']}" for r in rows) or "no media URL")
+                log.info(
+                    "%s %s: %s",
+                    app_row.table,
+                    app_row.id,
+                    ", ".join(f"ledger {r['id']} {r['kind']} {r['status']}" for r in rows) or "no media URL",
+                )
                 pending += [(r["id"], r["kind"]) for r in rows if r["status"] == "pending"]
             work.commit()
         except _CONNECTION_ERRORS:
@@ -186,8 +194,9 @@ class Relay:
             enqueue_rows(work, self._redis, self.config, pending)
         except RedisError as e:
             work.rollback()
-            log.warning("redis unavailable (%s): ledger %s stay pending until a sweep enqueues them",
-                        e, _ids(pending))
+            log.warning(
+                "redis unavailable (%s): ledger %s stay pending until a sweep enqueues them", e, _ids(pending)
+            )
             self._schedule_sweep()
             return
         log.info("enqueued ledger %s", _ids(pending))

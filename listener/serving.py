@@ -37,8 +37,9 @@ def configure(app: Flask, *, db_connections: int, body_seconds: float) -> None:
 # libpq ignores connect_timeout on a connection polled this way (it would wait for a
 # silent server for ever, holding a Postgres slot): db.connection's 10 s, applied here.
 CONNECT_TIMEOUT_SECONDS = 10.0
-_CONNECTED = frozenset({psycopg2.extensions.STATUS_READY, psycopg2.extensions.STATUS_BEGIN,
-                        psycopg2.extensions.STATUS_PREPARED})
+_CONNECTED = frozenset(
+    {psycopg2.extensions.STATUS_READY, psycopg2.extensions.STATUS_BEGIN, psycopg2.extensions.STATUS_PREPARED}
+)
 
 
 def gevent_wait(conn: Any, timeout: float | None = None) -> None:

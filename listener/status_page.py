@@ -40,8 +40,13 @@ def api_status() -> Response:
 def status() -> str:
     found = figures.collect(get_db())
     found.queues = queue_counts(get_redis())
-    return render_template("status.html", f=found, duration=figures.duration, size=figures.size,
-                           retried=request.args.get("retried"))
+    return render_template(
+        "status.html",
+        f=found,
+        duration=figures.duration,
+        size=figures.size,
+        retried=request.args.get("retried"),
+    )
 
 
 @bp.post("/status/retry")

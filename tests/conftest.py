@@ -152,12 +152,14 @@ def sa_key() -> Key:
 def drive(tmp_path: Path, sa_key: Key) -> Iterator[Drive]:
     """The Drive emulator with a shared drive (the service account and Alice are members)
     and a folder in it for the backups."""
-    with DriveEmulator(tmp_path / "drive", sa_key.public_pem, service_account_email=SA_EMAIL,
-                       allowed_subjects={ALICE}) as emulator:
+    with DriveEmulator(
+        tmp_path / "drive", sa_key.public_pem, service_account_email=SA_EMAIL, allowed_subjects={ALICE}
+    ) as emulator:
         # The service account is a Content manager, as docs/google-drive.md asks: it may add
         # and trash files, not delete them.
         drive_id = emulator.create_shared_drive(
-            "Backups", members={SA_EMAIL: "fileOrganizer", ALICE: "organizer"})
+            "Backups", members={SA_EMAIL: "fileOrganizer", ALICE: "organizer"}
+        )
         yield Drive(emulator, drive_id, emulator.create_folder("fal", drive_id))
 
 

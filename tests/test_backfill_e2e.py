@@ -58,9 +58,13 @@ def test_it_backs_up_every_file_most_valuable_first(config: Config, conn: Connec
     assert {i["backup_status"] for i in images} == {"completed"}
 
     summary = {r["file_type"]: r for r in query(conn, "SELECT * FROM backup_status_summary")}
-    assert {k: (v["total_files"], v["backed_up"], v["failed"], float(v["completion_percentage"]))
-            for k, v in summary.items()} == {
-        "upscale": (10, 10, 0, 100.0), "regular": (20, 20, 0, 100.0), "image": (10, 10, 0, 100.0),
+    assert {
+        k: (v["total_files"], v["backed_up"], v["failed"], float(v["completion_percentage"]))
+        for k, v in summary.items()
+    } == {
+        "upscale": (10, 10, 0, 100.0),
+        "regular": (20, 20, 0, 100.0),
+        "image": (10, 10, 0, 100.0),
     }
     assert summary["upscale"]["backed_up_bytes"] == sum(700_000 + n for n in range(10))
 

@@ -79,8 +79,7 @@ def test_two_workers_on_one_row_copy_it_once(
     )
     results: list[subprocess.CompletedProcess[str]] = []
     # Real processes: an in-process worker runs only in the main thread (RQ's signals).
-    workers = [threading.Thread(target=lambda: results.append(run_worker_process(config)))
-               for _ in range(2)]
+    workers = [threading.Thread(target=lambda: results.append(run_worker_process(config))) for _ in range(2)]
     for w in workers:
         w.start()
     for w in workers:
@@ -132,8 +131,9 @@ def test_a_fresh_404_is_retried_not_final(
     [row] = ledger_rows(conn)
     assert row["status"] == "retrying", row["last_error"]
     assert row["attempts"] == 0 and row["missing_since"] is not None
-    assert row["last_error"].startswith(f"source answered {status}: the file has expired at 127.0.0.1,"
-                                        " before fal's window ends")
+    assert row["last_error"].startswith(
+        f"source answered {status}: the file has expired at 127.0.0.1, before fal's window ends"
+    )
     assert "retrying until" in row["last_error"]
     assert app_row(conn, "gen_videos", video_id)["backup_status"] == "in_progress"
     cdn.file(row["source_url"]).status = None
@@ -142,12 +142,20 @@ def test_a_fresh_404_is_retried_not_final(
     assert app_row(conn, "gen_videos", video_id)["backup_status"] == "completed"
 
 
-@pytest.mark.parametrize(("age_days", "bound", "reason"), [
-    (1.0, 3, "still missing after"),  # FALBACK_MISSING_RETRY_SECONDS runs out first
-    (7 - 3 / 86400, 86400, None),  # fal's window closes first (3 s from now)
-])
+@pytest.mark.parametrize(
+    ("age_days", "bound", "reason"),
+    [
+        (1.0, 3, "still missing after"),  # FALBACK_MISSING_RETRY_SECONDS runs out first
+        (7 - 3 / 86400, 86400, None),  # fal's window closes first (3 s from now)
+    ],
+)
 def test_a_missing_file_is_gone_after_the_bound_or_the_window(
-    config: Config, conn: Connection, cdn: FakeCdn, redis: Redis, age_days: float, bound: int,
+    config: Config,
+    conn: Connection,
+    cdn: FakeCdn,
+    redis: Redis,
+    age_days: float,
+    bound: int,
     reason: str | None,
 ) -> None:
     add_image(conn, cdn, 1, status=404, age_days=age_days)
@@ -165,13 +173,16 @@ def test_a_missing_file_is_gone_after_the_bound_or_the_window(
         assert row["last_error"] == "source answered 404: the file has expired at 127.0.0.1"
 
 
-@pytest.mark.parametrize(("url", "reason"), [
-    ("https://v3.fal.media\uff03@127.0.0.1/files/i.png", "invalid characters under NFKC normalization"),
-    ("http://[127.0.0.1/files/i.png", "Invalid IPv6 URL"),
-    ("http://127.0.0.1:99999/files/i.png", "Port out of range 0-65535"),
-    ("http://127.0.0.1:-1/files/i.png", "Port could not be cast to integer value as '-1'"),
-    ("http://127.0.0.1:eighty/files/i.png", "Port could not be cast to integer value as 'eighty'"),
-])
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("https://v3.fal.media\uff03@127.0.0.1/files/i.png", "invalid characters under NFKC normalization"),
+        ("http://[127.0.0.1/files/i.png", "Invalid IPv6 URL"),
+        ("http://127.0.0.1:99999/files/i.png", "Port out of range 0-65535"),
+        ("http://127.0.0.1:-1/files/i.png", "Port could not be cast to integer value as '-1'"),
+        ("http://127.0.0.1:eighty/files/i.png", "Port could not be cast to integer value as 'eighty'"),
+    ],
+)
 def test_a_malformed_source_url_fails_at_once_with_a_reason(
     config: Config, conn: Connection, redis: Redis, url: str, reason: str
 ) -> None:
@@ -179,8 +190,10 @@ def test_a_malformed_source_url_fails_at_once_with_a_reason(
     until its lease ran out) or count as transient (a bad port): now the row ends 'failed'
     on its first attempt, saying why, with no traceback."""
     with conn.cursor() as cur:
-        cur.execute("INSERT INTO gen_images (image_url, file_size) VALUES (%s, 10) RETURNING id",
-                    (url + "?token=s3cret",))
+        cur.execute(
+            "INSERT INTO gen_images (image_url, file_size) VALUES (%s, 10) RETURNING id",
+            (url + "?token=s3cret",),
+        )
         image_id = cur.fetchone()["id"]  # type: ignore[call-overload, index]
     conn.commit()
     backfill_all(config, conn, redis)
@@ -278,8 +291,16 @@ def test_a_worker_that_lost_its_claim_cannot_record(
     with conn.cursor() as cur:
         cur.execute("UPDATE ledger SET lease_expires_at = now() - interval '1 second'")
     assert ledger.claim(conn, row_id, "worker-b", 60) is not None
-    assert not ledger.record_done(conn, row_id, "worker-a", destination="local", destination_id="x",
-                                  destination_url="file:///x", size=1, md5="0" * 32)
+    assert not ledger.record_done(
+        conn,
+        row_id,
+        "worker-a",
+        destination="local",
+        destination_id="x",
+        destination_url="file:///x",
+        size=1,
+        md5="0" * 32,
+    )
     assert not ledger.record_final(conn, row_id, "worker-a", "failed", "late")
     assert ledger.record_retry(conn, row_id, "worker-a", "late", 10) is None
     conn.commit()

@@ -58,18 +58,27 @@ EVERY_VARIABLE = {
     "LOG_FORMAT": ("JSON", "log_format"),
 }
 S3_SETTINGS = {
-    "FALBACK_S3_BUCKET": "fal-backups", "FALBACK_S3_ACCESS_KEY_ID": "AKIAEXAMPLE",
-    "FALBACK_S3_SECRET_ACCESS_KEY": "secret", "FALBACK_S3_REGION": "eu-central-1",
+    "FALBACK_S3_BUCKET": "fal-backups",
+    "FALBACK_S3_ACCESS_KEY_ID": "AKIAEXAMPLE",
+    "FALBACK_S3_SECRET_ACCESS_KEY": "secret",
+    "FALBACK_S3_REGION": "eu-central-1",
     "FALBACK_S3_ENDPOINT_URL": "https://abcdefghijklmnop.supabase.co/storage/v1/s3",
-    "FALBACK_S3_PREFIX": "backups/", "FALBACK_S3_PART_SIZE": "8MiB", "FALBACK_S3_PATH_STYLE": "true",
+    "FALBACK_S3_PREFIX": "backups/",
+    "FALBACK_S3_PART_SIZE": "8MiB",
+    "FALBACK_S3_PATH_STYLE": "true",
     "FALBACK_S3_PRESIGN_SECONDS": "900",
 }
 DRIVE_SETTINGS = {
-    "GOOGLE_DRIVE_FOLDER_ID": "abc", "GOOGLE_DRIVE_IMPERSONATE": "alice@example.com",
-    "GOOGLE_DRIVE_SCOPE": "drive.file", "GOOGLE_DRIVE_CHUNK_SIZE": "8MiB",
-    "GOOGLE_DRIVE_SHARE_ANYONE": "true", "GOOGLE_DRIVE_MAX_RETRIES": "2",
-    "GOOGLE_DRIVE_RETRY_BASE_SECONDS": "0.5", "GOOGLE_DRIVE_TIMEOUT": "30",
-    "GOOGLE_DRIVE_UPLOAD_CAP_PAUSE": "60", "GOOGLE_DRIVE_API_BASE_URL": "http://127.0.0.1:8555",
+    "GOOGLE_DRIVE_FOLDER_ID": "abc",
+    "GOOGLE_DRIVE_IMPERSONATE": "alice@example.com",
+    "GOOGLE_DRIVE_SCOPE": "drive.file",
+    "GOOGLE_DRIVE_CHUNK_SIZE": "8MiB",
+    "GOOGLE_DRIVE_SHARE_ANYONE": "true",
+    "GOOGLE_DRIVE_MAX_RETRIES": "2",
+    "GOOGLE_DRIVE_RETRY_BASE_SECONDS": "0.5",
+    "GOOGLE_DRIVE_TIMEOUT": "30",
+    "GOOGLE_DRIVE_UPLOAD_CAP_PAUSE": "60",
+    "GOOGLE_DRIVE_API_BASE_URL": "http://127.0.0.1:8555",
     "GOOGLE_DRIVE_TOKEN_URI": "http://127.0.0.1:8555/token",
 }
 
@@ -78,9 +87,13 @@ def drive_key_variables(source: str, tmp_path: Path) -> dict[str, str]:
     """The service-account key, as the user's note's variables or as a JSON key file."""
     key = make_key()
     if source == "variables":
-        return {"GOOGLE_DRIVE_PROJECT_ID": "demo-project", "GOOGLE_DRIVE_PRIVATE_KEY_ID": "k1",
-                "GOOGLE_DRIVE_PRIVATE_KEY": key.private_pem.replace("\n", "\\n"),
-                "GOOGLE_DRIVE_CLIENT_EMAIL": SA_EMAIL, "GOOGLE_DRIVE_CLIENT_ID": "123"}
+        return {
+            "GOOGLE_DRIVE_PROJECT_ID": "demo-project",
+            "GOOGLE_DRIVE_PRIVATE_KEY_ID": "k1",
+            "GOOGLE_DRIVE_PRIVATE_KEY": key.private_pem.replace("\n", "\\n"),
+            "GOOGLE_DRIVE_CLIENT_EMAIL": SA_EMAIL,
+            "GOOGLE_DRIVE_CLIENT_ID": "123",
+        }
     path = str(write_key_file(tmp_path / "key.json", key))
     # GOOGLE_APPLICATION_CREDENTIALS is the fallback key file: read, and passed on, too.
     return {"GOOGLE_DRIVE_KEY_FILE": path, "GOOGLE_APPLICATION_CREDENTIALS": path}
@@ -105,8 +118,11 @@ def test_it_reads_every_variable_and_round_trips_through_as_env(key_source: str,
     drive_defaults = DriveSettings("", "", "")
     # The personal-account (OAuth) fields go with the other mode: tests/test_drive_oauth_settings.py.
     oauth_only = {"mode", "oauth_client_id", "oauth_client_secret", "token_key", "device_code_uri"}
-    assert [f.name for f in dataclasses.fields(DriveSettings) if f.name not in oauth_only
-            and getattr(config.drive, f.name) == getattr(drive_defaults, f.name)] == []
+    assert [
+        f.name
+        for f in dataclasses.fields(DriveSettings)
+        if f.name not in oauth_only and getattr(config.drive, f.name) == getattr(drive_defaults, f.name)
+    ] == []
     # Parsed, not just stored.
     assert config.source_hosts == ("v3.fal.media", "*.example.com")
     assert config.allow_loopback_sources is True and config.read_timeout == 1.5

@@ -23,14 +23,30 @@ from tests.support.ports import free_port
 @pytest.mark.slow
 def test_demo_backs_up_every_file_to_the_drive_emulator(tmp_path: Path) -> None:
     tmp_path.chmod(0o755)  # pgserver's own system user must reach the data folder
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("DATABASE_URL", "REDIS_URL", "FALBACK_", "FAL_", "GOOGLE_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("DATABASE_URL", "REDIS_URL", "FALBACK_", "FAL_", "GOOGLE_"))
+    }
     env.update(FALBACK_DATA_DIR=str(tmp_path / "data"), WEB_CONCURRENCY="1")
     started = time.monotonic()
     process = subprocess.run(
-        [sys.executable, "-m", "falback", "demo", "--port", str(free_port()), "--exit-when-done",
-         "--timeout", "240"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=330,
+        [
+            sys.executable,
+            "-m",
+            "falback",
+            "demo",
+            "--port",
+            str(free_port()),
+            "--exit-when-done",
+            "--timeout",
+            "240",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=330,
     )
     output = process.stdout
     demo = tmp_path / "data" / "demo"
@@ -55,8 +71,10 @@ def test_demo_backs_up_every_file_to_the_drive_emulator(tmp_path: Path) -> None:
     try:
         conn = connect(url)
         with conn.cursor() as cur:
-            cur.execute("SELECT source_url, kind, status, destination, destination_id, md5,"
-                        " size_bytes, done_at FROM ledger")
+            cur.execute(
+                "SELECT source_url, kind, status, destination, destination_id, md5,"
+                " size_bytes, done_at FROM ledger"
+            )
             rows = {r["source_url"]: r for r in fetch_all(cur)}
         conn.close()
     finally:
@@ -77,8 +95,11 @@ def test_demo_backs_up_every_file_to_the_drive_emulator(tmp_path: Path) -> None:
     # Most valuable first: the seeded upscaled videos are copied before the images, give
     # or take the few a worker had in hand (three workers run side by side).
     def done(kind: str) -> list[float]:
-        return sorted(r["done_at"].timestamp() for u, r in rows.items()
-                      if r["kind"] == kind and sources[u]["via"] == "app")
+        return sorted(
+            r["done_at"].timestamp()
+            for u, r in rows.items()
+            if r["kind"] == kind and sources[u]["via"] == "app"
+        )
 
     upscale, regular, images = done("upscale"), done("regular"), done("image")
     assert median(upscale) < median(regular) < median(images)

@@ -44,31 +44,45 @@ def test_impersonation_into_a_users_my_drive(config: Config, drive: Drive, sa_ke
     assert drive.emulator.grants[-1].subject == ALICE
 
 
-@pytest.mark.parametrize(("env", "problem"), [
-    ({"GOOGLE_DRIVE_IMPERSONATE": "mallory@example.com"},
-     f"Google refused to let {SA_EMAIL} act as mallory@example.com (unauthorized_client: Client is"
-     " unauthorized to retrieve access tokens using this method, or client not authorized for any of"
-     " the scopes requested.). Set up domain-wide delegation: Admin console > Security > Access and"
-     " data control > API controls > Manage domain-wide delegation, add client ID 1234567890 with"
-     " scope https://www.googleapis.com/auth/drive"),
-    ({"GOOGLE_DRIVE_FOLDER_ID": "", "GOOGLE_DRIVE_IMPERSONATE": ""},
-     "GOOGLE_DRIVE_FOLDER_ID is not set, so files would go to the service account's own My Drive. A"
-     " service account has no storage quota, so Drive refuses its files there. Use a folder in a"
-     f" shared drive and add {SA_EMAIL} to it as a Content manager, or set GOOGLE_DRIVE_IMPERSONATE"),
-    ({"GOOGLE_DRIVE_FOLDER_ID": "1nope"},
-     f"the folder 1nope (GOOGLE_DRIVE_FOLDER_ID) was not found, or {SA_EMAIL} cannot see it: add"
-     f" {SA_EMAIL} to the shared drive as a Content manager"),
-    ({"GOOGLE_DRIVE_FOLDER_ID": "1nope", "GOOGLE_DRIVE_IMPERSONATE": ALICE},
-     f"the folder 1nope (GOOGLE_DRIVE_FOLDER_ID) was not found, or {ALICE} cannot see it: share it"
-     f" with {ALICE} as an Editor (or, if it is in a shared drive, add {ALICE} to that shared drive"
-     " as a Content manager)"),
-    ({"GOOGLE_DRIVE_SCOPE": "drive.readonly"},
-     "Drive answered 403 insufficientPermissions to upload a file: Request had insufficient"
-     " authentication scopes. The token's scope (https://www.googleapis.com/auth/drive.readonly)"
-     " cannot write files: set GOOGLE_DRIVE_SCOPE=drive"),
-])
-def test_each_problem_in_plain_words(config: Config, drive: Drive, sa_key: Key, env: dict[str, str],
-                                     problem: str) -> None:
+@pytest.mark.parametrize(
+    ("env", "problem"),
+    [
+        (
+            {"GOOGLE_DRIVE_IMPERSONATE": "mallory@example.com"},
+            f"Google refused to let {SA_EMAIL} act as mallory@example.com (unauthorized_client: Client is"
+            " unauthorized to retrieve access tokens using this method, or client not authorized for any of"
+            " the scopes requested.). Set up domain-wide delegation: Admin console > Security > Access and"
+            " data control > API controls > Manage domain-wide delegation, add client ID 1234567890 with"
+            " scope https://www.googleapis.com/auth/drive",
+        ),
+        (
+            {"GOOGLE_DRIVE_FOLDER_ID": "", "GOOGLE_DRIVE_IMPERSONATE": ""},
+            "GOOGLE_DRIVE_FOLDER_ID is not set, so files would go to the service account's own My Drive. A"
+            " service account has no storage quota, so Drive refuses its files there. Use a folder in a"
+            f" shared drive and add {SA_EMAIL} to it as a Content manager, or set GOOGLE_DRIVE_IMPERSONATE",
+        ),
+        (
+            {"GOOGLE_DRIVE_FOLDER_ID": "1nope"},
+            f"the folder 1nope (GOOGLE_DRIVE_FOLDER_ID) was not found, or {SA_EMAIL} cannot see it: add"
+            f" {SA_EMAIL} to the shared drive as a Content manager",
+        ),
+        (
+            {"GOOGLE_DRIVE_FOLDER_ID": "1nope", "GOOGLE_DRIVE_IMPERSONATE": ALICE},
+            f"the folder 1nope (GOOGLE_DRIVE_FOLDER_ID) was not found, or {ALICE} cannot see it: share it"
+            f" with {ALICE} as an Editor (or, if it is in a shared drive, add {ALICE} to that shared drive"
+            " as a Content manager)",
+        ),
+        (
+            {"GOOGLE_DRIVE_SCOPE": "drive.readonly"},
+            "Drive answered 403 insufficientPermissions to upload a file: Request had insufficient"
+            " authentication scopes. The token's scope (https://www.googleapis.com/auth/drive.readonly)"
+            " cannot write files: set GOOGLE_DRIVE_SCOPE=drive",
+        ),
+    ],
+)
+def test_each_problem_in_plain_words(
+    config: Config, drive: Drive, sa_key: Key, env: dict[str, str], problem: str
+) -> None:
     code, output = check(config, drive, sa_key, **env)
     assert code == 1
     assert f"PROBLEM          {problem}" in output, output
@@ -78,9 +92,11 @@ def test_each_problem_in_plain_words(config: Config, drive: Drive, sa_key: Key, 
 def test_a_key_google_does_not_know(config: Config, drive: Drive) -> None:
     code, output = check(config, drive, make_key())
     assert code == 1
-    assert (f"PROBLEM          Google refused the service account key of {SA_EMAIL} (invalid_grant:"
-            " Invalid JWT Signature.). The key may have been deleted or belong to another account"
-            " (GOOGLE_DRIVE_PRIVATE_KEY)") in output
+    assert (
+        f"PROBLEM          Google refused the service account key of {SA_EMAIL} (invalid_grant:"
+        " Invalid JWT Signature.). The key may have been deleted or belong to another account"
+        " (GOOGLE_DRIVE_PRIVATE_KEY)"
+    ) in output
 
 
 def test_a_folder_the_service_account_cannot_see(config: Config, drive: Drive, sa_key: Key) -> None:
@@ -89,13 +105,16 @@ def test_a_folder_the_service_account_cannot_see(config: Config, drive: Drive, s
     assert code == 1 and f"the folder {private} (GOOGLE_DRIVE_FOLDER_ID) was not found" in output
 
 
-def test_a_my_drive_folder_without_impersonation_has_no_quota(config: Config, drive: Drive,
-                                                              sa_key: Key) -> None:
+def test_a_my_drive_folder_without_impersonation_has_no_quota(
+    config: Config, drive: Drive, sa_key: Key
+) -> None:
     shared_with_sa = drive.emulator.create_folder("inbox", owner=ALICE, shared_with={SA_EMAIL})
     code, output = check(config, drive, sa_key, GOOGLE_DRIVE_FOLDER_ID=shared_with_sa)
     assert code == 1
-    assert ("PROBLEM          the folder 'inbox' is in someone's My Drive, not in a shared drive. A"
-            " service account has no storage quota") in output
+    assert (
+        "PROBLEM          the folder 'inbox' is in someone's My Drive, not in a shared drive. A"
+        " service account has no storage quota"
+    ) in output
 
 
 def test_a_file_is_not_a_folder(config: Config, drive: Drive, sa_key: Key) -> None:
@@ -123,26 +142,44 @@ def test_the_command(config: Config, drive: Drive, sa_key: Key) -> None:
 
 def test_a_json_key_file(config: Config, drive: Drive, sa_key: Key, tmp_path: Path) -> None:
     key_file = write_key_file(tmp_path / "sa.json", sa_key)
-    inline = ("GOOGLE_DRIVE_PRIVATE_KEY", "GOOGLE_DRIVE_CLIENT_EMAIL", "GOOGLE_DRIVE_PRIVATE_KEY_ID",
-              "GOOGLE_DRIVE_PROJECT_ID", "GOOGLE_DRIVE_CLIENT_ID")
-    env = {k: v for k, v in drive_env(drive, sa_key, GOOGLE_DRIVE_KEY_FILE=str(key_file)).items()
-           if k not in inline}
+    inline = (
+        "GOOGLE_DRIVE_PRIVATE_KEY",
+        "GOOGLE_DRIVE_CLIENT_EMAIL",
+        "GOOGLE_DRIVE_PRIVATE_KEY_ID",
+        "GOOGLE_DRIVE_PROJECT_ID",
+        "GOOGLE_DRIVE_CLIENT_ID",
+    )
+    env = {
+        k: v
+        for k, v in drive_env(drive, sa_key, GOOGLE_DRIVE_KEY_FILE=str(key_file)).items()
+        if k not in inline
+    }
     lines: list[str] = []
     assert drive_check(config.replace(google=env), lines.append) == 0, lines
     assert f"(key k1, from GOOGLE_DRIVE_KEY_FILE ({key_file}))" in lines[0]
 
 
-@pytest.mark.parametrize(("role", "problem"), [
-    ("writer", "created the probe file 'falback-drive-check-{}.txt' but could not move it to the trash:"
-               " Drive answered 403 insufficientFilePermissions to move a file to the trash: The user"
-               " does not have sufficient permissions for this file. {} lacks the role for this in"
-               " the shared drive: make it a Content manager"),
-    ("reader", "Drive answered 403 insufficientFilePermissions to upload a file: The user does not"
-               " have sufficient permissions for this file. {1} lacks the role for this in the shared"
-               " drive: make it a Content manager"),
-])
-def test_a_role_below_content_manager(config: Config, drive: Drive, sa_key: Key, role: str,
-                                      problem: str) -> None:
+@pytest.mark.parametrize(
+    ("role", "problem"),
+    [
+        (
+            "writer",
+            "created the probe file 'falback-drive-check-{}.txt' but could not move it to the trash:"
+            " Drive answered 403 insufficientFilePermissions to move a file to the trash: The user"
+            " does not have sufficient permissions for this file. {} lacks the role for this in"
+            " the shared drive: make it a Content manager",
+        ),
+        (
+            "reader",
+            "Drive answered 403 insufficientFilePermissions to upload a file: The user does not"
+            " have sufficient permissions for this file. {1} lacks the role for this in the shared"
+            " drive: make it a Content manager",
+        ),
+    ],
+)
+def test_a_role_below_content_manager(
+    config: Config, drive: Drive, sa_key: Key, role: str, problem: str
+) -> None:
     """A Contributor (writer) can add files but not trash them; a Viewer cannot add any."""
     low = drive.emulator.create_shared_drive("Low", members={SA_EMAIL: role})
     code, output = check(config, drive, sa_key, GOOGLE_DRIVE_FOLDER_ID=low)
@@ -151,12 +188,16 @@ def test_a_role_below_content_manager(config: Config, drive: Drive, sa_key: Key,
     assert f"PROBLEM          {problem.format(stamp, SA_EMAIL)}" in output, output
 
 
-def test_a_full_shared_drive_is_not_told_to_use_a_shared_drive(config: Config, drive: Drive,
-                                                               sa_key: Key) -> None:
-    drive.emulator.faults.add("storage_quota", on="multipart",
-                              message="The user's Drive storage quota has been exceeded.")
+def test_a_full_shared_drive_is_not_told_to_use_a_shared_drive(
+    config: Config, drive: Drive, sa_key: Key
+) -> None:
+    drive.emulator.faults.add(
+        "storage_quota", on="multipart", message="The user's Drive storage quota has been exceeded."
+    )
     code, output = check(config, drive, sa_key)
     assert code == 1
-    assert ("PROBLEM          Drive answered 403 storageQuotaExceeded to upload a file: The user's"
-            " Drive storage quota has been exceeded. The shared drive is full") in output, output
+    assert (
+        "PROBLEM          Drive answered 403 storageQuotaExceeded to upload a file: The user's"
+        " Drive storage quota has been exceeded. The shared drive is full"
+    ) in output, output
     assert "no storage quota" not in output and "Use a folder in a shared drive" not in output

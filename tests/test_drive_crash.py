@@ -22,21 +22,27 @@ from tests.support.workers import children, kill_worker, peak_rss, run_worker, w
 MiB = 1024 * 1024
 
 
-
 def restart_after_lease(config: Config, conn: Connection, redis: Redis, row_id: int) -> None:
     """What the sweep does for a dead worker's row once its lease runs out."""
     with conn.cursor() as cur:
-        cur.execute("UPDATE ledger SET lease_expires_at = now() - interval '1 second' WHERE id = %s",
-                    (row_id,))
+        cur.execute(
+            "UPDATE ledger SET lease_expires_at = now() - interval '1 second' WHERE id = %s", (row_id,)
+        )
     conn.commit()
     redis.delete(Job.key_for(job_id(row_id)))
     assert enqueue_one(redis, config, row_id, "upscale")
 
 
 @pytest.mark.parametrize("session_survives", [True, False])
-def test_killed_mid_upload_resumes_the_same_session(config: Config, conn: Connection, cdn: FakeCdn,
-                                                    redis: Redis, drive: Drive, sa_key: Key,
-                                                    session_survives: bool) -> None:
+def test_killed_mid_upload_resumes_the_same_session(
+    config: Config,
+    conn: Connection,
+    cdn: FakeCdn,
+    redis: Redis,
+    drive: Drive,
+    sa_key: Key,
+    session_survives: bool,
+) -> None:
     chunk = 4 * MiB
     size = 48 * MiB + 12345
     four_mib = config.replace(google=drive_env(drive, sa_key, GOOGLE_DRIVE_CHUNK_SIZE="4MiB"))
@@ -44,8 +50,11 @@ def test_killed_mid_upload_resumes_the_same_session(config: Config, conn: Connec
     backfill(four_mib, conn, redis, "upscale", 10)
     worker = worker_process(four_mib)
     emulator = drive.emulator
-    wait_for(lambda: emulator.sessions() and emulator.sessions()[0].committed >= 4 * chunk, 30,
-             "four chunks in Drive")
+    wait_for(
+        lambda: emulator.sessions() and emulator.sessions()[0].committed >= 4 * chunk,
+        30,
+        "four chunks in Drive",
+    )
     kill_worker(worker.pid)
     worker.wait()
     killed = only_row(conn)
@@ -79,13 +88,15 @@ def test_killed_mid_upload_resumes_the_same_session(config: Config, conn: Connec
 
 
 @pytest.mark.slow
-def test_a_1_gib_file_streams_in_flat_memory(config: Config, conn: Connection, cdn: FakeCdn,
-                                              redis: Redis, drive: Drive, sa_key: Key) -> None:
+def test_a_1_gib_file_streams_in_flat_memory(
+    config: Config, conn: Connection, cdn: FakeCdn, redis: Redis, drive: Drive, sa_key: Key
+) -> None:
     """The work horse's peak RSS for 1 GiB stays under 150 MiB, and exceeds a 2 MiB file's
     by about one chunk (16 MiB): memory does not grow with the file."""
     chunk, bound = 16 * MiB, 150 * MiB
-    big_config = config.replace(google=drive_env(drive, sa_key, GOOGLE_DRIVE_CHUNK_SIZE="16MiB"),
-                                job_timeout_seconds=600)
+    big_config = config.replace(
+        google=drive_env(drive, sa_key, GOOGLE_DRIVE_CHUNK_SIZE="16MiB"), job_timeout_seconds=600
+    )
     add_video(conn, cdn, 1, size=2 * MiB, upscale_size=1024 * MiB)
     backfill(big_config, conn, redis, "all", 10)
     worker = worker_process(big_config)
@@ -102,8 +113,10 @@ def test_a_1_gib_file_streams_in_flat_memory(config: Config, conn: Connection, c
     assert big_row["kind"] == "upscale" and big_row["status"] == small_row["status"] == "done"
     assert len(peaks) == 2, (peaks, output[-3000:])
     big, small = peaks.values()
-    print(f"\n1 GiB in {elapsed:.1f} s ({1024 / elapsed:.0f} MiB/s); work horse peak RSS:"
-          f" 1 GiB {big / MiB:.1f} MiB, 2 MiB {small / MiB:.1f} MiB")
+    print(
+        f"\n1 GiB in {elapsed:.1f} s ({1024 / elapsed:.0f} MiB/s); work horse peak RSS:"
+        f" 1 GiB {big / MiB:.1f} MiB, 2 MiB {small / MiB:.1f} MiB"
+    )
     assert big < bound
     assert big - small < chunk + 8 * MiB
     copy = drive.emulator.file(big_row["destination_id"])

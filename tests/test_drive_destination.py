@@ -59,20 +59,30 @@ def assert_one_verified_copy(drive: Drive, cdn: FakeCdn, row: dict[str, Any]) ->
     assert row["destination_url"] == f"https://drive.google.com/file/d/{copy.id}/view?usp=drivesdk"
 
 
-@pytest.mark.parametrize(("size", "options", "requests"), [
-    (0, {}, {"multipart": 1}),
-    (20_000, {}, {"multipart": 1}),
-    (5 * 1024 * 1024, {}, {"multipart": 1}),  # up to 5 MB: one request
-    (6 * CHUNK, {}, {"initiate": 1, "chunk": 6}),  # an exact multiple: the last chunk waits
-    (6 * CHUNK + 7, {}, {"initiate": 1, "chunk": 7}),
-    (CHUNK - 7, {"send_length": False}, {"multipart": 1}),  # unknown size, ends within a chunk
-    (2 * CHUNK + 7, {"send_length": False}, {"initiate": 1, "chunk": 3}),  # bytes a-b/*
-    (6 * CHUNK + 7, {"send_length": False}, {"initiate": 1, "chunk": 7}),
-    (6 * CHUNK, {"send_length": False}, {"initiate": 1, "chunk": 6, "status": 1}),  # ends: */N
-])
-def test_every_size_lands_verified(drive_config: Config, conn: Connection, cdn: FakeCdn,
-                                   redis: Redis, drive: Drive, size: int, options: dict[str, Any],
-                                   requests: dict[str, int]) -> None:
+@pytest.mark.parametrize(
+    ("size", "options", "requests"),
+    [
+        (0, {}, {"multipart": 1}),
+        (20_000, {}, {"multipart": 1}),
+        (5 * 1024 * 1024, {}, {"multipart": 1}),  # up to 5 MB: one request
+        (6 * CHUNK, {}, {"initiate": 1, "chunk": 6}),  # an exact multiple: the last chunk waits
+        (6 * CHUNK + 7, {}, {"initiate": 1, "chunk": 7}),
+        (CHUNK - 7, {"send_length": False}, {"multipart": 1}),  # unknown size, ends within a chunk
+        (2 * CHUNK + 7, {"send_length": False}, {"initiate": 1, "chunk": 3}),  # bytes a-b/*
+        (6 * CHUNK + 7, {"send_length": False}, {"initiate": 1, "chunk": 7}),
+        (6 * CHUNK, {"send_length": False}, {"initiate": 1, "chunk": 6, "status": 1}),  # ends: */N
+    ],
+)
+def test_every_size_lands_verified(
+    drive_config: Config,
+    conn: Connection,
+    cdn: FakeCdn,
+    redis: Redis,
+    drive: Drive,
+    size: int,
+    options: dict[str, Any],
+    requests: dict[str, int],
+) -> None:
     add_video(conn, cdn, 1, size=size, **options)
     [row] = backup_all(drive_config, conn, redis)
     assert_one_verified_copy(drive, cdn, row)
@@ -81,8 +91,9 @@ def test_every_size_lands_verified(drive_config: Config, conn: Connection, cdn: 
     assert drive.emulator.bytes_received >= size and only_row(conn)["session_uri"] is None
 
 
-def test_layout_names_tags_and_links(drive_config: Config, conn: Connection, cdn: FakeCdn,
-                                     redis: Redis, drive: Drive) -> None:
+def test_layout_names_tags_and_links(
+    drive_config: Config, conn: Connection, cdn: FakeCdn, redis: Redis, drive: Drive
+) -> None:
     for n in range(3):
         add_video(conn, cdn, n, size=10_000 + n, upscale_size=6 * CHUNK + n, age_days=2)
     add_image(conn, cdn, 9, size=5000)
@@ -115,21 +126,27 @@ def test_layout_names_tags_and_links(drive_config: Config, conn: Connection, cdn
     assert {v["backup_storage_url"] for v in videos} == {None}
 
 
-def test_share_with_anyone_with_the_link(config: Config, conn: Connection, cdn: FakeCdn,
-                                         redis: Redis, drive: Drive, sa_key: Key) -> None:
+def test_share_with_anyone_with_the_link(
+    config: Config, conn: Connection, cdn: FakeCdn, redis: Redis, drive: Drive, sa_key: Key
+) -> None:
     shared = config.replace(google=drive_env(drive, sa_key, GOOGLE_DRIVE_SHARE_ANYONE="true"))
     add_image(conn, cdn, 1)
     [row] = backup_all(shared, conn, redis)
     [permission] = drive.emulator.file(row["destination_id"]).permissions
     assert (permission["type"], permission["role"], permission["allowFileDiscovery"]) == (
-        "anyone", "reader", False)
+        "anyone",
+        "reader",
+        False,
+    )
 
 
-def test_impersonation_backs_up_into_the_users_my_drive(config: Config, conn: Connection, cdn: FakeCdn,
-                                                         redis: Redis, drive: Drive, sa_key: Key) -> None:
+def test_impersonation_backs_up_into_the_users_my_drive(
+    config: Config, conn: Connection, cdn: FakeCdn, redis: Redis, drive: Drive, sa_key: Key
+) -> None:
     folder = drive.emulator.create_folder("fal backups", owner=ALICE)
-    as_alice = config.replace(google=drive_env(drive, sa_key, GOOGLE_DRIVE_IMPERSONATE=ALICE,
-                                               GOOGLE_DRIVE_FOLDER_ID=folder))
+    as_alice = config.replace(
+        google=drive_env(drive, sa_key, GOOGLE_DRIVE_IMPERSONATE=ALICE, GOOGLE_DRIVE_FOLDER_ID=folder)
+    )
     add_video(conn, cdn, 1, size=6 * CHUNK + 1)
     [row] = backup_all(as_alice, conn, redis)
     assert row["status"] == "done", row["last_error"]
@@ -145,8 +162,9 @@ def requeue(conn: Connection, row_id: int) -> None:
     conn.commit()
 
 
-def test_a_verified_copy_is_found_not_made_again(drive_config: Config, conn: Connection,
-                                                 cdn: FakeCdn, redis: Redis, drive: Drive) -> None:
+def test_a_verified_copy_is_found_not_made_again(
+    drive_config: Config, conn: Connection, cdn: FakeCdn, redis: Redis, drive: Drive
+) -> None:
     add_video(conn, cdn, 1, size=6 * CHUNK + 1)
     [first] = backup_all(drive_config, conn, redis)
     requeue(conn, first["id"])
@@ -200,8 +218,9 @@ def test_a_copy_that_does_not_match_is_trashed_and_made_again(
     assert isinstance(upload, DriveCopy)
     for chunk in fetcher.open(row.source_url).chunks():
         upload.write(chunk)
-    with pytest.raises(VerifyError, match="the Drive copy did not match the source .* moved it to"
-                                          " Drive's trash"):
+    with pytest.raises(
+        VerifyError, match="the Drive copy did not match the source .* moved it to Drive's trash"
+    ):
         upload.finish(6 * CHUNK + 1, "0" * 32)  # as if Drive had stored other bytes
     fetcher.close()
     bad_id = upload.file_id
@@ -214,8 +233,9 @@ def test_a_copy_that_does_not_match_is_trashed_and_made_again(
     assert [f.id for f in drive.backups()] == [stored.id]
 
 
-def test_a_bad_copy_found_later_is_replaced(drive_config: Config, conn: Connection, cdn: FakeCdn,
-                                            redis: Redis, drive: Drive) -> None:
+def test_a_bad_copy_found_later_is_replaced(
+    drive_config: Config, conn: Connection, cdn: FakeCdn, redis: Redis, drive: Drive
+) -> None:
     """A worker run, with the service account a Content manager: the bad copy goes to the
     trash (a DELETE would be refused) and a good one replaces it in the same attempt."""
     add_image(conn, cdn, 1, size=30_000)
@@ -231,9 +251,9 @@ def test_a_bad_copy_found_later_is_replaced(drive_config: Config, conn: Connecti
     assert [f.id for f in drive.backups(trashed=True)] == [first["destination_id"]]
 
 
-def test_concurrent_attempts_on_one_row_make_one_file(drive_config: Config, conn: Connection,
-                                                      cdn: FakeCdn, redis: Redis, drive: Drive,
-                                                      database_url: str) -> None:
+def test_concurrent_attempts_on_one_row_make_one_file(
+    drive_config: Config, conn: Connection, cdn: FakeCdn, redis: Redis, drive: Drive, database_url: str
+) -> None:
     """Two workers on one row at once (a lease that ran out under a live but stalled
     worker): both use the row's one reserved id, so Drive ends with one file."""
     add_video(conn, cdn, 1, size=8 * CHUNK + 3, slow_delay=0.002)
@@ -266,8 +286,9 @@ def test_concurrent_attempts_on_one_row_make_one_file(drive_config: Config, conn
     assert drive.emulator.file(str(ids.pop())).md5 == cdn.file(row.source_url).md5()
 
 
-def test_folders_are_made_once_by_racing_workers(drive_config: Config, drive: Drive,
-                                                 database_url: str) -> None:
+def test_folders_are_made_once_by_racing_workers(
+    drive_config: Config, drive: Drive, database_url: str
+) -> None:
     assert drive_config.drive is not None
     made: list[str] = []
     barrier = threading.Barrier(4)
@@ -305,8 +326,10 @@ def test_searches_use_the_one_corpus_that_holds_the_backups(
     driveId) or the user's own files (corpora=user), never allDrives."""
     env = {}
     if mode == "impersonated":
-        env = {"GOOGLE_DRIVE_IMPERSONATE": ALICE,
-               "GOOGLE_DRIVE_FOLDER_ID": drive.emulator.create_folder("backups", owner=ALICE)}
+        env = {
+            "GOOGLE_DRIVE_IMPERSONATE": ALICE,
+            "GOOGLE_DRIVE_FOLDER_ID": drive.emulator.create_folder("backups", owner=ALICE),
+        }
     settings = config.replace(google=drive_env(drive, sa_key, **env))
     add_video(conn, cdn, 1, size=6 * CHUNK + 1)
     [first] = backup_all(settings, conn, redis)
@@ -316,10 +339,16 @@ def test_searches_use_the_one_corpus_that_holds_the_backups(
     assert only_row(conn)["destination_id"] == first["destination_id"]
     lists = [e.query for e in drive.emulator.log if e.type == "list"]
     assert len(lists) >= 3  # two folders, then the search
-    where = ({"corpora": "drive", "driveId": drive.drive_id, "includeItemsFromAllDrives": "true"}
-             if mode == "shared drive" else {"corpora": "user"})
-    assert all({k: q.get(k) for k in ("corpora", "driveId", "includeItemsFromAllDrives")}
-               == {"driveId": None, "includeItemsFromAllDrives": None, **where} for q in lists), lists
+    where = (
+        {"corpora": "drive", "driveId": drive.drive_id, "includeItemsFromAllDrives": "true"}
+        if mode == "shared drive"
+        else {"corpora": "user"}
+    )
+    assert all(
+        {k: q.get(k) for k in ("corpora", "driveId", "includeItemsFromAllDrives")}
+        == {"driveId": None, "includeItemsFromAllDrives": None, **where}
+        for q in lists
+    ), lists
 
 
 @pytest.mark.parametrize("incomplete", [1, 100])
@@ -346,8 +375,9 @@ def test_an_incomplete_search_is_not_taken_for_not_found(
     assert [f.id for f in drive.backups()] == [first["destination_id"]]
 
 
-def test_a_copy_someone_trashed_is_made_again(drive_config: Config, conn: Connection, cdn: FakeCdn,
-                                              redis: Redis, drive: Drive) -> None:
+def test_a_copy_someone_trashed_is_made_again(
+    drive_config: Config, conn: Connection, cdn: FakeCdn, redis: Redis, drive: Drive
+) -> None:
     """The reserved id now names a trashed file, which can never become the copy: the
     reservation is given up and a new file is made in the same attempt."""
     add_video(conn, cdn, 1, size=6 * CHUNK + 1)
@@ -360,8 +390,9 @@ def test_a_copy_someone_trashed_is_made_again(drive_config: Config, conn: Connec
     assert_one_verified_copy(drive, cdn, again)
 
 
-def test_a_deleted_folder_is_made_again(drive_config: Config, conn: Connection, cdn: FakeCdn,
-                                        redis: Redis, drive: Drive) -> None:
+def test_a_deleted_folder_is_made_again(
+    drive_config: Config, conn: Connection, cdn: FakeCdn, redis: Redis, drive: Drive
+) -> None:
     add_video(conn, cdn, 1, size=1000)
     [first] = backup_all(drive_config, conn, redis)
     month = drive.emulator.file(first["destination_id"]).parents[0]

@@ -12,8 +12,9 @@ from tests.support.rows import USER_FAILED_QUERY, USER_PROGRESS_QUERY, ledger_ro
 from tests.support.workers import run_worker
 
 
-def test_the_backfill_lands_every_file_in_drive_once(drive_config: Config, conn: Connection,
-                                                     cdn: FakeCdn, drive: Drive) -> None:
+def test_the_backfill_lands_every_file_in_drive_once(
+    drive_config: Config, conn: Connection, cdn: FakeCdn, drive: Drive
+) -> None:
     seed_thirty(conn, cdn)
     result = falback(drive_config, "backfill", "--type", "all", "--limit", "1000")
     assert result.returncode == 0, result.stderr
@@ -45,7 +46,10 @@ def test_the_backfill_lands_every_file_in_drive_once(drive_config: Config, conn:
     assert progress["completion_percentage"] == 100
     summary = {r["file_type"]: r for r in query(conn, "SELECT * FROM backup_status_summary")}
     assert {k: v["completion_percentage"] for k, v in summary.items()} == {
-        "upscale": 100, "regular": 100, "image": 100}
+        "upscale": 100,
+        "regular": 100,
+        "image": 100,
+    }
 
     # A second backfill and worker run change nothing in Drive.
     again = falback(drive_config, "backfill", "--type", "all", "--limit", "1000")

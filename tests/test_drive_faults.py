@@ -24,23 +24,31 @@ SIZE = 6 * CHUNK + 123  # above the multipart limit: a resumable upload of 7 chu
 def one_copy(drive: Drive, cdn: FakeCdn, row: dict[str, Any]) -> None:
     assert row["status"] == "done", row["last_error"]
     [copy] = drive.backups()
-    assert (copy.id, copy.size, copy.md5) == (row["destination_id"], SIZE,
-                                              cdn.file(row["source_url"]).md5())
+    assert (copy.id, copy.size, copy.md5) == (row["destination_id"], SIZE, cdn.file(row["source_url"]).md5())
 
 
-@pytest.mark.parametrize(("kind", "count", "params"), [
-    ("server_error", 2, {"status": 503}),
-    ("server_error", 1, {"status": 500}),
-    ("too_many_requests", 1, {"retry_after": 1}),
-    ("user_rate_limit", 2, {}),
-    ("rate_limit", 1, {}),
-    ("drop_connection", 2, {}),
-    ("short_confirm", 3, {}),
-])
-def test_chunk_faults_are_ridden_out_inside_the_upload(drive_config: Config, conn: Connection,
-                                                       cdn: FakeCdn, redis: Redis, drive: Drive,
-                                                       kind: str, count: int, params: dict[str, Any]
-                                                       ) -> None:
+@pytest.mark.parametrize(
+    ("kind", "count", "params"),
+    [
+        ("server_error", 2, {"status": 503}),
+        ("server_error", 1, {"status": 500}),
+        ("too_many_requests", 1, {"retry_after": 1}),
+        ("user_rate_limit", 2, {}),
+        ("rate_limit", 1, {}),
+        ("drop_connection", 2, {}),
+        ("short_confirm", 3, {}),
+    ],
+)
+def test_chunk_faults_are_ridden_out_inside_the_upload(
+    drive_config: Config,
+    conn: Connection,
+    cdn: FakeCdn,
+    redis: Redis,
+    drive: Drive,
+    kind: str,
+    count: int,
+    params: dict[str, Any],
+) -> None:
     add_video(conn, cdn, 1, size=SIZE)
     backfill(drive_config, conn, redis, "all", 10)
     drive.emulator.faults.add(kind, count, **params)
@@ -58,8 +66,9 @@ def test_chunk_faults_are_ridden_out_inside_the_upload(drive_config: Config, con
 
 
 @pytest.mark.parametrize("on", ["initiate", "create", "list", "generate_ids", "any"])
-def test_faults_on_other_requests_are_retried(drive_config: Config, conn: Connection, cdn: FakeCdn,
-                                              redis: Redis, drive: Drive, on: str) -> None:
+def test_faults_on_other_requests_are_retried(
+    drive_config: Config, conn: Connection, cdn: FakeCdn, redis: Redis, drive: Drive, on: str
+) -> None:
     add_video(conn, cdn, 1, size=SIZE)
     backfill(drive_config, conn, redis, "all", 10)
     drive.emulator.faults.add("server_error", 1, on=on, status=502)
@@ -70,9 +79,9 @@ def test_faults_on_other_requests_are_retried(drive_config: Config, conn: Connec
     assert row["attempts"] == 1 and len(drive.emulator.faults.fired) == 2
 
 
-def test_an_expired_session_starts_over_on_the_next_attempt(drive_config: Config, conn: Connection,
-                                                            cdn: FakeCdn, redis: Redis, drive: Drive
-                                                            ) -> None:
+def test_an_expired_session_starts_over_on_the_next_attempt(
+    drive_config: Config, conn: Connection, cdn: FakeCdn, redis: Redis, drive: Drive
+) -> None:
     add_video(conn, cdn, 1, size=SIZE)
     backfill(drive_config, conn, redis, "all", 10)
     drive.emulator.faults.add("session_expired")
@@ -94,9 +103,9 @@ def wait_and_work(config: Config, conn: Connection, timeout: float = 20) -> None
         run_worker(config)
 
 
-def test_a_server_that_keeps_failing_leaves_a_readable_retry(drive_config: Config, conn: Connection,
-                                                              cdn: FakeCdn, redis: Redis, drive: Drive
-                                                              ) -> None:
+def test_a_server_that_keeps_failing_leaves_a_readable_retry(
+    drive_config: Config, conn: Connection, cdn: FakeCdn, redis: Redis, drive: Drive
+) -> None:
     add_video(conn, cdn, 1, size=SIZE)
     backfill(drive_config, conn, redis, "all", 10)
     drive.emulator.faults.add("server_error", 100, status=503)
@@ -108,8 +117,9 @@ def test_a_server_that_keeps_failing_leaves_a_readable_retry(drive_config: Confi
     assert len(drive.emulator.faults.fired) == 1 + 3  # the PUT, then 3 backed-off retries
 
 
-def test_an_odd_acknowledgement_shifts_the_chunks(drive_config: Config, conn: Connection,
-                                                  cdn: FakeCdn, redis: Redis, drive: Drive) -> None:
+def test_an_odd_acknowledgement_shifts_the_chunks(
+    drive_config: Config, conn: Connection, cdn: FakeCdn, redis: Redis, drive: Drive
+) -> None:
     """A 308 whose Range ends off a 256 KiB boundary: the next chunks start there and are
     still whole multiples of 256 KiB, which Drive takes (a shorter one gets 400)."""
     add_video(conn, cdn, 1, size=SIZE)
@@ -135,11 +145,16 @@ def test_storage_quota_is_permanent_with_advice_for_the_mode(
     service account with no quota of its own; each gets its own advice."""
     env = {}
     if mode == "impersonated":
-        env = {"GOOGLE_DRIVE_IMPERSONATE": ALICE,
-               "GOOGLE_DRIVE_FOLDER_ID": drive.emulator.create_folder("backups", owner=ALICE)}
+        env = {
+            "GOOGLE_DRIVE_IMPERSONATE": ALICE,
+            "GOOGLE_DRIVE_FOLDER_ID": drive.emulator.create_folder("backups", owner=ALICE),
+        }
     elif mode == "service account's My Drive":  # Drive refuses the first folder falback makes
-        env = {"GOOGLE_DRIVE_FOLDER_ID": drive.emulator.create_folder(
-            "inbox", owner=ALICE, shared_with={SA_EMAIL})}
+        env = {
+            "GOOGLE_DRIVE_FOLDER_ID": drive.emulator.create_folder(
+                "inbox", owner=ALICE, shared_with={SA_EMAIL}
+            )
+        }
     settings = config.replace(google=drive_env(drive, sa_key, **env))
     video_id = add_video(conn, cdn, 1, size=SIZE)
     add_image(conn, cdn, 2, size=1000)
@@ -150,13 +165,13 @@ def test_storage_quota_is_permanent_with_advice_for_the_mode(
     run_worker(settings)
     advice = {
         "shared drive": f"Drive answered 403 storageQuotaExceeded to {{doing}}: {QUOTA_FULL[:-1]}. The"
-                        " shared drive is full: the organisation's Workspace storage, or a storage"
-                        " limit an admin set on this shared drive, is used up.",
+        " shared drive is full: the organisation's Workspace storage, or a storage"
+        " limit an admin set on this shared drive, is used up.",
         "impersonated": f"Drive answered 403 storageQuotaExceeded to {{doing}}: {QUOTA_FULL[:-1]}. The"
-                        f" storage of {ALICE} is full: free space or buy more, or back up into a"
-                        " shared drive",
+        f" storage of {ALICE} is full: free space or buy more, or back up into a"
+        " shared drive",
         "service account's My Drive": "Drive refused the upload: a service account has no storage"
-                                      " quota (Service Accounts do not have storage quota.",
+        " quota (Service Accounts do not have storage quota.",
     }[mode]
     video, image = ledger_rows(conn)
     for row, doing in ((video, "start an upload"), (image, "upload a file")):
@@ -190,8 +205,10 @@ def test_the_daily_upload_cap_pauses_drive_without_spending_attempts(
         [pause] = fetch_all(cur)
     conn.commit()
     assert pause["destination"] == "drive"
-    scheduled = {q: ScheduledJobRegistry(q, connection=redis).get_job_ids()  # type: ignore[no-untyped-call]
-                 for q in ("backup-upscale", "backup-regular")}
+    scheduled = {
+        q: ScheduledJobRegistry(q, connection=redis).get_job_ids()  # type: ignore[no-untyped-call]
+        for q in ("backup-upscale", "backup-regular")
+    }
     assert scheduled == {"backup-upscale": ["backup-1"], "backup-regular": ["backup-2"]}
     assert drive.emulator.requests["initiate"] == 1 and drive.backups() == []
     time.sleep(3)  # the pause runs out; the rescheduled jobs come due

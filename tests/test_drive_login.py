@@ -28,8 +28,9 @@ from tests.support.processes import falback
 
 @pytest.fixture
 def personal(tmp_path: Path, sa_key: Key) -> Iterator[Personal]:
-    with DriveEmulator(tmp_path / "drive", sa_key.public_pem,
-                       users=UserAccounts(CLIENT_ID, CLIENT_SECRET)) as emulator:
+    with DriveEmulator(
+        tmp_path / "drive", sa_key.public_pem, users=UserAccounts(CLIENT_ID, CLIENT_SECRET)
+    ) as emulator:
         yield Personal(emulator)
 
 
@@ -39,8 +40,9 @@ def login(config: Config) -> tuple[int, list[str]]:
     return drive_login(config.drive, config.database_url, said.append), said
 
 
-def test_login_with_the_scripted_approval(config: Config, conn: Connection, personal: Personal,
-                                          caplog: pytest.LogCaptureFixture) -> None:
+def test_login_with_the_scripted_approval(
+    config: Config, conn: Connection, personal: Personal, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
     users = personal.emulator.users
     assert users is not None
@@ -63,12 +65,16 @@ def test_login_with_the_scripted_approval(config: Config, conn: Connection, pers
     assert device.user_code not in "\n".join(r.getMessage() for r in caplog.records)
 
 
-@pytest.mark.parametrize(("script", "words"), [
-    ({"email": None}, "access was denied"),
-    ({"email": BOB, "slow_down_once": True}, "signed in as"),
-])
-def test_denied_and_slow_down(config: Config, personal: Personal, script: dict[str, object],
-                              words: str) -> None:
+@pytest.mark.parametrize(
+    ("script", "words"),
+    [
+        ({"email": None}, "access was denied"),
+        ({"email": BOB, "slow_down_once": True}, "signed in as"),
+    ],
+)
+def test_denied_and_slow_down(
+    config: Config, personal: Personal, script: dict[str, object], words: str
+) -> None:
     users = personal.emulator.users
     assert users is not None
     users.script(**script)  # type: ignore[arg-type]
@@ -85,8 +91,7 @@ def test_an_expired_code(config: Config, personal: Personal) -> None:
     assert code == 1 and any("expired" in s for s in said)
 
 
-def test_the_full_drive_scope_is_refused_on_the_device_flow(config: Config,
-                                                            personal: Personal) -> None:
+def test_the_full_drive_scope_is_refused_on_the_device_flow(config: Config, personal: Personal) -> None:
     code, said = login(personal_config(config, personal.emulator, GOOGLE_DRIVE_SCOPE="drive"))
     assert code == 1 and any("allows only drive.file" in s for s in said)
 
@@ -95,8 +100,9 @@ def test_the_command_prints_no_secret_at_debug(config: Config, personal: Persona
     users = personal.emulator.users
     assert users is not None
     users.script(BOB, after_polls=2)
-    result = falback(personal_config(config, personal.emulator), "drive-login",
-                     env={"FALBACK_LOG_LEVEL": "DEBUG"})
+    result = falback(
+        personal_config(config, personal.emulator), "drive-login", env={"FALBACK_LOG_LEVEL": "DEBUG"}
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"signed in as {BOB}" in result.stdout
     for secret in personal.secrets():

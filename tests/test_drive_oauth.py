@@ -41,8 +41,9 @@ from tests.support.workers import run_worker
 
 @pytest.fixture
 def personal(tmp_path: Path, sa_key: Key) -> Iterator[Personal]:
-    with DriveEmulator(tmp_path / "drive", sa_key.public_pem,
-                       users=UserAccounts(CLIENT_ID, CLIENT_SECRET)) as emulator:
+    with DriveEmulator(
+        tmp_path / "drive", sa_key.public_pem, users=UserAccounts(CLIENT_ID, CLIENT_SECRET)
+    ) as emulator:
         yield Personal(emulator)
 
 
@@ -63,7 +64,8 @@ def backfill(config: Config) -> None:
 
 
 def test_a_backfill_uploads_as_the_user_into_falbacks_own_folder(
-        oauth_config: Config, conn: Connection, cdn: FakeCdn, personal: Personal) -> None:
+    oauth_config: Config, conn: Connection, cdn: FakeCdn, personal: Personal
+) -> None:
     sign_in(oauth_config, personal)
     seed(conn, cdn)
     backfill(oauth_config)
@@ -80,8 +82,8 @@ def test_a_backfill_uploads_as_the_user_into_falbacks_own_folder(
 
 
 def test_an_access_token_expiring_mid_upload_is_refreshed_on_the_same_session(
-        oauth_config: Config, conn: Connection, cdn: FakeCdn, personal: Personal,
-        caplog: pytest.LogCaptureFixture) -> None:
+    oauth_config: Config, conn: Connection, cdn: FakeCdn, personal: Personal, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
     sign_in(oauth_config, personal)
     add_video(conn, cdn, 1, size=6 * 1024 * 1024 + 5000)  # seven 1 MiB session PUTs
@@ -101,8 +103,8 @@ def test_an_access_token_expiring_mid_upload_is_refreshed_on_the_same_session(
 
 
 def test_a_revoked_sign_in_pauses_drive_and_a_new_login_resumes_every_file(
-        oauth_config: Config, conn: Connection, cdn: FakeCdn, personal: Personal,
-        caplog: pytest.LogCaptureFixture) -> None:
+    oauth_config: Config, conn: Connection, cdn: FakeCdn, personal: Personal, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
     sign_in(oauth_config, personal)
     users = personal.emulator.users
@@ -141,8 +143,7 @@ def test_a_revoked_sign_in_pauses_drive_and_a_new_login_resumes_every_file(
         assert secret not in lines
 
 
-def test_two_workers_share_one_refresh(oauth_config: Config, conn: Connection,
-                                       personal: Personal) -> None:
+def test_two_workers_share_one_refresh(oauth_config: Config, conn: Connection, personal: Personal) -> None:
     sign_in(oauth_config, personal)
     with conn.cursor() as cur:  # the shared token is about to expire
         cur.execute("UPDATE drive_oauth SET access_expires_at = now()")
@@ -163,7 +164,6 @@ def test_two_workers_share_one_refresh(oauth_config: Config, conn: Connection,
     users = personal.emulator.users
     assert users is not None and users.refresh_grants == 1
     assert workers[0].token == workers[1].token and workers[0].token
-    assert all(c.expiry is not None and c.expiry > datetime.now(UTC).replace(tzinfo=None)
-               for c in workers)
+    assert all(c.expiry is not None and c.expiry > datetime.now(UTC).replace(tzinfo=None) for c in workers)
     row = sign_in_row(conn)
     assert row is not None and row["refreshes"] == 1

@@ -24,13 +24,15 @@ from tests.support.workers import run_worker
 
 @pytest.fixture
 def personal(tmp_path: Path, sa_key: Key) -> Iterator[Personal]:
-    with DriveEmulator(tmp_path / "drive", sa_key.public_pem,
-                       users=UserAccounts(CLIENT_ID, CLIENT_SECRET)) as emulator:
+    with DriveEmulator(
+        tmp_path / "drive", sa_key.public_pem, users=UserAccounts(CLIENT_ID, CLIENT_SECRET)
+    ) as emulator:
         yield Personal(emulator)
 
 
-def test_drive_check_tells_the_account_quota_and_backlog(config: Config, conn: Connection,
-                                                         cdn: FakeCdn, personal: Personal) -> None:
+def test_drive_check_tells_the_account_quota_and_backlog(
+    config: Config, conn: Connection, cdn: FakeCdn, personal: Personal
+) -> None:
     oauth = personal_config(config, personal.emulator)
     lines: list[str] = []
     assert drive_check(oauth, lines.append) == 1
@@ -58,14 +60,18 @@ def test_drive_check_tells_the_account_quota_and_backlog(config: Config, conn: C
         assert secret not in output
 
 
-def test_a_full_drive_pauses_uploads_with_nothing_failed(config: Config, conn: Connection,
-                                                        cdn: FakeCdn, personal: Personal) -> None:
+def test_a_full_drive_pauses_uploads_with_nothing_failed(
+    config: Config, conn: Connection, cdn: FakeCdn, personal: Personal
+) -> None:
     oauth = personal_config(config, personal.emulator)
     sign_in(oauth, personal)
     for n in range(3):
         add_video(conn, cdn, n, size=100_000)
-    personal.emulator.faults.add("storage_quota", on=["multipart", "initiate"],
-                                 message="The user's Drive storage quota has been exceeded.")
+    personal.emulator.faults.add(
+        "storage_quota",
+        on=["multipart", "initiate"],
+        message="The user's Drive storage quota has been exceeded.",
+    )
     assert falback(oauth, "backfill", "--type", "all", "--limit", "10").returncode == 0
     run_worker(oauth)
     rows = ledger_rows(conn)

@@ -34,8 +34,13 @@ def fal() -> Iterator[FalQueueServer]:
 
 @pytest.fixture
 def api_config(fal: FalQueueServer) -> Config:
-    return Config(fal_key=KEY, fal_queue_base_url=fal.base_url, fal_rest_base_url=fal.base_url,
-                  connect_timeout=2.0, read_timeout=5.0)
+    return Config(
+        fal_key=KEY,
+        fal_queue_base_url=fal.base_url,
+        fal_rest_base_url=fal.base_url,
+        connect_timeout=2.0,
+        read_timeout=5.0,
+    )
 
 
 def closed_port_url() -> str:
@@ -65,8 +70,9 @@ def test_a_result_is_fetched_from_owner_app_with_the_key(fal: FalQueueServer, ap
         (410, ResultUnavailable, "answered HTTP 410"),
     ],
 )
-def test_answers_are_classified(status: int, error: type[Exception], message: str,
-                                fal: FalQueueServer, api_config: Config) -> None:
+def test_answers_are_classified(
+    status: int, error: type[Exception], message: str, fal: FalQueueServer, api_config: Config
+) -> None:
     fal.set_result("fal-ai/flux", "r1", {"detail": "x"}, status=status)
     with pytest.raises(error, match=message.replace("(", r"\(").replace(")", r"\)")):
         request_result(api_config, "fal-ai/flux", "r1")
@@ -115,16 +121,22 @@ def test_a_cdn_token_is_asked_for_with_the_key(fal: FalQueueServer, api_config: 
     ("expires_at", "expected"),
     [(1_900_000_000, 1_900_000_000.0), (1.9e9, 1.9e9), ("2030-01-01T00:00:00+00:00", 1893456000.0)],
 )
-def test_token_expiry_forms(expires_at: object, expected: float, fal: FalQueueServer,
-                            api_config: Config) -> None:
+def test_token_expiry_forms(
+    expires_at: object, expected: float, fal: FalQueueServer, api_config: Config
+) -> None:
     fal.token_answer = (200, {"token": "t", "expires_at": expires_at})
     assert request_cdn_token(requests.Session(), api_config).expires_at == expected
 
 
 @pytest.mark.parametrize(
     "raw",
-    [b'{"token": "t"}', b'{"token": "t", "expires_at": "soon"}', b'{"token": "t", "expires_at": true}',
-     b'{"token": "t", "expires_at": 1e400}', b'{"token": "t", "expires_at": 1' + b"0" * 400 + b"}"],
+    [
+        b'{"token": "t"}',
+        b'{"token": "t", "expires_at": "soon"}',
+        b'{"token": "t", "expires_at": true}',
+        b'{"token": "t", "expires_at": 1e400}',
+        b'{"token": "t", "expires_at": 1' + b"0" * 400 + b"}",
+    ],
 )
 def test_an_unreadable_expiry_means_an_hour(raw: bytes, fal: FalQueueServer, api_config: Config) -> None:
     fal.token_raw = raw
@@ -135,11 +147,17 @@ def test_an_unreadable_expiry_means_an_hour(raw: bytes, fal: FalQueueServer, api
 
 @pytest.mark.parametrize(
     ("status", "body"),
-    [(200, {"expires_at": 1}), (200, {"token": ""}), (200, ["token"]), (200, b"not json"),
-     (500, {"token": "t"})],
+    [
+        (200, {"expires_at": 1}),
+        (200, {"token": ""}),
+        (200, ["token"]),
+        (200, b"not json"),
+        (500, {"token": "t"}),
+    ],
 )
-def test_an_answer_without_a_token_is_transient(status: int, body: object, fal: FalQueueServer,
-                                                api_config: Config) -> None:
+def test_an_answer_without_a_token_is_transient(
+    status: int, body: object, fal: FalQueueServer, api_config: Config
+) -> None:
     fal.token_answer = (status, body)
     if isinstance(body, bytes):
         fal.token_raw = body

@@ -492,17 +492,21 @@ def test_media_after_a_large_sibling_array_is_found() -> None:
     """TTS alignments and embeddings come before the file in some results: every value
     is walked, however many come first."""
     alignment = [{"char": "a", "start": i / 10, "end": i / 10 + 0.1} for i in range(30_000)]
-    payload = {"alignment": alignment, "audio": {"url": V3 + "/speech.mp3"},
-               "words": [[i, str(i)] for i in range(30_000)], "video_url": V3 + "/last.mp4"}
+    payload = {
+        "alignment": alignment,
+        "audio": {"url": V3 + "/speech.mp3"},
+        "words": [[i, str(i)] for i in range(30_000)],
+        "video_url": V3 + "/last.mp4",
+    }
     scan = find_media(payload)
-    assert [(r.path, r.kind) for r in scan.media] == [("payload.audio", AUDIO),
-                                                      ("payload.video_url", VIDEO)]
+    assert [(r.path, r.kind) for r in scan.media] == [("payload.audio", AUDIO), ("payload.video_url", VIDEO)]
     assert not scan.truncated and scan.nodes_visited > 150_000
 
 
 def test_a_mib_of_numbers_walks_in_well_under_a_second() -> None:
-    raw = json.dumps({"embedding": [i * 0.001 for i in range(120_000)],
-                      "images": [{"url": V3 + "/last.png"}]}).encode()
+    raw = json.dumps(
+        {"embedding": [i * 0.001 for i in range(120_000)], "images": [{"url": V3 + "/last.png"}]}
+    ).encode()
     assert len(raw) > 1024 * 1024
     hook_body = load_body(b'{"request_id": "r1", "status": "OK", "payload": ' + raw + b"}")
     start = time.perf_counter()
@@ -635,8 +639,10 @@ UUID = "3f2b6c1e-8d4a-4f1b-9c2e-7a5d0e6b1f23"
         # The app tables' keys are not always integers (Supabase often uses uuids).
         (f"table=gen_images&id={UUID}&variant=image", AppLink("gen_images", UUID, "image")),
         (f"table=gen_images&id={UUID.upper()}&variant=image", AppLink("gen_images", UUID.upper(), "image")),
-        ("table=gen_videos&id=V1StGXR8_Z5jdHi6B-myT&variant=regular",
-         AppLink("gen_videos", "V1StGXR8_Z5jdHi6B-myT", "regular")),
+        (
+            "table=gen_videos&id=V1StGXR8_Z5jdHi6B-myT&variant=regular",
+            AppLink("gen_videos", "V1StGXR8_Z5jdHi6B-myT", "regular"),
+        ),
         ("table=gen_videos&id=" + "9" * 19 + "&variant=regular", AppLink("gen_videos", "9" * 19, "regular")),
         ("", None),
         ("fal_webhook=1&other=2", None),

@@ -15,7 +15,9 @@ def test_the_app_link_takes_the_rows_file_and_keeps_a_text_id() -> None:
     link = AppLink("gen_videos", "3f2b6c1e-8d4a-4f1b-9c2e-7a5d0e6b1f23", "upscale")
     plan = plan_files(scan, request_id="r1", link=link, fal_app=None)
     assert [(f.kind, f.source_table, f.source_id, f.variant) for f in plan.files] == [
-        ("upscale", "gen_videos", link.source_id, "upscale"), ("image", None, None, None)]
+        ("upscale", "gen_videos", link.source_id, "upscale"),
+        ("image", None, None, None),
+    ]
     assert plan.note() is None
 
 

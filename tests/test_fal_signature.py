@@ -403,4 +403,5 @@ def test_the_dev_kit_signs_the_message_the_verifier_checks() -> None:
     dev kit may not import jobs: both spellings must agree byte for byte."""
     for body in (b"", BODY, b'{"a": "\xc3\xa9"}'):
         assert devkit_signed_message("r-1", "u-1", "1700000000", body) == signed_message(
-            "r-1", "u-1", "1700000000", body)
+            "r-1", "u-1", "1700000000", body
+        )

@@ -63,30 +63,43 @@ def hook_client(hook_config: Config) -> FlaskClient:
     return create_app_for(hook_config).test_client()
 
 
-def sign(key: Ed25519PrivateKey, body: bytes, request_id: str, *, user: str = USER,
-         at: float | None = None) -> dict[str, str]:
-    return signed_headers(key, body, timestamp=int(time.time() if at is None else at),
-                          request_id=request_id, user_id=user)
+def sign(
+    key: Ed25519PrivateKey, body: bytes, request_id: str, *, user: str = USER, at: float | None = None
+) -> dict[str, str]:
+    return signed_headers(
+        key, body, timestamp=int(time.time() if at is None else at), request_id=request_id, user_id=user
+    )
 
 
 def encode(body: dict[str, Any] | bytes) -> bytes:
     return body if isinstance(body, bytes) else json.dumps(body).encode()
 
 
-def post(client: FlaskClient, key: Ed25519PrivateKey, body: dict[str, Any] | bytes, *,
-         query: str = "", headers: dict[str, str] | None = None) -> TestResponse:
+def post(
+    client: FlaskClient,
+    key: Ed25519PrivateKey,
+    body: dict[str, Any] | bytes,
+    *,
+    query: str = "",
+    headers: dict[str, str] | None = None,
+) -> TestResponse:
     raw = encode(body)
     request_id = json.loads(raw)["request_id"] if headers is None else ""
-    return client.post(f"/webhooks/fal{query}", data=raw,
-                       headers=headers if headers is not None else sign(key, raw, request_id),
-                       content_type="application/json")
+    return client.post(
+        f"/webhooks/fal{query}",
+        data=raw,
+        headers=headers if headers is not None else sign(key, raw, request_id),
+        content_type="application/json",
+    )
 
 
 def counts(conn: Connection) -> dict[str, int]:
     with conn.cursor() as cur:
-        cur.execute("SELECT (SELECT count(*) FROM ledger) AS ledger,"
-                    " (SELECT count(*) FROM fal_deliveries) AS deliveries,"
-                    " (SELECT count(*) FROM webhook_blobs) AS blobs")
+        cur.execute(
+            "SELECT (SELECT count(*) FROM ledger) AS ledger,"
+            " (SELECT count(*) FROM fal_deliveries) AS deliveries,"
+            " (SELECT count(*) FROM webhook_blobs) AS blobs"
+        )
         row = fetch_all(cur)[0]
     conn.commit()
     return {k: int(v) for k, v in row.items()}
@@ -104,8 +117,12 @@ def deliveries(conn: Connection) -> list[dict[str, Any]]:
 
 
 def video_webhook(url: str, request_id: str = "req-video-1", **file: Any) -> dict[str, Any]:
-    return {"request_id": request_id, "gateway_request_id": request_id, "status": "OK",
-            "payload": {"video": {"url": url, "content_type": "video/mp4", **file}}}
+    return {
+        "request_id": request_id,
+        "gateway_request_id": request_id,
+        "status": "OK",
+        "payload": {"video": {"url": url, "content_type": "video/mp4", **file}},
+    }
 
 
 def queued(redis: Redis, queue: str) -> list[str]:
@@ -121,9 +138,16 @@ RAW = encode(BODY)
 @pytest.mark.parametrize(
     ("case", "status"),
     [
-        ("tampered body", 401), ("wrong key", 401), ("301 s old", 401), ("301 s ahead", 401),
-        ("no request id", 401), ("no user id", 401), ("no timestamp", 401), ("no signature", 401),
-        ("header id differs from body", 401), ("wrong user when pinned", 401),
+        ("tampered body", 401),
+        ("wrong key", 401),
+        ("301 s old", 401),
+        ("301 s ahead", 401),
+        ("no request id", 401),
+        ("no user id", 401),
+        ("no timestamp", 401),
+        ("no signature", 401),
+        ("header id differs from body", 401),
+        ("wrong user when pinned", 401),
     ],
 )
 def test_bad_signatures_are_refused_and_write_nothing(
@@ -139,8 +163,12 @@ def test_bad_signatures_are_refused_and_write_nothing(
     elif case.startswith("301 s"):
         headers = sign(key, RAW, "req-video-1", at=time.time() + (-301 if "old" in case else 301))
     elif case.startswith("no "):
-        name = {"request id": "Request-Id", "user id": "User-Id", "timestamp": "Timestamp",
-                "signature": "Signature"}[case[3:]]
+        name = {
+            "request id": "Request-Id",
+            "user id": "User-Id",
+            "timestamp": "Timestamp",
+            "signature": "Signature",
+        }[case[3:]]
         del headers[f"X-Fal-Webhook-{name}"]
     elif case == "header id differs from body":
         headers = sign(key, RAW, "req-other")
@@ -149,16 +177,18 @@ def test_bad_signatures_are_refused_and_write_nothing(
     assert counts(conn) == NOTHING
 
 
-def test_valid_signature_and_pinned_user(key: Ed25519PrivateKey, hook_config: Config,
-                                         conn: Connection) -> None:
+def test_valid_signature_and_pinned_user(
+    key: Ed25519PrivateKey, hook_config: Config, conn: Connection
+) -> None:
     client = create_app_for(hook_config.replace(fal_webhook_user_id=USER)).test_client()
     response = post(client, key, BODY)
     assert response.status_code == 200, response.json
     assert counts(conn) == {"ledger": 1, "deliveries": 1, "blobs": 0}
 
 
-def test_header_may_carry_the_gateway_request_id(key: Ed25519PrivateKey, hook_client: FlaskClient,
-                                                conn: Connection) -> None:
+def test_header_may_carry_the_gateway_request_id(
+    key: Ed25519PrivateKey, hook_client: FlaskClient, conn: Connection
+) -> None:
     """fal's docs leave open which id a retried run signs; either one of the body's is fine."""
     body = {**BODY, "gateway_request_id": "gw-2"}
     raw = encode(body)
@@ -166,8 +196,9 @@ def test_header_may_carry_the_gateway_request_id(key: Ed25519PrivateKey, hook_cl
     assert deliveries(conn)[0]["request_id"] == "req-video-1"
 
 
-def test_rotated_key_is_fetched_again(key: Ed25519PrivateKey, jwks_server: JwksServer,
-                                      hook_client: FlaskClient, conn: Connection) -> None:
+def test_rotated_key_is_fetched_again(
+    key: Ed25519PrivateKey, jwks_server: JwksServer, hook_client: FlaskClient, conn: Connection
+) -> None:
     assert post(hook_client, key, BODY).status_code == 200
     new_key = Ed25519PrivateKey.generate()
     jwks_server.set_document(jwks(new_key))
@@ -177,8 +208,9 @@ def test_rotated_key_is_fetched_again(key: Ed25519PrivateKey, jwks_server: JwksS
     assert counts(conn)["ledger"] == 2
 
 
-def test_unavailable_keys_answer_503(key: Ed25519PrivateKey, jwks_server: JwksServer,
-                                     hook_client: FlaskClient, conn: Connection) -> None:
+def test_unavailable_keys_answer_503(
+    key: Ed25519PrivateKey, jwks_server: JwksServer, hook_client: FlaskClient, conn: Connection
+) -> None:
     jwks_server.set_status(500)
     response = post(hook_client, key, BODY)
     assert response.status_code == 503 and response.headers["Retry-After"] == "60"
@@ -186,10 +218,14 @@ def test_unavailable_keys_answer_503(key: Ed25519PrivateKey, jwks_server: JwksSe
 
 
 def test_webhook_config_is_strict_and_round_trips() -> None:
-    env = {"FAL_WEBHOOK_USER_ID": "u1", "FAL_JWKS_URLS": "https://a.example/jwks.json, http://127.0.0.1:9/j",
-           "FAL_KEY": "id:secret", "FAL_QUEUE_BASE_URL": "https://queue.example/",
-           "FALBACK_MAX_DATA_URI_BYTES": "2048",
-           "FALBACK_APP_WEBHOOK_SECRET": "whsec_" + base64.b64encode(b"k" * 24).decode()}
+    env = {
+        "FAL_WEBHOOK_USER_ID": "u1",
+        "FAL_JWKS_URLS": "https://a.example/jwks.json, http://127.0.0.1:9/j",
+        "FAL_KEY": "id:secret",
+        "FAL_QUEUE_BASE_URL": "https://queue.example/",
+        "FALBACK_MAX_DATA_URI_BYTES": "2048",
+        "FALBACK_APP_WEBHOOK_SECRET": "whsec_" + base64.b64encode(b"k" * 24).decode(),
+    }
     config = Config.from_env(env)
     assert config.fal_jwks_urls == ("https://a.example/jwks.json", "http://127.0.0.1:9/j")
     assert config.fal_queue_base_url == "https://queue.example"
@@ -213,32 +249,54 @@ def test_webhook_config_is_strict_and_round_trips() -> None:
 
 # --- payload shapes --------------------------------------------------------------------
 
-PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4z8AAAAMBAQDJ"
-                       "/pLvAAAAAElFTkSuQmCC")
+PNG = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4z8AAAAMBAQDJ/pLvAAAAAElFTkSuQmCC"
+)
 F = "https://v3.fal.media/files/"
 # fixture -> [(kind, source_url, file_name, expected_size)] in payload order
 EXPECTED: dict[str, list[tuple[str, str, str | None, int | None]]] = {
-    "bare_url_strings": [("regular", F + "tiger/tV7YiB1k0c5ZqL2HrHn9m_output.mp4", None, None),
-                         ("image", F + "tiger/0cXh9Tq3b8sK1nF2vWz4p_thumbnail.jpg", None, None)],
-    "clarity_upscaler_image": [("image", F + "rabbit/Fh5Qg9Ky1i0xHFi4b3JXp_upscaled.png",
-                                "upscaled.png", 6912348)],
+    "bare_url_strings": [
+        ("regular", F + "tiger/tV7YiB1k0c5ZqL2HrHn9m_output.mp4", None, None),
+        ("image", F + "tiger/0cXh9Tq3b8sK1nF2vWz4p_thumbnail.jpg", None, None),
+    ],
+    "clarity_upscaler_image": [
+        ("image", F + "rabbit/Fh5Qg9Ky1i0xHFi4b3JXp_upscaled.png", "upscaled.png", 6912348)
+    ],
     "error_422": [],
     "flux_images": [("image", "https://url.to/image.png", "image.png", 1824075)],
-    "kling_video": [("regular", "https://v2.fal.media/files/fef1bb3a/f2xu0GkqC6jT1lzbxnZzr_output.mp4",
-                     "output.mp4", 3149129)],
+    "kling_video": [
+        (
+            "regular",
+            "https://v2.fal.media/files/fef1bb3a/f2xu0GkqC6jT1lzbxnZzr_output.mp4",
+            "output.mp4",
+            3149129,
+        )
+    ],
     "payload_error": [],
-    "stable_audio": [("image", F + "koala/7pV3o0aF4Jqk7DTlw1G7V_tmpq8yr4lbt.wav", "tmpq8yr4lbt.wav",
-                      5292044)],
+    "stable_audio": [
+        ("image", F + "koala/7pV3o0aF4Jqk7DTlw1G7V_tmpq8yr4lbt.wav", "tmpq8yr4lbt.wav", 5292044)
+    ],
     "success_error_null": [("image", F + "elephant/k3yV0pS1lq0cUoY5T8fGd.jpeg", None, None)],
-    "sync_mode_data_uri": [("image", "blob:sha256:" + hashlib.sha256(PNG).hexdigest(),
-                            hashlib.sha256(PNG).hexdigest()[:16] + ".png", len(PNG))],
+    "sync_mode_data_uri": [
+        (
+            "image",
+            "blob:sha256:" + hashlib.sha256(PNG).hexdigest(),
+            hashlib.sha256(PNG).hexdigest()[:16] + ".png",
+            len(PNG),
+        )
+    ],
     "training_lora": [],
-    "transpixar_videos": [("regular", F + "lion/9sQ2kq0V0ffZ0oNNJpD3r_rgb.mp4", "rgb.mp4", 1055236),
-                          ("regular", F + "lion/Xw3aJd7_YpNQ5ncLh5oPz_alpha.mp4", "alpha.mp4", 412088)],
-    "trellis_3d": [("image", F + "zebra/mWm3qGz6rXG0W1k7UjB2n_model.glb", "model.glb", 2261312),
-                   ("image", F + "zebra/Q0tBq7x2GZ0X9uE8s1cKh_texture_0", "texture_0", None)],
-    "video_upscaler": [("upscale", F + "penguin/ztj_LB4gQlW6HIfVs8zX4_upscaled.mp4", "upscaled.mp4",
-                        187446211)],
+    "transpixar_videos": [
+        ("regular", F + "lion/9sQ2kq0V0ffZ0oNNJpD3r_rgb.mp4", "rgb.mp4", 1055236),
+        ("regular", F + "lion/Xw3aJd7_YpNQ5ncLh5oPz_alpha.mp4", "alpha.mp4", 412088),
+    ],
+    "trellis_3d": [
+        ("image", F + "zebra/mWm3qGz6rXG0W1k7UjB2n_model.glb", "model.glb", 2261312),
+        ("image", F + "zebra/Q0tBq7x2GZ0X9uE8s1cKh_texture_0", "texture_0", None),
+    ],
+    "video_upscaler": [
+        ("upscale", F + "penguin/ztj_LB4gQlW6HIfVs8zX4_upscaled.mp4", "upscaled.mp4", 187446211)
+    ],
 }
 
 
@@ -278,17 +336,22 @@ def test_payload_shapes_make_the_right_ledger_rows(
         assert "payload.config_file: not media" in delivery["note"]
 
 
-def test_error_is_recorded_with_nothing_to_copy(key: Ed25519PrivateKey, hook_client: FlaskClient,
-                                                conn: Connection) -> None:
+def test_error_is_recorded_with_nothing_to_copy(
+    key: Ed25519PrivateKey, hook_client: FlaskClient, conn: Connection
+) -> None:
     assert post(hook_client, key, (PAYLOADS / "error_422.json").read_bytes()).status_code == 200
     [delivery] = deliveries(conn)
     assert (delivery["status"], delivery["error"], delivery["resolved"]) == (
-        "ERROR", "Invalid status code: 422", True)
+        "ERROR",
+        "Invalid status code: 422",
+        True,
+    )
     assert ledger_rows(conn) == []
 
 
-def test_app_link_and_fal_app_decide_the_kind(key: Ed25519PrivateKey, hook_client: FlaskClient,
-                                              conn: Connection) -> None:
+def test_app_link_and_fal_app_decide_the_kind(
+    key: Ed25519PrivateKey, hook_client: FlaskClient, conn: Connection
+) -> None:
     # The link names the app row: the video takes its variant; the thumbnail is not that file.
     bare = json.loads((PAYLOADS / "bare_url_strings.json").read_bytes())
     response = post(hook_client, key, bare, query="?table=gen_videos&id=42&variant=upscale")
@@ -298,10 +361,14 @@ def test_app_link_and_fal_app_decide_the_kind(key: Ed25519PrivateKey, hook_clien
     assert post(hook_client, key, topaz, query="?fal_app=fal-ai/topaz/upscale/video").status_code == 200
     rows = ledger_rows(conn)
     assert [(r["kind"], r["source_table"], r["source_id"], r["variant"]) for r in rows] == [
-        ("upscale", "gen_videos", "42", "upscale"), ("image", None, None, None),
-        ("upscale", None, None, None)]
+        ("upscale", "gen_videos", "42", "upscale"),
+        ("image", None, None, None),
+        ("upscale", None, None, None),
+    ]
     assert [(d["source_table"], d["source_id"], d["variant"], d["fal_app"]) for d in deliveries(conn)] == [
-        ("gen_videos", "42", "upscale", None), (None, None, None, "fal-ai/topaz/upscale/video")]
+        ("gen_videos", "42", "upscale", None),
+        (None, None, None, "fal-ai/topaz/upscale/video"),
+    ]
 
 
 def test_app_tables_keyed_by_uuid_or_text_ids_are_linked(
@@ -315,8 +382,9 @@ def test_app_tables_keyed_by_uuid_or_text_ids_are_linked(
         assert response.status_code == 200, response.json
     expected = [("gen_videos", i, "upscale") for i in (uuid, "V1StGXR8_Z5jdHi6B-myT", "123")]
     assert [(r["source_table"], r["source_id"], r["variant"]) for r in ledger_rows(conn)] == expected
-    assert [(d["source_table"], d["source_id"], d["variant"], d["note"])
-            for d in deliveries(conn)] == [(*e, None) for e in expected]
+    assert [(d["source_table"], d["source_id"], d["variant"], d["note"]) for d in deliveries(conn)] == [
+        (*e, None) for e in expected
+    ]
 
 
 @pytest.mark.parametrize(
@@ -326,16 +394,20 @@ def test_app_tables_keyed_by_uuid_or_text_ids_are_linked(
         ("?table=gen_videos&id=&variant=regular", "app link ignored: id must be", None),
         ("?table=gen_videos&id=1", "app link ignored: table, id and variant go together", None),
         ("?table=users&id=1&variant=regular", "app link ignored: table must be one of", None),
-        ("?table=gen_videos&id=1&variant=image&fal_app=fal-ai/flux", "variant for gen_videos",
-         "fal-ai/flux"),
+        ("?table=gen_videos&id=1&variant=image&fal_app=fal-ai/flux", "variant for gen_videos", "fal-ai/flux"),
         ("?fal_app=../../admin", "fal_app ignored: fal_app must be a fal model id", None),
         ("?fal_app=a/b&fal_app=c/d", "fal_app ignored: query parameter 'fal_app' is given more", None),
         ("?" + "&".join(f"p{i}=1" for i in range(60)), "query string ignored: more than 50", None),
     ],
 )
 def test_a_bad_hint_in_the_url_is_dropped_and_the_media_recorded(
-    query: str, message: str, fal_app: str | None, key: Ed25519PrivateKey,
-    hook_client: FlaskClient, conn: Connection, redis: Redis,
+    query: str,
+    message: str,
+    fal_app: str | None,
+    key: Ed25519PrivateKey,
+    hook_client: FlaskClient,
+    conn: Connection,
+    redis: Redis,
 ) -> None:
     """The query string is not signed: a bad hint must never cost fal's signed media (a 400
     makes fal retry the same URL until it gives up)."""
@@ -343,7 +415,10 @@ def test_a_bad_hint_in_the_url_is_dropped_and_the_media_recorded(
     assert response.status_code == 200, response.json
     [row] = ledger_rows(conn)
     assert (row["source_url"], row["source_table"], row["status"]) == (
-        "https://v3.fal.media/files/b/x/out.mp4", None, "queued")
+        "https://v3.fal.media/files/b/x/out.mp4",
+        None,
+        "queued",
+    )
     [delivery] = deliveries(conn)
     assert (delivery["source_table"], delivery["fal_app"], delivery["files"]) == (None, fal_app, 1)
     assert message in delivery["note"]
@@ -351,35 +426,55 @@ def test_a_bad_hint_in_the_url_is_dropped_and_the_media_recorded(
 
 
 def test_a_linked_webhook_brings_the_app_row_up_to_date(
-    key: Ed25519PrivateKey, hook_client: FlaskClient, hook_config: Config, conn: Connection,
-    redis: Redis, cdn: FakeCdn,
+    key: Ed25519PrivateKey,
+    hook_client: FlaskClient,
+    hook_config: Config,
+    conn: Connection,
+    redis: Redis,
+    cdn: FakeCdn,
 ) -> None:
     """The app stored the upscale URL with no relay running, then fal's webhook came: the
     app row must stop saying 'completed' (its upscaled file is not backed up yet)."""
     video = copied_video(conn, hook_config, redis, cdn, 1)
     upscaled = cdn.add("/files/b/t/video-1_up.mp4", 80_000, seed=77)
     execute(conn, "UPDATE gen_videos SET upscale_video_url = %s WHERE id = %s", upscaled, video)
-    response = post(hook_client, key, video_webhook(upscaled, "req-up"),
-                    query=f"?table=gen_videos&id={video}&variant=upscale")
+    response = post(
+        hook_client,
+        key,
+        video_webhook(upscaled, "req-up"),
+        query=f"?table=gen_videos&id={video}&variant=upscale",
+    )
     assert response.status_code == 200, response.json
     assert backup_columns(conn, video) == {"backup_status": "in_progress", "backup_storage_url": None}
     run_worker(hook_config)
     upscale = [r for r in ledger_rows(conn) if r["kind"] == "upscale"][0]
-    assert backup_columns(conn, video) == {"backup_status": "completed",
-                                           "backup_storage_url": upscale["destination_url"]}
+    assert backup_columns(conn, video) == {
+        "backup_status": "completed",
+        "backup_storage_url": upscale["destination_url"],
+    }
 
 
 def test_an_app_row_that_cannot_be_updated_does_not_cost_the_files(
-    key: Ed25519PrivateKey, hook_client: FlaskClient, conn: Connection, cdn: FakeCdn,
+    key: Ed25519PrivateKey,
+    hook_client: FlaskClient,
+    conn: Connection,
+    cdn: FakeCdn,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     video = add_video(conn, cdn, 1, upscale_size=1000)
-    execute(conn, "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS"
-            " $$BEGIN RAISE EXCEPTION 'read-only'; END$$;"
-            " CREATE TRIGGER refuse BEFORE UPDATE ON gen_videos FOR EACH ROW EXECUTE FUNCTION refuse()")
+    execute(
+        conn,
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS"
+        " $$BEGIN RAISE EXCEPTION 'read-only'; END$$;"
+        " CREATE TRIGGER refuse BEFORE UPDATE ON gen_videos FOR EACH ROW EXECUTE FUNCTION refuse()",
+    )
     upscaled = cdn.base_url + "/files/b/t/video-1_up.mp4"
-    response = post(hook_client, key, video_webhook(upscaled, "req-up"),
-                    query=f"?table=gen_videos&id={video}&variant=upscale")
+    response = post(
+        hook_client,
+        key,
+        video_webhook(upscaled, "req-up"),
+        query=f"?table=gen_videos&id={video}&variant=upscale",
+    )
     assert response.status_code == 200, response.json
     assert [(r["source_url"], r["source_id"]) for r in ledger_rows(conn)] == [(upscaled, str(video))]
     assert backup_columns(conn, video)["backup_status"] is None
@@ -390,8 +485,12 @@ def test_a_bad_fal_app_on_a_payload_error_says_so_and_stays_unresolved(
     key: Ed25519PrivateKey, hook_config: Config, conn: Connection
 ) -> None:
     client = create_app_for(hook_config.replace(fal_key="k:s")).test_client()
-    assert post(client, key, PAYLOAD_ERROR, query="?fal_app=not-an-app&table=gen_images&id=1"
-                "&variant=image").status_code == 200
+    assert (
+        post(
+            client, key, PAYLOAD_ERROR, query="?fal_app=not-an-app&table=gen_images&id=1&variant=image"
+        ).status_code
+        == 200
+    )
     [delivery] = deliveries(conn)
     assert not delivery["resolved"] and delivery["source_id"] == "1"
     assert delivery["note"].startswith("fal_app ignored: fal_app must be a fal model id")
@@ -403,13 +502,20 @@ def test_a_file_after_a_large_array_is_recorded(
 ) -> None:
     """TTS alignment data or embeddings before the file: the whole body is walked."""
     alignment = [{"char": "a", "start": i / 100, "end": i / 100 + 0.01} for i in range(25_000)]
-    hook = {"request_id": "req-tts", "status": "OK",
-            "payload": {"alignment": alignment, "embedding": [0.5] * 30_000,
-                        "audio": {"url": "https://v3.fal.media/files/b/t/speech.mp3"}}}
+    hook = {
+        "request_id": "req-tts",
+        "status": "OK",
+        "payload": {
+            "alignment": alignment,
+            "embedding": [0.5] * 30_000,
+            "audio": {"url": "https://v3.fal.media/files/b/t/speech.mp3"},
+        },
+    }
     response = post(hook_client, key, hook)
     assert response.status_code == 200, response.json
     assert [(r["source_url"], r["kind"]) for r in ledger_rows(conn)] == [
-        ("https://v3.fal.media/files/b/t/speech.mp3", "image")]
+        ("https://v3.fal.media/files/b/t/speech.mp3", "image")
+    ]
     assert deliveries(conn)[0]["note"] is None
 
 
@@ -426,8 +532,13 @@ def test_a_body_nested_too_deep_for_json_is_400_and_writes_nothing(
 def test_deep_but_parseable_body_is_walked_to_the_bottom(
     key: Ed25519PrivateKey, hook_client: FlaskClient, conn: Connection
 ) -> None:
-    raw = (b'{"request_id": "r1", "status": "OK", "payload": {"x": ' + b"[" * 900
-           + b'{"url": "https://v3.fal.media/files/b/d/deep.png"}' + b"]" * 900 + b"}}")
+    raw = (
+        b'{"request_id": "r1", "status": "OK", "payload": {"x": '
+        + b"[" * 900
+        + b'{"url": "https://v3.fal.media/files/b/d/deep.png"}'
+        + b"]" * 900
+        + b"}}"
+    )
     response = post(hook_client, key, raw, headers=sign(key, raw, "r1"))
     assert response.status_code == 200, response.json
     assert [r["source_url"] for r in ledger_rows(conn)] == ["https://v3.fal.media/files/b/d/deep.png"]
@@ -468,7 +579,10 @@ PE_ID = PAYLOAD_ERROR["request_id"]
 
 
 def test_payload_error_without_a_key_stays_unresolved_and_is_counted(
-    key: Ed25519PrivateKey, hook_client: FlaskClient, hook_config: Config, conn: Connection,
+    key: Ed25519PrivateKey,
+    hook_client: FlaskClient,
+    hook_config: Config,
+    conn: Connection,
     redis: Redis,
 ) -> None:
     response = post(hook_client, key, PAYLOAD_ERROR, query="?fal_app=fal-ai/kling-video")
@@ -499,15 +613,18 @@ def fal_queue() -> Iterator[FalQueueServer]:
 
 
 def test_payload_error_with_a_key_fetches_the_result_in_a_job(
-    key: Ed25519PrivateKey, hook_config: Config, conn: Connection, redis: Redis, cdn: FakeCdn,
+    key: Ed25519PrivateKey,
+    hook_config: Config,
+    conn: Connection,
+    redis: Redis,
+    cdn: FakeCdn,
     fal_queue: FalQueueServer,
 ) -> None:
     config = hook_config.replace(fal_key=fal_queue.key, fal_queue_base_url=fal_queue.base_url)
     video = cdn.add("/files/b/q/from-queue.mp4", 150_000, seed=7)
     fal_queue.set_result("fal-ai/kling-video", PE_ID, {"video": {"url": video, "file_name": "v.mp4"}})
     client = create_app_for(config).test_client()
-    response = post(client, key, PAYLOAD_ERROR,
-                    query="?fal_app=fal-ai/kling-video/v2/master/text-to-video")
+    response = post(client, key, PAYLOAD_ERROR, query="?fal_app=fal-ai/kling-video/v2/master/text-to-video")
     assert response.status_code == 200, response.json
     assert ledger_rows(conn) == []  # nothing fetched in the request
     assert queued(redis, "falback-maintenance") == ["fal-result-1"]
@@ -527,7 +644,11 @@ def test_payload_error_with_a_key_fetches_the_result_in_a_job(
 
 
 def test_a_fetched_result_brings_the_linked_app_row_up_to_date(
-    key: Ed25519PrivateKey, hook_config: Config, conn: Connection, redis: Redis, cdn: FakeCdn,
+    key: Ed25519PrivateKey,
+    hook_config: Config,
+    conn: Connection,
+    redis: Redis,
+    cdn: FakeCdn,
     fal_queue: FalQueueServer,
 ) -> None:
     config = hook_config.replace(fal_key=fal_queue.key, fal_queue_base_url=fal_queue.base_url)
@@ -536,8 +657,12 @@ def test_a_fetched_result_brings_the_linked_app_row_up_to_date(
     execute(conn, "UPDATE gen_videos SET upscale_video_url = %s WHERE id = %s", upscaled, video)
     fal_queue.set_result("fal-ai/topaz", PE_ID, {"video": {"url": upscaled}})
     client = create_app_for(config).test_client()
-    response = post(client, key, PAYLOAD_ERROR,
-                    query=f"?fal_app=fal-ai/topaz/upscale/video&table=gen_videos&id={video}&variant=upscale")
+    response = post(
+        client,
+        key,
+        PAYLOAD_ERROR,
+        query=f"?fal_app=fal-ai/topaz/upscale/video&table=gen_videos&id={video}&variant=upscale",
+    )
     assert response.status_code == 200, response.json
     assert config.redis_url
     context = WorkerContext(config, Redis.from_url(config.redis_url))
@@ -547,11 +672,16 @@ def test_a_fetched_result_brings_the_linked_app_row_up_to_date(
         context.close()
     assert backup_columns(conn, video) == {"backup_status": "in_progress", "backup_storage_url": None}
     assert [(r["kind"], r["source_id"], r["status"]) for r in ledger_rows(conn)] == [
-        ("regular", str(video), "done"), ("upscale", str(video), "queued")]
+        ("regular", str(video), "done"),
+        ("upscale", str(video), "queued"),
+    ]
 
 
 def test_fetch_job_records_why_a_result_is_unavailable(
-    key: Ed25519PrivateKey, hook_config: Config, conn: Connection, fal_queue: FalQueueServer,
+    key: Ed25519PrivateKey,
+    hook_config: Config,
+    conn: Connection,
+    fal_queue: FalQueueServer,
 ) -> None:
     config = hook_config.replace(fal_key="wrong", fal_queue_base_url=fal_queue.base_url)
     client = create_app_for(config).test_client()
@@ -575,7 +705,11 @@ def test_fetch_job_records_why_a_result_is_unavailable(
 
 
 def test_twenty_concurrent_deliveries_make_one_row_one_job_one_copy(
-    key: Ed25519PrivateKey, hook_config: Config, conn: Connection, redis: Redis, cdn: FakeCdn,
+    key: Ed25519PrivateKey,
+    hook_config: Config,
+    conn: Connection,
+    redis: Redis,
+    cdn: FakeCdn,
     tmp_path: Path,
 ) -> None:
     video = cdn.add("/files/b/c/concurrent.mp4", 300_000, seed=11)
@@ -587,8 +721,9 @@ def test_twenty_concurrent_deliveries_make_one_row_one_job_one_copy(
 
         def deliver() -> None:
             barrier.wait()
-            statuses.append(requests.post(f"{base_url}/webhooks/fal", data=raw, headers=headers,
-                                          timeout=15).status_code)
+            statuses.append(
+                requests.post(f"{base_url}/webhooks/fal", data=raw, headers=headers, timeout=15).status_code
+            )
 
         threads = [threading.Thread(target=deliver) for _ in range(20)]
         for t in threads:
@@ -603,12 +738,16 @@ def test_twenty_concurrent_deliveries_make_one_row_one_job_one_copy(
     [row] = ledger_rows(conn)
     assert row["status"] == "done" and row["attempts"] == 1
     assert [p.name for p in hook_config.backup_dir.rglob("*") if p.is_file()] == [
-        f"{row['id']}-concurrent.mp4"]
+        f"{row['id']}-concurrent.mp4"
+    ]
     assert [r for r in cdn.file(video).requests] == [""]  # fetched once
 
 
 def test_redis_down_still_answers_200_and_rows_wait_for_the_sweep(
-    key: Ed25519PrivateKey, hook_client: FlaskClient, conn: Connection, servers: Servers,
+    key: Ed25519PrivateKey,
+    hook_client: FlaskClient,
+    conn: Connection,
+    servers: Servers,
     redis: Redis,
 ) -> None:
     servers.redis.stop()
@@ -625,7 +764,11 @@ def test_redis_down_still_answers_200_and_rows_wait_for_the_sweep(
 
 
 def test_redis_down_on_a_fetchable_payload_error_is_503_then_the_retry_queues_it(
-    key: Ed25519PrivateKey, hook_config: Config, conn: Connection, servers: Servers, redis: Redis,
+    key: Ed25519PrivateKey,
+    hook_config: Config,
+    conn: Connection,
+    servers: Servers,
+    redis: Redis,
 ) -> None:
     client = create_app_for(hook_config.replace(fal_key="k:s")).test_client()
     servers.redis.stop()
@@ -640,8 +783,7 @@ def test_redis_down_on_a_fetchable_payload_error_is_503_then_the_retry_queues_it
     assert queued(redis, "falback-maintenance") == ["fal-result-1"]
 
 
-def test_postgres_unreachable_is_503(key: Ed25519PrivateKey, hook_config: Config,
-                                     conn: Connection) -> None:
+def test_postgres_unreachable_is_503(key: Ed25519PrivateKey, hook_config: Config, conn: Connection) -> None:
     assert hook_config.database_url
     broken = hook_config.database_url.replace("/test_", "/missing_")
     client = create_app_for(hook_config.replace(database_url=broken)).test_client()
@@ -653,11 +795,16 @@ def test_postgres_unreachable_is_503(key: Ed25519PrivateKey, hook_config: Config
 
 
 def test_postgres_stopped_is_503_and_fals_retry_succeeds(
-    key: Ed25519PrivateKey, jwks_server: JwksServer, own_database: str, redis_url: str,
-    servers: Servers, tmp_path: Path,
+    key: Ed25519PrivateKey,
+    jwks_server: JwksServer,
+    own_database: str,
+    redis_url: str,
+    servers: Servers,
+    tmp_path: Path,
 ) -> None:
-    config = Config(database_url=own_database, redis_url=redis_url, data_dir=tmp_path,
-                    fal_jwks_urls=(jwks_server.url,))
+    config = Config(
+        database_url=own_database, redis_url=redis_url, data_dir=tmp_path, fal_jwks_urls=(jwks_server.url,)
+    )
     client = create_app_for(config).test_client()
     servers.postgres.pause()
     try:
@@ -677,26 +824,36 @@ def test_postgres_stopped_is_503_and_fals_retry_succeeds(
 
 
 def test_a_signed_webhook_for_a_new_video_ends_as_a_verified_backup(
-    key: Ed25519PrivateKey, hook_client: FlaskClient, hook_config: Config, conn: Connection,
+    key: Ed25519PrivateKey,
+    hook_client: FlaskClient,
+    hook_config: Config,
+    conn: Connection,
     cdn: FakeCdn,
 ) -> None:
     """The issue's "done when", with the link to the app row the webhook URL carries."""
     video_id = add_video(conn, cdn, 1, size=200_000)
     upscaled = cdn.add("/files/b/t/video-1_upscaled.mp4", 900_000, seed=99)
     with conn.cursor() as cur:
-        cur.execute("UPDATE gen_videos SET upscale_video_url = %s, upscale_file_size = 900000"
-                    " WHERE id = %s", (upscaled, video_id))
+        cur.execute(
+            "UPDATE gen_videos SET upscale_video_url = %s, upscale_file_size = 900000 WHERE id = %s",
+            (upscaled, video_id),
+        )
     conn.commit()
     body = video_webhook(upscaled, "req-done", file_name="upscaled.mp4", file_size=900_000)
-    response = post(hook_client, key, body,
-                    query=f"?table=gen_videos&id={video_id}&variant=upscale&fal_app=fal-ai/topaz")
+    response = post(
+        hook_client, key, body, query=f"?table=gen_videos&id={video_id}&variant=upscale&fal_app=fal-ai/topaz"
+    )
     assert response.status_code == 200, response.json
 
     run_worker(hook_config)
 
     [row] = ledger_rows(conn)
     assert (row["status"], row["kind"], row["source_table"], row["source_id"]) == (
-        "done", "upscale", "gen_videos", str(video_id))
+        "done",
+        "upscale",
+        "gen_videos",
+        str(video_id),
+    )
     path = Path(row["destination_url"].removeprefix("file://"))
     assert row["size_bytes"] == 900_000 == path.stat().st_size
     assert row["md5"] == cdn.file(upscaled).md5() == file_md5(path)
@@ -706,8 +863,9 @@ def test_a_signed_webhook_for_a_new_video_ends_as_a_verified_backup(
     conn.commit()
 
 
-def test_a_data_uri_is_copied_from_postgres(key: Ed25519PrivateKey, hook_client: FlaskClient,
-                                            hook_config: Config, conn: Connection) -> None:
+def test_a_data_uri_is_copied_from_postgres(
+    key: Ed25519PrivateKey, hook_client: FlaskClient, hook_config: Config, conn: Connection
+) -> None:
     data = bytes(range(256)) * 2000  # 512,000 bytes: several chunks
     uri = "data:video/mp4;base64," + base64.b64encode(data).decode()
     body = {"request_id": "req-sync", "status": "OK", "payload": {"video": {"url": uri}}}
@@ -724,51 +882,93 @@ def test_a_data_uri_is_copied_from_postgres(key: Ed25519PrivateKey, hook_client:
 # --- fuzz ------------------------------------------------------------------------------
 
 _urls = (
-    st.sampled_from(["https://v3.fal.media/files/a/b.mp4", "data:,x", "data:image/png;base64,!!",
-                     "http://127.0.0.1/x.png", "https://\ud800/x.mp4", "ftp://x/y", "https://"])
+    st.sampled_from(
+        [
+            "https://v3.fal.media/files/a/b.mp4",
+            "data:,x",
+            "data:image/png;base64,!!",
+            "http://127.0.0.1/x.png",
+            "https://\ud800/x.mp4",
+            "ftp://x/y",
+            "https://",
+        ]
+    )
     | st.text(max_size=30).map(lambda t: "https://v3.fal.media/files/" + t)
     | st.binary(max_size=64).map(lambda b: "data:video/mp4;base64," + base64.b64encode(b).decode())
 )
 _files = st.fixed_dictionaries(
     {"url": _urls},
-    optional={"file_name": st.text(max_size=20) | st.none(),
-              "content_type": st.sampled_from(["video/mp4", "image/png", "application/octet-stream"])
-              | st.text(max_size=10),
-              "file_size": st.integers(min_value=-(2**70), max_value=2**70) | st.floats() | st.text()},
+    optional={
+        "file_name": st.text(max_size=20) | st.none(),
+        "content_type": st.sampled_from(["video/mp4", "image/png", "application/octet-stream"])
+        | st.text(max_size=10),
+        "file_size": st.integers(min_value=-(2**70), max_value=2**70) | st.floats() | st.text(),
+    },
 )
 _json = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=20) | _urls | _files,
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.sampled_from(["video", "images", "upscaled_video", "audio_file", "x"])
-                      | st.text(max_size=8), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(["video", "images", "upscaled_video", "audio_file", "x"]) | st.text(max_size=8),
+            children,
+            max_size=4,
+        )
+    ),
     max_leaves=10,
 )
 _ids = st.text(st.characters(min_codepoint=33, max_codepoint=126), min_size=1, max_size=40)
 _bodies = st.fixed_dictionaries(
     # Mostly well-formed, so that most examples reach the database.
-    {"request_id": st.integers(0, 9).flatmap(
-        lambda n: _ids if n < 8 else st.text(max_size=40) | st.integers() | st.none()),
-     "status": st.sampled_from(["OK", "OK", "ERROR"]) | st.just("OK") | st.text(max_size=3),
-     "payload": st.dictionaries(st.sampled_from(["video", "images", "x"]), _json, max_size=3)
-     | _json},
-    optional={"error": _json, "payload_error": _json,
-              "gateway_request_id": st.text(max_size=10) | st.none()},
+    {
+        "request_id": st.integers(0, 9).flatmap(
+            lambda n: _ids if n < 8 else st.text(max_size=40) | st.integers() | st.none()
+        ),
+        "status": st.sampled_from(["OK", "OK", "ERROR"]) | st.just("OK") | st.text(max_size=3),
+        "payload": st.dictionaries(st.sampled_from(["video", "images", "x"]), _json, max_size=3) | _json,
+    },
+    optional={"error": _json, "payload_error": _json, "gateway_request_id": st.text(max_size=10) | st.none()},
 )
-_header_names = ["X-Fal-Webhook-Request-Id", "X-Fal-Webhook-User-Id", "X-Fal-Webhook-Timestamp",
-                 "X-Fal-Webhook-Signature"]
+_header_names = [
+    "X-Fal-Webhook-Request-Id",
+    "X-Fal-Webhook-User-Id",
+    "X-Fal-Webhook-Timestamp",
+    "X-Fal-Webhook-Signature",
+]
 _header_value = st.text(st.characters(min_codepoint=32, max_codepoint=255), max_size=140)
-_queries = st.sampled_from(["", "", "", "?table=gen_videos&id=1&variant=regular",
-                            "?fal_app=fal-ai/flux", "?table=gen_images&id=0&variant=image", "?id=%00"])
+_queries = st.sampled_from(
+    [
+        "",
+        "",
+        "",
+        "?table=gen_videos&id=1&variant=regular",
+        "?fal_app=fal-ai/flux",
+        "?table=gen_images&id=0&variant=image",
+        "?id=%00",
+    ]
+)
 
 
-@settings(max_examples=450, derandomize=True, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(raw=st.binary(max_size=300) | _bodies.map(encode),
-       headers=st.dictionaries(st.sampled_from(_header_names), _header_value),
-       resign_timestamp=st.booleans(), query=_queries)
+@settings(
+    max_examples=450,
+    derandomize=True,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    raw=st.binary(max_size=300) | _bodies.map(encode),
+    headers=st.dictionaries(st.sampled_from(_header_names), _header_value),
+    resign_timestamp=st.booleans(),
+    query=_queries,
+)
 def test_fuzz_unsigned_requests_never_5xx_never_write(
-    hook_client: FlaskClient, conn: Connection, key: Ed25519PrivateKey, raw: bytes,
-    headers: dict[str, str], resign_timestamp: bool, query: str,
+    hook_client: FlaskClient,
+    conn: Connection,
+    key: Ed25519PrivateKey,
+    raw: bytes,
+    headers: dict[str, str],
+    resign_timestamp: bool,
+    query: str,
 ) -> None:
     if resign_timestamp:
         headers["X-Fal-Webhook-Timestamp"] = str(int(time.time()))
@@ -777,11 +977,16 @@ def test_fuzz_unsigned_requests_never_5xx_never_write(
     assert counts(conn) == NOTHING
 
 
-@settings(max_examples=350, derandomize=True, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=350,
+    derandomize=True,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(body=_bodies, query=_queries)
-def test_fuzz_signed_bodies_never_5xx(hook_client: FlaskClient, key: Ed25519PrivateKey,
-                                      body: dict[str, Any], query: str) -> None:
+def test_fuzz_signed_bodies_never_5xx(
+    hook_client: FlaskClient, key: Ed25519PrivateKey, body: dict[str, Any], query: str
+) -> None:
     raw = encode(body)
     header_id = body["request_id"] if isinstance(body["request_id"], str) else "x"
     if not (header_id.isprintable() and header_id.isascii() and header_id.strip() == header_id):
@@ -792,8 +997,9 @@ def test_fuzz_signed_bodies_never_5xx(hook_client: FlaskClient, key: Ed25519Priv
     assert response.status_code in (200, 400, 401), response.json
 
 
-def test_no_secret_or_body_in_logs(key: Ed25519PrivateKey, hook_config: Config,
-                                   caplog: pytest.LogCaptureFixture) -> None:
+def test_no_secret_or_body_in_logs(
+    key: Ed25519PrivateKey, hook_config: Config, caplog: pytest.LogCaptureFixture
+) -> None:
     client = create_app_for(hook_config.replace(fal_key="SECRET-KEY")).test_client()
     with caplog.at_level("DEBUG"):
         post(client, key, video_webhook("https://v3.fal.media/files/b/x/zzz-unique.mp4"))
@@ -816,7 +1022,11 @@ def test_a_redelivery_replaces_a_fetch_job_that_ended(redis: Redis) -> None:
 
 
 def test_the_sweep_requeues_a_result_fetch_that_redis_lost(
-    key: Ed25519PrivateKey, hook_config: Config, conn: Connection, redis: Redis, cdn: FakeCdn,
+    key: Ed25519PrivateKey,
+    hook_config: Config,
+    conn: Connection,
+    redis: Redis,
+    cdn: FakeCdn,
     fal_queue: FalQueueServer,
 ) -> None:
     """The webhook got its 200 and the fetch job was queued, then Redis lost it: the sweep
@@ -847,7 +1057,10 @@ def test_the_sweep_requeues_a_result_fetch_that_redis_lost(
 
 
 def test_the_sweep_does_not_refetch_a_result_that_is_unavailable(
-    key: Ed25519PrivateKey, hook_config: Config, conn: Connection, redis: Redis,
+    key: Ed25519PrivateKey,
+    hook_config: Config,
+    conn: Connection,
+    redis: Redis,
     fal_queue: FalQueueServer,
 ) -> None:
     """A fetch that ended (fal has no such result) is not started again every pass."""
@@ -864,7 +1077,10 @@ def test_the_sweep_does_not_refetch_a_result_that_is_unavailable(
 
 
 def test_an_inline_file_already_copied_is_not_stored_again(
-    key: Ed25519PrivateKey, hook_client: FlaskClient, hook_config: Config, conn: Connection,
+    key: Ed25519PrivateKey,
+    hook_client: FlaskClient,
+    hook_config: Config,
+    conn: Connection,
 ) -> None:
     uri = "data:image/png;base64," + base64.b64encode(b"same bytes" * 100).decode()
     first = {"request_id": "req-a", "status": "OK", "payload": {"image": {"url": uri}}}

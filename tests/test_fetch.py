@@ -20,8 +20,14 @@ from tests.fakes.cdn import FakeCdn
 
 @pytest.fixture
 def fetch_config(tmp_path: Path) -> Config:
-    return Config(source_hosts=("127.0.0.1",), allow_loopback_sources=True, read_timeout=2.0,
-                  connect_timeout=2.0, fetch_resume_attempts=2, backup_dir=tmp_path)
+    return Config(
+        source_hosts=("127.0.0.1",),
+        allow_loopback_sources=True,
+        read_timeout=2.0,
+        connect_timeout=2.0,
+        fetch_resume_attempts=2,
+        backup_dir=tmp_path,
+    )
 
 
 def md5_of(fetcher: SourceFetcher, url: str) -> tuple[int, str]:
@@ -175,8 +181,13 @@ def test_memory_stays_flat_while_streaming(fetch_config: Config, cdn: FakeCdn) -
 
 @pytest.mark.parametrize(
     "address",
-    ["64:ff9b::a9fe:a9fe", "64:ff9b:1::a9fe:a9fe", "2002:a9fe:a9fe::1", "::a9fe:a9fe",
-     "::ffff:169.254.169.254"],
+    [
+        "64:ff9b::a9fe:a9fe",
+        "64:ff9b:1::a9fe:a9fe",
+        "2002:a9fe:a9fe::1",
+        "::a9fe:a9fe",
+        "::ffff:169.254.169.254",
+    ],
 )
 def test_ipv6_forms_of_a_blocked_ipv4_address_are_blocked(address: str) -> None:
     assert address_allowed(ipaddress.ip_address(address), True) is False
@@ -194,7 +205,8 @@ def test_proxy_settings_in_the_environment_are_not_used(
 
 def test_urls_are_logged_without_their_query_string() -> None:
     assert loggable_url("https://v3b.fal.media/files/b/x/a.mp4?identity=secret") == (
-        "https://v3b.fal.media/files/b/x/a.mp4")
+        "https://v3b.fal.media/files/b/x/a.mp4"
+    )
 
 
 @pytest.mark.parametrize("denied", [403, 404])
@@ -204,8 +216,9 @@ def test_a_restricted_file_is_fetched_with_a_cdn_token(
     """fal's ACLs answer 403 (forbid) or 404 (hide): with FAL_KEY set the fetch is tried
     once more with a CDN token from fal's REST API, and the token is reused."""
     cdn.token_key = "id:secret"
-    config = fetch_config.replace(fal_key="id:secret", fal_rest_base_url=cdn.base_url,
-                                  fal_cdn_token_hosts=("127.0.0.1",))
+    config = fetch_config.replace(
+        fal_key="id:secret", fal_rest_base_url=cdn.base_url, fal_cdn_token_hosts=("127.0.0.1",)
+    )
     url = cdn.add("/files/b/x/private.mp4", 5000, bearer="cdn-token", denied_status=denied)
     other = cdn.add("/files/b/x/private2.mp4", 10, bearer="cdn-token")
     fetcher = SourceFetcher(config)
@@ -229,8 +242,9 @@ def test_without_a_key_or_off_the_token_hosts_a_hidden_file_is_gone(
 
 def test_a_refused_key_leaves_the_files_answer_as_it_is(fetch_config: Config, cdn: FakeCdn) -> None:
     cdn.token_key = "id:secret"
-    config = fetch_config.replace(fal_key="wrong", fal_rest_base_url=cdn.base_url,
-                                  fal_cdn_token_hosts=("127.0.0.1",))
+    config = fetch_config.replace(
+        fal_key="wrong", fal_rest_base_url=cdn.base_url, fal_cdn_token_hosts=("127.0.0.1",)
+    )
     url = cdn.add("/files/b/x/private.mp4", 10, bearer="cdn-token", denied_status=403)
     with pytest.raises(PermanentError, match="source answered 403"):
         SourceFetcher(config).open(url)
@@ -257,9 +271,12 @@ def test_an_expiry_stays_an_expiry_when_no_token_can_be_had(fetch_config: Config
 def test_the_cdn_token_is_not_sent_to_other_hosts(fetch_config: Config, cdn: FakeCdn) -> None:
     """A redirect from a token host to another host drops the token."""
     cdn.token_key = "id:secret"
-    config = fetch_config.replace(fal_key="id:secret", fal_rest_base_url=cdn.base_url,
-                                  source_hosts=("127.0.0.1", "localhost"),
-                                  fal_cdn_token_hosts=("127.0.0.1",))
+    config = fetch_config.replace(
+        fal_key="id:secret",
+        fal_rest_base_url=cdn.base_url,
+        source_hosts=("127.0.0.1", "localhost"),
+        fal_cdn_token_hosts=("127.0.0.1",),
+    )
     target = cdn.add("/files/b/x/public.mp4", 100).replace("127.0.0.1", "localhost")
     hop = cdn.add("/files/b/x/hop.mp4", 0, redirect_to=target, bearer="cdn-token")
     assert md5_of(SourceFetcher(config), hop)[0] == 100
@@ -267,16 +284,19 @@ def test_the_cdn_token_is_not_sent_to_other_hosts(fetch_config: Config, cdn: Fak
     assert cdn.file("/files/b/x/public.mp4").authorizations == [""]
 
 
-@pytest.mark.parametrize(("url", "reason"), [
-    ("http://127.0.0.1:99999/files/x", "Port out of range"),
-    ("http://127.0.0.1:-1/files/x", "Port could not be cast"),
-    ("http://127.0.0.1:http/files/x", "Port could not be cast"),
-    ("http://127.0.0.1:0/files/x", "port 0"),
-    ("https://v3.fal.media\uff03@127.0.0.1/files/x", "invalid characters under NFKC"),
-    ("http://[127.0.0.1/files/x", "Invalid IPv6 URL"),
-    ("http://127.0.0.1/files/a b", "whitespace or control characters"),
-    (f"http://{'a' * 70}.fal.media/files/x", "is not a valid host name"),
-])
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("http://127.0.0.1:99999/files/x", "Port out of range"),
+        ("http://127.0.0.1:-1/files/x", "Port could not be cast"),
+        ("http://127.0.0.1:http/files/x", "Port could not be cast"),
+        ("http://127.0.0.1:0/files/x", "port 0"),
+        ("https://v3.fal.media\uff03@127.0.0.1/files/x", "invalid characters under NFKC"),
+        ("http://[127.0.0.1/files/x", "Invalid IPv6 URL"),
+        ("http://127.0.0.1/files/a b", "whitespace or control characters"),
+        (f"http://{'a' * 70}.fal.media/files/x", "is not a valid host name"),
+    ],
+)
 def test_a_malformed_url_is_a_permanent_error(fetch_config: Config, url: str, reason: str) -> None:
     """README: a malformed URL fails at once; a bad port is no reason to retry."""
     fetcher = SourceFetcher(fetch_config.replace(source_hosts=("127.0.0.1", "*.fal.media")))
@@ -292,14 +312,37 @@ def test_a_malformed_redirect_is_a_permanent_error(fetch_config: Config, cdn: Fa
 
 
 _HOSTS = st.sampled_from(["127.0.0.1", "[::1]", "[127.0.0.1", "a" * 70 + ".fal.media", "localhost\uff03"])
-_PIECES = st.sampled_from(["\uff03", "\uff20", "[", "]", "@", ":", "%", "%zz", "#", "?", "/", "\\",
-                           " ", "\x7f", "..", "~", "\u00e4", "a"])
+_PIECES = st.sampled_from(
+    [
+        "\uff03",
+        "\uff20",
+        "[",
+        "]",
+        "@",
+        ":",
+        "%",
+        "%zz",
+        "#",
+        "?",
+        "/",
+        "\\",
+        " ",
+        "\x7f",
+        "..",
+        "~",
+        "\u00e4",
+        "a",
+    ]
+)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(host=_HOSTS, port=st.sampled_from(["", ":{cdn}", ":99999", ":-1", ":x", ":0", ":"]),
-       path=st.lists(st.one_of(_PIECES, st.text(max_size=4)), max_size=8).map("".join),
-       query=st.text(max_size=8))
+@given(
+    host=_HOSTS,
+    port=st.sampled_from(["", ":{cdn}", ":99999", ":-1", ":x", ":0", ":"]),
+    path=st.lists(st.one_of(_PIECES, st.text(max_size=4)), max_size=8).map("".join),
+    query=st.text(max_size=8),
+)
 def test_fetching_any_url_raises_only_classified_errors(
     fetch_config: Config, cdn: FakeCdn, host: str, port: str, path: str, query: str
 ) -> None:

@@ -23,8 +23,9 @@ def imported_modules(path: Path) -> set[str]:
 def test_no_test_module_imports_another_or_conftest() -> None:
     offenders = {}
     for path in sorted(TESTS.rglob("*.py")):
-        bad = sorted(name for name in imported_modules(path)
-                     if name.startswith(("tests.test_", "tests.conftest")))
+        bad = sorted(
+            name for name in imported_modules(path) if name.startswith(("tests.test_", "tests.conftest"))
+        )
         if bad:
             offenders[str(path.relative_to(TESTS))] = bad
     assert offenders == {}, "move shared helpers to tests/support/ (or tests/fakes/)"

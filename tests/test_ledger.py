@@ -12,8 +12,9 @@ def test_an_app_row_links_a_file_a_webhook_reported_first(conn: Connection, cdn:
     """A fal webhook without link parameters guesses 'regular' for an upscaled video; when
     the app row appears, the row is linked and takes the app's variant as its kind."""
     url = cdn.base_url + "/files/b/t/video-1_up.mp4"
-    [created] = ledger.insert_files(conn, [ledger.NewFile(source_url=url, kind="regular",
-                                                          fal_request_id="req-1")], 7)
+    [created] = ledger.insert_files(
+        conn, [ledger.NewFile(source_url=url, kind="regular", fal_request_id="req-1")], 7
+    )
     conn.commit()
     video_id = add_video(conn, cdn, 1, upscale_size=1000)
     linked = app_rows.upsert_app_row(conn, "gen_videos", str(video_id), 7)
@@ -22,15 +23,30 @@ def test_an_app_row_links_a_file_a_webhook_reported_first(conn: Connection, cdn:
     row = next(r for r in ledger_rows(conn) if r["source_url"] == url)
     assert row["id"] == created["id"]
     assert (row["kind"], row["source_table"], row["source_id"], row["variant"], row["fal_request_id"]) == (
-        "upscale", "gen_videos", str(video_id), "upscale", "req-1")
+        "upscale",
+        "gen_videos",
+        str(video_id),
+        "upscale",
+        "req-1",
+    )
 
 
 def test_a_linked_row_keeps_its_link(conn: Connection, cdn: FakeCdn) -> None:
     video_id = add_video(conn, cdn, 1)
     app_rows.upsert_app_row(conn, "gen_videos", str(video_id), 7)
-    again = app_rows.link_files(conn, [ledger.NewFile(
-        source_url=cdn.base_url + "/files/b/t/video-1.mp4", kind="upscale",
-        source_table="gen_videos", source_id="999", variant="upscale")], 7)
+    again = app_rows.link_files(
+        conn,
+        [
+            ledger.NewFile(
+                source_url=cdn.base_url + "/files/b/t/video-1.mp4",
+                kind="upscale",
+                source_table="gen_videos",
+                source_id="999",
+                variant="upscale",
+            )
+        ],
+        7,
+    )
     conn.commit()
     assert [r["kind"] for r in again] == ["regular"]
     [row] = ledger_rows(conn)

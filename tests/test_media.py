@@ -66,8 +66,9 @@ def test_copy_in_drive_is_proxied_with_the_range_forwarded(
     drive_config: Config, drive: Drive, conn: Connection
 ) -> None:
     file_id = drive.emulator.add_file("clip.mp4", CONTENT, drive.folder_id, mime_type="video/mp4")
-    media_id = add_media(conn, f"{FAL}/d.mp4", destination="drive", destination_id=file_id,
-                         size=SIZE, md5=MD5)
+    media_id = add_media(
+        conn, f"{FAL}/d.mp4", destination="drive", destination_id=file_id, size=SIZE, md5=MD5
+    )
     client = create_app_for(drive_config).test_client()
     whole = client.get(f"/media/{media_id}")
     assert whole.status_code == 200 and whole.data == CONTENT
@@ -96,8 +97,19 @@ def test_unknown_sources_redirect_only_to_fal_hosts(client: FlaskClient) -> None
         assert client.get("/media", query_string={"src": src}).status_code == 404
 
 
-@pytest.mark.parametrize("src", [None, "", "x" * 5000, "ftp://127.0.0.1/a", "javascript:alert(1)",
-                                 "/relative", "http:///nohost", f"{FAL}/a\r\nSet-Cookie: x=1"])
+@pytest.mark.parametrize(
+    "src",
+    [
+        None,
+        "",
+        "x" * 5000,
+        "ftp://127.0.0.1/a",
+        "javascript:alert(1)",
+        "/relative",
+        "http:///nohost",
+        f"{FAL}/a\r\nSet-Cookie: x=1",
+    ],
+)
 def test_bad_src_is_400(client: FlaskClient, src: str | None) -> None:
     answer = client.get("/media", query_string={} if src is None else {"src": src})
     assert answer.status_code == 400
@@ -111,21 +123,25 @@ def test_guessable_ids_find_nothing(client: FlaskClient, config: Config, conn: C
     assert client.get(f"/media/{media_id}").data == CONTENT
 
 
-@pytest.mark.parametrize(("header", "status", "first", "last"), [
-    ("bytes=0-99", 206, 0, 99),
-    ("bytes=5000-5999", 206, 5000, 5999),
-    ("bytes=-500", 206, SIZE - 500, SIZE - 1),
-    ("bytes=10000-", 206, 10000, SIZE - 1),
-    ("bytes=9000-99999", 206, 9000, SIZE - 1),
-    ("bytes=0-0,100-199", 200, 0, SIZE - 1),  # several ranges: the whole file
-    ("items=0-9", 200, 0, SIZE - 1),
-    ("bytes=20-10", 200, 0, SIZE - 1),
-])
-def test_ranges(client: FlaskClient, config: Config, conn: Connection,
-                header: str, status: int, first: int, last: int) -> None:
+@pytest.mark.parametrize(
+    ("header", "status", "first", "last"),
+    [
+        ("bytes=0-99", 206, 0, 99),
+        ("bytes=5000-5999", 206, 5000, 5999),
+        ("bytes=-500", 206, SIZE - 500, SIZE - 1),
+        ("bytes=10000-", 206, 10000, SIZE - 1),
+        ("bytes=9000-99999", 206, 9000, SIZE - 1),
+        ("bytes=0-0,100-199", 200, 0, SIZE - 1),  # several ranges: the whole file
+        ("items=0-9", 200, 0, SIZE - 1),
+        ("bytes=20-10", 200, 0, SIZE - 1),
+    ],
+)
+def test_ranges(
+    client: FlaskClient, config: Config, conn: Connection, header: str, status: int, first: int, last: int
+) -> None:
     media_id = local_copy(config, conn, f"{FAL}/a.mp4")
     answer = client.get(f"/media/{media_id}", headers={"Range": header})
-    assert answer.status_code == status and answer.data == CONTENT[first:last + 1]
+    assert answer.status_code == status and answer.data == CONTENT[first : last + 1]
     assert answer.headers["Content-Length"] == str(last - first + 1)
     if status == 206:
         assert answer.headers["Content-Range"] == f"bytes {first}-{last}/{SIZE}"
@@ -134,8 +150,9 @@ def test_ranges(client: FlaskClient, config: Config, conn: Connection,
 
 
 @pytest.mark.parametrize("header", [f"bytes={SIZE}-", "bytes=99999-100000", "bytes=-0"])
-def test_unsatisfiable_range_is_416(client: FlaskClient, config: Config, conn: Connection,
-                                    header: str) -> None:
+def test_unsatisfiable_range_is_416(
+    client: FlaskClient, config: Config, conn: Connection, header: str
+) -> None:
     media_id = local_copy(config, conn, f"{FAL}/a.mp4")
     answer = client.get(f"/media/{media_id}", headers={"Range": header})
     assert answer.status_code == 416 and answer.headers["Content-Range"] == f"bytes */{SIZE}"
@@ -146,8 +163,14 @@ def test_if_range_and_if_none_match(client: FlaskClient, config: Config, conn: C
     first = client.get(f"/media/{media_id}")
     etag, modified = first.headers["ETag"], first.headers["Last-Modified"]
     ranged = {"Range": "bytes=0-9"}
-    for if_range, status in [(etag, 206), ('"other"', 200), (f"W/{etag}", 200), (modified, 206),
-                             ("Mon, 01 Jan 2001 00:00:00 GMT", 200), ("not a date", 200)]:
+    for if_range, status in [
+        (etag, 206),
+        ('"other"', 200),
+        (f"W/{etag}", 200),
+        (modified, 206),
+        ("Mon, 01 Jan 2001 00:00:00 GMT", 200),
+        ("not a date", 200),
+    ]:
         answer = client.get(f"/media/{media_id}", headers={**ranged, "If-Range": if_range})
         assert answer.status_code == status, if_range
         assert len(answer.data) == (10 if status == 206 else SIZE)
@@ -189,8 +212,10 @@ def test_backup_media_url_follows_the_main_file(
     config: Config, conn: Connection, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with conn.cursor() as cur:
-        cur.execute("INSERT INTO gen_videos (video_url, upscale_video_url) VALUES (%s, %s) RETURNING id",
-                    (f"{FAL}/v.mp4", f"{FAL}/v_up.mp4"))
+        cur.execute(
+            "INSERT INTO gen_videos (video_url, upscale_video_url) VALUES (%s, %s) RETURNING id",
+            (f"{FAL}/v.mp4", f"{FAL}/v_up.mp4"),
+        )
         video = str(cur.fetchone()["id"])  # type: ignore[call-overload,index]
     conn.commit()
     app_rows.upsert_app_row(conn, "gen_videos", video, config.expiry_days)

@@ -50,13 +50,23 @@ def test_a_video_plays_and_seeks_in_chromium(config: Config, conn: Connection, t
     from playwright.sync_api import sync_playwright
 
     src = f"{FAL}/clip.webm"
-    local_copy(config, conn, src, CLIP.read_bytes(), name="upscale/2026-12/2-clip.webm",
-               content_type="video/webm")
+    local_copy(
+        config, conn, src, CLIP.read_bytes(), name="upscale/2026-12/2-clip.webm", content_type="video/webm"
+    )
     log = tmp_path / "gunicorn.log"
     with gunicorn(config, log) as base_url, sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
         try:
             page = browser.new_page()
             page.goto(f"{base_url}/ping")
@@ -66,10 +76,14 @@ def test_a_video_plays_and_seeks_in_chromium(config: Config, conn: Connection, t
             duration = page.evaluate("document.getElementById('v').duration")
             assert duration == pytest.approx(4.0, abs=0.3)
             page.evaluate(f"document.getElementById('v').currentTime = {duration / 2}")
-            page.wait_for_function("(() => { const v = document.getElementById('v');"
-                                   " return !v.seeking && v.readyState >= 2; })()", timeout=15000)
+            page.wait_for_function(
+                "(() => { const v = document.getElementById('v');"
+                " return !v.seeking && v.readyState >= 2; })()",
+                timeout=15000,
+            )
             assert page.evaluate("document.getElementById('v').currentTime") == pytest.approx(
-                duration / 2, abs=0.5)
+                duration / 2, abs=0.5
+            )
             page.evaluate("document.getElementById('v').play()")
             page.wait_for_function("document.getElementById('v').currentTime > 2.5", timeout=15000)
             assert page.evaluate("document.getElementById('v').error") is None

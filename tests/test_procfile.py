@@ -32,8 +32,9 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
 # What a platform's build does not get: a developer's environment and local state.
-NOT_DEPLOYED = shutil.ignore_patterns(".git", ".venv", "__pycache__", ".*_cache", ".falback",
-                                      "backups", "*.egg-info")
+NOT_DEPLOYED = shutil.ignore_patterns(
+    ".git", ".venv", "__pycache__", ".*_cache", ".falback", "backups", "*.egg-info"
+)
 
 
 @dataclass(frozen=True)
@@ -53,8 +54,9 @@ class App:
     def start(self, name: str, config: Config, **extra: str) -> Spawned:
         # As Heroku does: the line through `bash -c` (which execs a single command, so the
         # exit code is the process's own), SIGTERM to the whole process group to stop it.
-        return Spawned(["bash", "-c", self.lines[name]], env=self.env(config, **extra),
-                       cwd=self.root, group=True)
+        return Spawned(
+            ["bash", "-c", self.lines[name]], env=self.env(config, **extra), cwd=self.root, group=True
+        )
 
 
 def procfile_lines(path: Path) -> dict[str, str]:
@@ -75,9 +77,20 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> App:
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     # pip's own configuration (index, mirror) and cache apply, as on any build machine.
     install = subprocess.run(
-        [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-         "-r", "requirements.txt"],
-        cwd=root, capture_output=True, text=True, timeout=600,
+        [
+            str(venv / "bin" / "python"),
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "-r",
+            "requirements.txt",
+        ],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert install.returncode == 0, install.stdout[-3000:] + install.stderr[-3000:]
     return App(root, venv, procfile_lines(root / "Procfile"))
@@ -110,8 +123,9 @@ def test_the_procfile_has_the_five_processes(app: App) -> None:
     assert sorted(app.lines) == ["cron", "relay", "release", "web", "worker"]
 
 
-def test_release_applies_the_migrations(app: App, empty_database: str, redis_url: str,
-                                        tmp_path: Path) -> None:
+def test_release_applies_the_migrations(
+    app: App, empty_database: str, redis_url: str, tmp_path: Path
+) -> None:
     config = Config(database_url=empty_database, redis_url=redis_url, data_dir=tmp_path)
     release = app.start("release", config)
     assert finish(release, 60) == 0, release.output
@@ -132,22 +146,32 @@ def test_web_answers_healthz(app: App, config: Config) -> None:
     port = free_port()
     web = app.start("web", config, PORT=str(port), HOST="127.0.0.1", WEB_CONCURRENCY="1")
     try:
-        response = wait_for(lambda: requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2), 30,
-                            "/healthz", interval=0.2, ignoring=(requests.RequestException,))
+        response = wait_for(
+            lambda: requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2),
+            30,
+            "/healthz",
+            interval=0.2,
+            ignoring=(requests.RequestException,),
+        )
         assert response.status_code == 200, web.output
         assert response.json() == {"status": "ok", "postgres": "ok", "redis": "ok"}
     finally:
         assert web.stop(30) == 0, web.output
 
 
-def test_worker_backs_up_a_backfilled_file(app: App, config: Config, conn: Connection,
-                                           redis: Redis, cdn: FakeCdn) -> None:
+def test_worker_backs_up_a_backfilled_file(
+    app: App, config: Config, conn: Connection, redis: Redis, cdn: FakeCdn
+) -> None:
     add_video(conn, cdn, 1, size=300_000)
     backfill(config, conn, redis, "all", 10)
     worker = app.start("worker", config)
     try:
-        wait_for(lambda: [r["status"] for r in ledger_rows(conn)] == ["done"], 60,
-                 "the file backed up by the worker", interval=0.2)
+        wait_for(
+            lambda: [r["status"] for r in ledger_rows(conn)] == ["done"],
+            60,
+            "the file backed up by the worker",
+            interval=0.2,
+        )
     finally:
         assert worker.stop(30) == 0, worker.output
     [row] = ledger_rows(conn)

@@ -31,19 +31,22 @@ from tests.support.rows import ledger_rows
 TOKEN = "sig-0f8c2d71b9e4"
 
 
-@pytest.mark.parametrize(("text", "secret"), [
-    ('127.0.0.1:80 "GET /files/b/x/a.mp4?token=sig-1234 HTTP/1.1" 200 5', "sig-1234"),
-    ("Max retries exceeded with url: /x.mp4?identity=abc123 (Caused by ...)", "abc123"),
-    ("https://v3b.fal.media/files/b/x/a.mp4?identity=abc123#frag", "abc123"),
-    ('"PUT /upload/drive/v3/files?uploadType=resumable&upload_id=ADPyc-xyz HTTP/1.1"', "ADPyc-xyz"),
-    ("session upload_id=ADPyc-xyz", "ADPyc-xyz"),
-    ("{'upload_id': 'ADPyc-xyz'}", "ADPyc-xyz"),
-    ("Authorization: Bearer ya29.a0AfH6", "ya29.a0AfH6"),
-    ("{'Authorization': 'Key 1a2b3c:4d5e6f7a'}", "1a2b3c:4d5e6f7a"),
-    ("sent Key 1a2b3c:4d5e6f7a", "1a2b3c:4d5e6f7a"),
-    ("redis://:hunter22@cache:6379/0", "hunter22"),
-    ("-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBg\n-----END PRIVATE KEY-----", "MIIEvQIBADANBg"),
-])
+@pytest.mark.parametrize(
+    ("text", "secret"),
+    [
+        ('127.0.0.1:80 "GET /files/b/x/a.mp4?token=sig-1234 HTTP/1.1" 200 5', "sig-1234"),
+        ("Max retries exceeded with url: /x.mp4?identity=abc123 (Caused by ...)", "abc123"),
+        ("https://v3b.fal.media/files/b/x/a.mp4?identity=abc123#frag", "abc123"),
+        ('"PUT /upload/drive/v3/files?uploadType=resumable&upload_id=ADPyc-xyz HTTP/1.1"', "ADPyc-xyz"),
+        ("session upload_id=ADPyc-xyz", "ADPyc-xyz"),
+        ("{'upload_id': 'ADPyc-xyz'}", "ADPyc-xyz"),
+        ("Authorization: Bearer ya29.a0AfH6", "ya29.a0AfH6"),
+        ("{'Authorization': 'Key 1a2b3c:4d5e6f7a'}", "1a2b3c:4d5e6f7a"),
+        ("sent Key 1a2b3c:4d5e6f7a", "1a2b3c:4d5e6f7a"),
+        ("redis://:hunter22@cache:6379/0", "hunter22"),
+        ("-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBg\n-----END PRIVATE KEY-----", "MIIEvQIBADANBg"),
+    ],
+)
 def test_redact_removes_each_kind_of_secret(text: str, secret: str) -> None:
     redacted = redact(text)
     assert secret not in redacted and REDACTED in redacted
@@ -51,8 +54,11 @@ def test_redact_removes_each_kind_of_secret(text: str, secret: str) -> None:
 
 
 def test_ordinary_text_is_left_alone() -> None:
-    for text in ("ledger 5 job backup-5: done: 100 bytes, md5 0cc1, at local /b/5-a.png",
-                 "Key not found; is it on/off? yes", "GET /files/b/x/a.mp4 HTTP/1.1"):
+    for text in (
+        "ledger 5 job backup-5: done: 100 bytes, md5 0cc1, at local /b/5-a.png",
+        "Key not found; is it on/off? yes",
+        "GET /files/b/x/a.mp4 HTTP/1.1",
+    ):
         assert redact(text) == text
 
 
@@ -62,8 +68,9 @@ def test_configured_secret_values_are_masked() -> None:
     assert redact("short") == "short"  # too short to mask safely
 
 
-def test_the_ledger_stores_errors_redacted(conn: Connection, config: Config, cdn: FakeCdn,
-                                           redis: Redis) -> None:
+def test_the_ledger_stores_errors_redacted(
+    conn: Connection, config: Config, cdn: FakeCdn, redis: Redis
+) -> None:
     """last_error goes through the same redaction, whoever writes it."""
     add_signed_video(conn, cdn, 10)
     backfill(config, conn, redis, "all", 10)
@@ -106,13 +113,17 @@ def assert_clean_ledger(conn: Connection, drive: Drive) -> None:
     assert secrets_in(f"{row['last_error']}", drive) == []
 
 
-def test_a_debug_worker_process_logs_no_secret(drive_config: Config, conn: Connection, cdn: FakeCdn,
-                                               redis: Redis, drive: Drive) -> None:
+def test_a_debug_worker_process_logs_no_secret(
+    drive_config: Config, conn: Connection, cdn: FakeCdn, redis: Redis, drive: Drive
+) -> None:
     failing_drive_copy(drive_config, conn, cdn, redis, drive)
     result = subprocess.run(
         [sys.executable, "-m", "falback", "worker", "--burst"],
         env={**os.environ, **drive_config.as_env(), "FALBACK_LOG_LEVEL": "DEBUG"},
-        capture_output=True, text=True, timeout=120, check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
     )
     output = result.stdout + result.stderr
     # urllib3 logged the request targets (the test would see a leak), without the secrets.
@@ -123,9 +134,14 @@ def test_a_debug_worker_process_logs_no_secret(drive_config: Config, conn: Conne
     assert_clean_ledger(conn, drive)
 
 
-def test_an_in_process_worker_logs_no_secret(drive_config: Config, conn: Connection, cdn: FakeCdn,
-                                             redis: Redis, drive: Drive,
-                                             caplog: pytest.LogCaptureFixture) -> None:
+def test_an_in_process_worker_logs_no_secret(
+    drive_config: Config,
+    conn: Connection,
+    cdn: FakeCdn,
+    redis: Redis,
+    drive: Drive,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """The same through pytest's own handler (a handler falback did not create), plus a
     traceback whose chained requests exception carries the signed URL."""
     setup_logging()  # puts redaction on pytest's handler too (it sets the root's level first)

@@ -64,12 +64,6 @@ def notifications(listener: psycopg2.extensions.connection) -> list[dict[str, ob
     return found
 
 
-
-
-
-
-
-
 def test_triggers_notify_only_when_a_media_url_appears_or_changes(
     conn: Connection, listener: psycopg2.extensions.connection, database_url: str
 ) -> None:
@@ -89,17 +83,23 @@ def test_triggers_notify_only_when_a_media_url_appears_or_changes(
     execute(conn, "UPDATE gen_videos SET video_url = 'https://fal.media/2.mp4' WHERE id = 2")
     execute(conn, "UPDATE gen_images SET image_url = 'https://fal.media/7b.png' WHERE id = 7")
     assert notifications(listener) == [
-        {"table": "gen_videos", "id": 1}, {"table": "gen_videos", "id": 2}, {"table": "gen_images", "id": 7},
+        {"table": "gen_videos", "id": 1},
+        {"table": "gen_videos", "id": 2},
+        {"table": "gen_images", "id": 7},
     ]
 
     # The repeatable step leaves existing triggers alone and never doubles them.
     migrate(database_url)
     with conn.cursor() as cur:
-        cur.execute("SELECT tgrelid::regclass::text AS t, tgname FROM pg_trigger"
-                    " WHERE tgname LIKE 'falback_notify%%' ORDER BY 1, 2")
+        cur.execute(
+            "SELECT tgrelid::regclass::text AS t, tgname FROM pg_trigger"
+            " WHERE tgname LIKE 'falback_notify%%' ORDER BY 1, 2"
+        )
         assert [(r["t"], r["tgname"]) for r in fetch_all(cur)] == [
-            ("gen_images", "falback_notify_insert"), ("gen_images", "falback_notify_update"),
-            ("gen_videos", "falback_notify_insert"), ("gen_videos", "falback_notify_update"),
+            ("gen_images", "falback_notify_insert"),
+            ("gen_images", "falback_notify_update"),
+            ("gen_videos", "falback_notify_insert"),
+            ("gen_videos", "falback_notify_update"),
         ]
     conn.commit()
 
@@ -107,8 +107,14 @@ def test_triggers_notify_only_when_a_media_url_appears_or_changes(
 def test_payloads_that_are_not_ours_are_ignored() -> None:
     assert parse_payload('{"table": "gen_videos", "id": 12}') == AppRow("gen_videos", "12")
     assert parse_payload('{"table": "gen_images", "id": "a1b2"}') == AppRow("gen_images", "a1b2")
-    for bad in ('{"table": "users", "id": 1}', '{"table": "gen_videos"}', "[1]", "nope",
-                '{"table": "gen_videos", "id": true}', '{"table": "gen_videos", "id": [1]}'):
+    for bad in (
+        '{"table": "users", "id": 1}',
+        '{"table": "gen_videos"}',
+        "[1]",
+        "nope",
+        '{"table": "gen_videos", "id": true}',
+        '{"table": "gen_videos", "id": [1]}',
+    ):
         assert parse_payload(bad) is None, bad
 
 
@@ -145,8 +151,11 @@ def test_new_rows_become_jobs_within_seconds_and_get_backed_up(
 def test_a_burst_is_handled_in_batches(config: Config, conn: Connection) -> None:
     with background(config, "relay") as relay:
         relay.wait_for_log("sweep: ")
-        psycopg2.extras.execute_values(conn.cursor(), "INSERT INTO gen_images (image_url) VALUES %s",
-                              [(f"https://fal.media/files/burst/{i}.png",) for i in range(1200)])
+        psycopg2.extras.execute_values(
+            conn.cursor(),
+            "INSERT INTO gen_images (image_url) VALUES %s",
+            [(f"https://fal.media/files/burst/{i}.png",) for i in range(1200)],
+        )
         conn.commit()
         wait_for(lambda: all_queued(conn, 1200), 15, "1200 queued ledger rows")
         # 1200 notifications at once: batches of up to 500, one enqueue each.
@@ -177,8 +186,12 @@ def test_a_url_added_to_an_existing_row_is_backed_up_too(
         wait_for(lambda: all_queued(conn, 1), 5, "the regular video queued")
         run_worker(config)
         upscaled = cdn.add("/files/b/t/video-1_up.mp4", 80_000, seed=77)
-        execute(conn, "UPDATE gen_videos SET upscale_video_url = %s, upscale_file_size = 80000"
-                " WHERE id = %s", upscaled, video)
+        execute(
+            conn,
+            "UPDATE gen_videos SET upscale_video_url = %s, upscale_file_size = 80000 WHERE id = %s",
+            upscaled,
+            video,
+        )
         wait_for(lambda: sorted(statuses(conn).values()) == ["done", "queued"], 5, "the upscale queued")
     run_worker(config)
     rows = {r["kind"]: r for r in ledger_rows(conn)}
@@ -187,8 +200,7 @@ def test_a_url_added_to_an_existing_row_is_backed_up_too(
         cur.execute("SELECT backup_status, backup_storage_url FROM gen_videos WHERE id = %s", (video,))
         app_row = fetch_one(cur)
     conn.commit()
-    assert app_row == {"backup_status": "completed",
-                       "backup_storage_url": rows["upscale"]["destination_url"]}
+    assert app_row == {"backup_status": "completed", "backup_storage_url": rows["upscale"]["destination_url"]}
 
 
 def test_a_url_the_app_stores_after_its_file_was_copied_updates_the_app_row(
@@ -203,11 +215,16 @@ def test_a_url_the_app_stores_after_its_file_was_copied_updates_the_app_row(
         relay.wait_for_log("sweep: ")
         execute(conn, "UPDATE gen_videos SET upscale_video_url = %s WHERE id = %s", upscaled, video)
         relay.wait_for_log(f"gen_videos {video}: ledger")
-        wait_for(lambda: backup_columns(conn, video)["backup_storage_url"] == copy, 5,
-                 "the app row to point at the upscaled copy")
+        wait_for(
+            lambda: backup_columns(conn, video)["backup_storage_url"] == copy,
+            5,
+            "the app row to point at the upscaled copy",
+        )
     assert backup_columns(conn, video) == {"backup_status": "completed", "backup_storage_url": copy}
     assert [(r["kind"], r["source_id"]) for r in ledger_rows(conn)] == [
-        ("regular", str(video)), ("upscale", str(video))]
+        ("regular", str(video)),
+        ("upscale", str(video)),
+    ]
 
 
 def test_the_catch_up_sweep_links_and_updates_app_rows_changed_while_down(

@@ -21,22 +21,38 @@ def test_up_runs_web_and_worker_on_embedded_servers(tmp_path: Path) -> None:
     tmp_path.chmod(0o755)  # pgserver's own system user must reach the data folder
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "REDIS_URL", "FALBACK_"))}
-    env.update(FALBACK_DATA_DIR=str(tmp_path / "data"), FALBACK_BACKUP_DIR=str(tmp_path / "backups"),
-               WEB_CONCURRENCY="1")
+    env.update(
+        FALBACK_DATA_DIR=str(tmp_path / "data"),
+        FALBACK_BACKUP_DIR=str(tmp_path / "backups"),
+        WEB_CONCURRENCY="1",
+    )
     process = subprocess.Popen(
         [sys.executable, "-m", "falback", "up", "--demo", "--port", str(port)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_for(lambda: requests.get(f"{base}/healthz", timeout=2).status_code == 200, 120, "/healthz",
-                 interval=0.3, ignoring=(requests.RequestException,))
+        wait_for(
+            lambda: requests.get(f"{base}/healthz", timeout=2).status_code == 200,
+            120,
+            "/healthz",
+            interval=0.3,
+            ignoring=(requests.RequestException,),
+        )
         assert requests.get(f"{base}/healthz", timeout=2).json() == {
-            "status": "ok", "postgres": "ok", "redis": "ok"}
+            "status": "ok",
+            "postgres": "ok",
+            "redis": "ok",
+        }
         token = (tmp_path / "data" / "admin-token").read_text().strip()  # made up: printed below
         admin = {"Authorization": f"Bearer {token}"}
-        response = requests.post(f"{base}/backfill", json={"type": "upscale", "limit": 10},
-                                 headers=admin, timeout=10)
+        response = requests.post(
+            f"{base}/backfill", json={"type": "upscale", "limit": 10}, headers=admin, timeout=10
+        )
         assert response.status_code == 200
         # The demo has 5 upscaled videos. The relay's catch-up sweep (and cron's first
         # sweep) may have queued any number of them before this call, so its count says
@@ -45,12 +61,14 @@ def test_up_runs_web_and_worker_on_embedded_servers(tmp_path: Path) -> None:
         status = requests.get(f"{base}/api/status", headers=admin, timeout=10).json()
         [upscale] = [k for k in status["kinds"] if k["kind"] == "upscale"]
         assert (upscale["files"], upscale["not_in_ledger"]) == (5, 0)
-        again = requests.post(f"{base}/backfill", json={"type": "upscale", "limit": 10},
-                              headers=admin, timeout=10)
+        again = requests.post(
+            f"{base}/backfill", json={"type": "upscale", "limit": 10}, headers=admin, timeout=10
+        )
         assert again.status_code == 200 and again.json()["files"] == 0
         backups = tmp_path / "backups" / "upscale"
-        wait_for(lambda: len(list(backups.rglob("*_upscaled.mp4"))) == 5, 60, "5 upscaled backups",
-                 interval=0.3)
+        wait_for(
+            lambda: len(list(backups.rglob("*_upscaled.mp4"))) == 5, 60, "5 upscaled backups", interval=0.3
+        )
         redis_port = int((tmp_path / "data" / "redis" / "redis.port").read_text())
     finally:
         os.killpg(process.pid, signal.SIGINT)
@@ -68,13 +86,22 @@ def test_up_runs_web_and_worker_on_embedded_servers(tmp_path: Path) -> None:
 
 def start_up(tmp_path: Path, port: int, **env: str) -> subprocess.Popen[str]:
     tmp_path.chmod(0o755)
-    clean = {k: v for k, v in os.environ.items()
-             if not k.startswith(("DATABASE_URL", "REDIS_URL", "FALBACK_"))}
-    clean.update(FALBACK_DATA_DIR=str(tmp_path / "data"), FALBACK_BACKUP_DIR=str(tmp_path / "backups"),
-                 WEB_CONCURRENCY="1", **env)
+    clean = {
+        k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "REDIS_URL", "FALBACK_"))
+    }
+    clean.update(
+        FALBACK_DATA_DIR=str(tmp_path / "data"),
+        FALBACK_BACKUP_DIR=str(tmp_path / "backups"),
+        WEB_CONCURRENCY="1",
+        **env,
+    )
     return subprocess.Popen(
         [sys.executable, "-m", "falback", "up", "--port", str(port)],
-        env=clean, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        env=clean,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
     )
 
 
@@ -91,12 +118,24 @@ def test_ctrl_c_stops_the_processes_before_their_servers_and_a_set_token_stays_u
     reader = threading.Thread(target=lambda: lines.extend(process.stdout or []), daemon=True)
     reader.start()
     try:
-        wait_for(lambda: requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200,
-                 60, "/healthz", interval=0.3, ignoring=(requests.RequestException,))
-        wait_for(lambda: any("Listening on falback-maintenance" in line for line in lines), 30,
-                 "the worker to listen")
-        assert requests.get(f"http://127.0.0.1:{port}/status", timeout=5,
-                            headers={"Authorization": f"Bearer {secret}"}).status_code == 200
+        wait_for(
+            lambda: requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200,
+            60,
+            "/healthz",
+            interval=0.3,
+            ignoring=(requests.RequestException,),
+        )
+        wait_for(
+            lambda: any("Listening on falback-maintenance" in line for line in lines),
+            30,
+            "the worker to listen",
+        )
+        assert (
+            requests.get(
+                f"http://127.0.0.1:{port}/status", timeout=5, headers={"Authorization": f"Bearer {secret}"}
+            ).status_code
+            == 200
+        )
         redis_port = int((tmp_path / "data" / "redis" / "redis.port").read_text())
     finally:
         os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
@@ -107,8 +146,13 @@ def test_ctrl_c_stops_the_processes_before_their_servers_and_a_set_token_stays_u
     assert secret not in output
     assert "admin token: the one in FALBACK_ADMIN_TOKEN" in output
     assert "warm shut down requested" in output
-    for symptom in ("could not connect to Redis", "Connection refused", "Error 111", "Traceback",
-                    "server closed the connection"):
+    for symptom in (
+        "could not connect to Redis",
+        "Connection refused",
+        "Error 111",
+        "Traceback",
+        "server closed the connection",
+    ):
         assert symptom not in output, output
     with socket.socket() as probe:
         assert probe.connect_ex(("127.0.0.1", redis_port)) != 0

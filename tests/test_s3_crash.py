@@ -26,7 +26,8 @@ MiB = 1024 * 1024
 
 
 def test_killed_mid_multipart_resumes_without_sending_a_part_twice(
-        s3_config: Config, conn: Connection, cdn: FakeCdn, redis: Redis, s3: Bucket) -> None:
+    s3_config: Config, conn: Connection, cdn: FakeCdn, redis: Redis, s3: Bucket
+) -> None:
     size = 12 * PART + 1234  # 13 parts
     add_video(conn, cdn, 1, size=size)
     backfill(s3_config, conn, redis, "all", 10)
@@ -67,8 +68,9 @@ def test_killed_mid_multipart_resumes_without_sending_a_part_twice(
     assert "AbortMultipartUpload" not in ops
 
 
-def test_a_256_mib_file_streams_in_flat_memory(config: Config, conn: Connection, cdn: FakeCdn,
-                                               redis: Redis, s3: Bucket) -> None:
+def test_a_256_mib_file_streams_in_flat_memory(
+    config: Config, conn: Connection, cdn: FakeCdn, redis: Redis, s3: Bucket
+) -> None:
     """The work horse's peak RSS for 256 MiB stays far under the file's size, and exceeds a
     2 MiB file's by about one part: memory does not grow with the file."""
     part = 8 * MiB
@@ -89,8 +91,10 @@ def test_a_256_mib_file_streams_in_flat_memory(config: Config, conn: Connection,
     assert big_row["kind"] == "upscale" and big_row["status"] == small_row["status"] == "done"
     assert len(peaks) == 2, (peaks, output[-3000:])
     big, small = peaks.values()
-    print(f"\n256 MiB in {elapsed:.1f} s; work horse peak RSS: 256 MiB {big / MiB:.1f} MiB,"
-          f" 2 MiB {small / MiB:.1f} MiB")
+    print(
+        f"\n256 MiB in {elapsed:.1f} s; work horse peak RSS: 256 MiB {big / MiB:.1f} MiB,"
+        f" 2 MiB {small / MiB:.1f} MiB"
+    )
     assert big < 160 * MiB
     assert big - small < 2 * part + 8 * MiB
     assert s3.md5(big_row["destination_id"]) == big_row["md5"] == cdn.file(big_row["source_url"]).md5()

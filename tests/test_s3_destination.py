@@ -40,22 +40,27 @@ from tests.support.s3 import (
 )
 
 
-@pytest.mark.parametrize(("size", "multipart"), [
-    (0, False),
-    (20_000, False),
-    (PART, False),  # exactly one part: still one PutObject
-    (3 * PART, True),  # an exact multiple: the last part waits for finish
-    (3 * PART + 1, True),
-    (2 * PART + 7, True),  # the source sends no Content-Length
-])
-def test_every_size_lands_verified(s3_config: Config, conn: Connection, cdn: FakeCdn, redis: Redis,
-                                   s3: Bucket, size: int, multipart: bool) -> None:
+@pytest.mark.parametrize(
+    ("size", "multipart"),
+    [
+        (0, False),
+        (20_000, False),
+        (PART, False),  # exactly one part: still one PutObject
+        (3 * PART, True),  # an exact multiple: the last part waits for finish
+        (3 * PART + 1, True),
+        (2 * PART + 7, True),  # the source sends no Content-Length
+    ],
+)
+def test_every_size_lands_verified(
+    s3_config: Config, conn: Connection, cdn: FakeCdn, redis: Redis, s3: Bucket, size: int, multipart: bool
+) -> None:
     ledger_id = one_file(s3_config, conn, cdn, redis, size, send_length=size != 2 * PART + 7)
     assert run_job(s3_config, ledger_id) == "done"
     row = s3_row(conn)
     assert_one_verified_object(s3, cdn, row)
     assert row["destination_id"].startswith("falback/regular/") and row["destination_id"].endswith(
-        f"/{ledger_id}-video-1.mp4")
+        f"/{ledger_id}-video-1.mp4"
+    )
     ops = s3.proxy.ops()
     if multipart:
         assert s3.proxy.parts_stored() == list(range(1, parts_of(size) + 1))
@@ -65,13 +70,14 @@ def test_every_size_lands_verified(s3_config: Config, conn: Connection, cdn: Fak
         assert ops["PutObject"] == 1 and "CreateMultipartUpload" not in ops and "UploadPart" not in ops
     # Every body carried a checksum the server can check.
     assert {s.checksum for s in s3.proxy.seen if s.op in ("PutObject", "UploadPart")} == {
-        "x-amz-checksum-sha256"}
+        "x-amz-checksum-sha256"
+    }
     assert (row["upload_id"], row["sent_size"], row["sent_md5"]) == (None, size, row["md5"])
 
 
-def test_a_second_attempt_finds_the_object_and_uploads_nothing(s3_config: Config, conn: Connection,
-                                                                cdn: FakeCdn, redis: Redis,
-                                                                s3: Bucket) -> None:
+def test_a_second_attempt_finds_the_object_and_uploads_nothing(
+    s3_config: Config, conn: Connection, cdn: FakeCdn, redis: Redis, s3: Bucket
+) -> None:
     ledger_id = one_file(s3_config, conn, cdn, redis, 2 * PART + 10)
     row = ledger.claim(conn, ledger_id, "worker-a", 600)
     conn.commit()
@@ -95,8 +101,9 @@ def key_of(config: Config, conn: Connection, ledger_id: int) -> str:
 
 
 @pytest.mark.parametrize("found", ["foreign", "wrong size", "wrong md5"])
-def test_an_object_that_is_not_the_copy_is_replaced(s3_config: Config, conn: Connection, cdn: FakeCdn,
-                                                    redis: Redis, s3: Bucket, found: str) -> None:
+def test_an_object_that_is_not_the_copy_is_replaced(
+    s3_config: Config, conn: Connection, cdn: FakeCdn, redis: Redis, s3: Bucket, found: str
+) -> None:
     size = PART + 100
     ledger_id = one_file(s3_config, conn, cdn, redis, size)
     key = key_of(s3_config, conn, ledger_id)
@@ -108,8 +115,11 @@ def test_an_object_that_is_not_the_copy_is_replaced(s3_config: Config, conn: Con
     else:  # not what falback sent: the md5 recorded before the last bytes went out differs
         s3.put(key, b"y" * size, md5="0" * 32, size=str(size))
         with conn.cursor() as cur:
-            cur.execute("INSERT INTO s3_uploads (ledger_id, bucket, key, sent_size, sent_md5)"
-                        " VALUES (%s, %s, %s, %s, %s)", (ledger_id, s3.name, key, size, source.md5()))
+            cur.execute(
+                "INSERT INTO s3_uploads (ledger_id, bucket, key, sent_size, sent_md5)"
+                " VALUES (%s, %s, %s, %s, %s)",
+                (ledger_id, s3.name, key, size, source.md5()),
+            )
         conn.commit()
     assert run_job(s3_config, ledger_id) == "done"
     assert_one_verified_object(s3, cdn, s3_row(conn))
@@ -117,7 +127,8 @@ def test_an_object_that_is_not_the_copy_is_replaced(s3_config: Config, conn: Con
 
 
 def test_a_completed_upload_whose_metadata_was_not_written_is_labelled_not_sent_again(
-        s3_config: Config, conn: Connection, cdn: FakeCdn, redis: Redis, s3: Bucket) -> None:
+    s3_config: Config, conn: Connection, cdn: FakeCdn, redis: Redis, s3: Bucket
+) -> None:
     ledger_id = one_file(s3_config, conn, cdn, redis, 2 * PART + 1)
     s3.proxy.add(Fault("CopyObject", "status", status=500, code="InternalError", times=2))
     assert run_job(s3_config, ledger_id) != "done"
@@ -133,8 +144,9 @@ def test_a_completed_upload_whose_metadata_was_not_written_is_labelled_not_sent_
 
 
 @pytest.mark.parametrize("checksum", ["crc32", "md5"])
-def test_other_checksums_for_stores_that_want_them(config: Config, conn: Connection, cdn: FakeCdn,
-                                                   redis: Redis, s3: Bucket, checksum: str) -> None:
+def test_other_checksums_for_stores_that_want_them(
+    config: Config, conn: Connection, cdn: FakeCdn, redis: Redis, s3: Bucket, checksum: str
+) -> None:
     chosen = config.replace(s3_env=s3_env(s3, FALBACK_S3_CHECKSUM=checksum))
     ledger_id = one_file(chosen, conn, cdn, redis, 2 * PART + 1, send_length=False)
     assert run_job(chosen, ledger_id) == "done"
@@ -144,9 +156,14 @@ def test_other_checksums_for_stores_that_want_them(config: Config, conn: Connect
     assert s3.proxy.parts_stored() == [1, 2, 3]
 
 
-def test_a_large_object_is_labelled_part_by_part(s3_config: Config, conn: Connection, cdn: FakeCdn,
-                                                 redis: Redis, s3: Bucket,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_large_object_is_labelled_part_by_part(
+    s3_config: Config,
+    conn: Connection,
+    cdn: FakeCdn,
+    redis: Redis,
+    s3: Bucket,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """CopyObject stops at 5 GiB; above that the metadata is written by a multipart copy
     (here with the limit lowered so a few MiB take that path)."""
     monkeypatch.setattr(s3_module, "COPY_LIMIT", PART)
@@ -158,8 +175,9 @@ def test_a_large_object_is_labelled_part_by_part(s3_config: Config, conn: Connec
     assert ops["UploadPartCopy"] == 4 and ops["CreateMultipartUpload"] == 2 and "CopyObject" not in ops
 
 
-def test_a_presigned_url_serves_the_object(s3_config: Config, conn: Connection, cdn: FakeCdn,
-                                           redis: Redis, s3: Bucket) -> None:
+def test_a_presigned_url_serves_the_object(
+    s3_config: Config, conn: Connection, cdn: FakeCdn, redis: Redis, s3: Bucket
+) -> None:
     ledger_id = one_file(s3_config, conn, cdn, redis, 30_000)
     assert run_job(s3_config, ledger_id) == "done"
     row = s3_row(conn)
@@ -171,8 +189,9 @@ def test_a_presigned_url_serves_the_object(s3_config: Config, conn: Connection, 
     assert hashlib.md5(answer.content, usedforsecurity=False).hexdigest() == row["md5"]
 
 
-def test_s3_is_the_destination_only_when_drive_is_not_configured(s3_config: Config, conn: Connection,
-                                                                 tmp_path: Path) -> None:
+def test_s3_is_the_destination_only_when_drive_is_not_configured(
+    s3_config: Config, conn: Connection, tmp_path: Path
+) -> None:
     assert from_config(s3_config, conn).name == "s3"
     both = s3_config.replace(google={"GOOGLE_DRIVE_KEY_FILE": str(write_key_file(tmp_path / "k.json"))})
     assert both.drive is not None and both.s3 is not None

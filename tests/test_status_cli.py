@@ -20,19 +20,28 @@ def seed(conn: Connection) -> None:
             " VALUES ('https://v3.fal.media/a.mp4', 'upscale', 'retrying', 5000,"
             " 'source answered 503', now() + interval '3 hours'),"
             " ('https://v3.fal.media/b.png', 'image', 'failed', 10, 'host x is not allowed',"
-            " now() + interval '2 days')")
+            " now() + interval '2 days')"
+        )
         cur.execute(
             "INSERT INTO ledger (source_url, kind, status, size_bytes, destination, done_at, expires_at)"
             " VALUES ('https://v3.fal.media/c.mp4', 'upscale', 'done', 4000, 'local',"
-            " now() - interval '5 minutes', now() + interval '6 days')")
-        cur.execute("INSERT INTO destination_pauses (destination, paused_until, reason)"
-                    " VALUES ('drive', now() + interval '2 hours', 'the daily upload cap')")
+            " now() - interval '5 minutes', now() + interval '6 days')"
+        )
+        cur.execute(
+            "INSERT INTO destination_pauses (destination, paused_until, reason)"
+            " VALUES ('drive', now() + interval '2 hours', 'the daily upload cap')"
+        )
     conn.commit()
 
 
 def run(config: Config, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "falback", *args], env={**os.environ, **config.as_env()},
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "falback", *args],
+        env={**os.environ, **config.as_env()},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_status_shows_what_is_at_risk_and_why(config: Config, conn: Connection) -> None:
@@ -52,8 +61,11 @@ def test_watch_draws_progress_bars_until_interrupted(config: Config, conn: Conne
     seed(conn)
     process = subprocess.Popen(
         [sys.executable, "-m", "falback", "status", "--watch", "--interval", "0.2"],
-        env={**os.environ, **config.as_env(), "COLUMNS": "120"}, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True)
+        env={**os.environ, **config.as_env(), "COLUMNS": "120"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     time.sleep(3)
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=20)

@@ -61,10 +61,17 @@ def test_api_status_matches_the_database(client: FlaskClient, conn: Connection) 
     assert (kinds["upscale"]["bytes_total"], kinds["upscale"]["bytes_done"]) == (9000, 4000)
     assert (kinds["image"]["files"], kinds["image"]["failed"]) == (3, 3)
     assert [r["source_id"] is None and r["kind"] for r in figures["at_risk"]] == [
-        "regular", "upscale", "image", "image", "image"]
+        "regular",
+        "upscale",
+        "image",
+        "image",
+        "image",
+    ]
     assert 3600 < figures["at_risk"][0]["seconds_left"] <= 7200
     assert [(g["reason"], g["files"]) for g in figures["failures"]] == [
-        ("host x is not allowed", 2), ("source answered 403", 1)]
+        ("host x is not allowed", 2),
+        ("source answered 403", 1),
+    ]
     assert figures["throughput_last_hour"] == {"files": 1, "bytes": 4000}
     assert figures["destinations"] == {"local": {"files": 1, "bytes": 4000}}
     assert figures["not_safe"] == 5
@@ -78,12 +85,13 @@ def test_an_eta_past_the_first_expiry_raises_the_alarm(client: FlaskClient, conn
     seed_ledger(conn)
     with conn.cursor() as cur:
         cur.execute("UPDATE ledger SET expected_size = 10 * 1000 * 1000 WHERE source_url LIKE '%a.mp4'")
-        cur.execute("INSERT INTO destination_pauses (destination, paused_until, reason)"
-                    " VALUES ('drive', now() + interval '1 hour', 'the daily upload cap')")
+        cur.execute(
+            "INSERT INTO destination_pauses (destination, paused_until, reason)"
+            " VALUES ('drive', now() + interval '1 hour', 'the daily upload cap')"
+        )
     conn.commit()
     alarms = client.get("/api/status", headers=admin_headers()).json["alarms"]  # type: ignore[index]
-    assert any(a.startswith("drive is paused until") and a.endswith("the daily upload cap")
-               for a in alarms)
+    assert any(a.startswith("drive is paused until") and a.endswith("the daily upload cap") for a in alarms)
     assert any("the backlog needs about" in a and "may expire in 1h" in a for a in alarms)
 
 
@@ -96,8 +104,9 @@ def test_retry_action_requeues_one_reason_and_refuses_cross_site(
         refused = client.post("/status/retry", data=form, headers={**admin_headers(), **headers})
         assert refused.status_code == 403
     assert sum(r["status"] == "failed" for r in ledger_rows(conn)) == 3
-    done = client.post("/status/retry", data=form,
-                       headers={**admin_headers(), "Sec-Fetch-Site": "same-origin"})
+    done = client.post(
+        "/status/retry", data=form, headers={**admin_headers(), "Sec-Fetch-Site": "same-origin"}
+    )
     assert done.status_code == 303 and done.headers["Location"].endswith("/status?retried=2")
     statuses = {r["source_url"][-5:]: r["status"] for r in ledger_rows(conn)}
     assert (statuses["c.png"], statuses["d.png"], statuses["e.png"]) == ("queued", "queued", "failed")
@@ -111,8 +120,11 @@ def test_status_pages_need_the_token(client: FlaskClient) -> None:
 
 
 def metric_samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 def test_metrics_parse_and_move_when_a_file_is_copied(
@@ -134,8 +146,9 @@ def test_metrics_parse_and_move_when_a_file_is_copied(
         assert before[("falback_files_not_safe", ())] == 0
         for _ in range(6):  # spread over both processes
             assert requests.post(f"{base_url}/webhooks/app", data=b"{}", timeout=10).status_code == 403
-        requests.post(f"{base_url}/backfill", json={"type": "images", "limit": 10}, headers=headers,
-                      timeout=10).raise_for_status()
+        requests.post(
+            f"{base_url}/backfill", json={"type": "images", "limit": 10}, headers=headers, timeout=10
+        ).raise_for_status()
         queued = scrape()
         assert queued[("falback_files_not_safe", ())] == 1
         assert queued[("falback_queue_depth", (("queue", "backup-images"),))] == 1
@@ -156,9 +169,11 @@ class _OtherSite(BaseHTTPRequestHandler):
     target = ""
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's name
-        body = (f'<form id="f" method="post" action="{self.target}/status/retry">'
-                '<input name="reason" value="host x is not allowed"></form>'
-                '<script>document.getElementById("f").submit()</script>').encode()
+        body = (
+            f'<form id="f" method="post" action="{self.target}/status/retry">'
+            '<input name="reason" value="host x is not allowed"></form>'
+            '<script>document.getElementById("f").submit()</script>'
+        ).encode()
         self.send_response(200)
         self.send_header("Content-Type", "text/html")
         self.send_header("Content-Length", str(len(body)))
@@ -186,12 +201,23 @@ def test_the_page_in_a_real_browser(
 
     seed_ledger(conn)
     with gunicorn(config, tmp_path / "gunicorn.log") as base_url, sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
         try:
-            page = browser.new_page(http_credentials={"username": "admin", "password": ADMIN_TOKEN},
-                                    viewport={"width": 390, "height": 844})  # a phone
+            page = browser.new_page(
+                http_credentials={"username": "admin", "password": ADMIN_TOKEN},
+                viewport={"width": 390, "height": 844},
+            )  # a phone
             page.goto(f"{base_url}/status")
             assert page.locator("#all-clear").count() == 1
             upscale = page.locator('#progress tr[data-kind="upscale"] .files').inner_text()

@@ -90,24 +90,33 @@ def test_each_category_with_exact_counts(
     put_job(redis, ids[11], JobStatus.SCHEDULED)
     # (e) 'copying': 13 lease expired, no job; 16 lease expired, its job left 'started' by a
     # killed worker; 14 lease still valid; 15 lease expired on the last allowed attempt.
-    set_rows([13, 16], "status = 'copying', attempts = 1, claimed_by = 'dead',"
-                       " lease_expires_at = now() - interval '1s'")
-    set_rows([14], "status = 'copying', attempts = 1, claimed_by = 'alive',"
-                   " lease_expires_at = now() + interval '1h'")
-    set_rows([15], f"status = 'copying', attempts = {config.max_attempts}, claimed_by = 'dead',"
-                   " lease_expires_at = now() - interval '1s'")
+    set_rows(
+        [13, 16],
+        "status = 'copying', attempts = 1, claimed_by = 'dead', lease_expires_at = now() - interval '1s'",
+    )
+    set_rows(
+        [14],
+        "status = 'copying', attempts = 1, claimed_by = 'alive', lease_expires_at = now() + interval '1h'",
+    )
+    set_rows(
+        [15],
+        f"status = 'copying', attempts = {config.max_attempts}, claimed_by = 'dead',"
+        " lease_expires_at = now() - interval '1s'",
+    )
     put_job(redis, ids[16], JobStatus.STARTED)
 
     counts = sweep(config, conn, redis)
 
-    assert counts == SweepCounts(created=2, pending=2, lost_queued=3, retrying_due=2,
-                                 expired_leases=2, gave_up=1)
+    assert counts == SweepCounts(
+        created=2, pending=2, lost_queued=3, retrying_due=2, expired_leases=2, gave_up=1
+    )
     by_source = {int(r["source_id"]): r for r in ledger_rows(conn)}
     status = {n: by_source[images[n]]["status"] for n in range(17)}
     assert [n for n in range(17) if status[n] == "queued"] == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 13, 16]
     assert (status[11], status[12], status[14], status[15]) == ("retrying", "retrying", "copying", "failed")
     assert by_source[images[15]]["last_error"] == (
-        f"gave up after {config.max_attempts} attempts: the worker stopped mid-copy (lease expired)")
+        f"gave up after {config.max_attempts} attempts: the worker stopped mid-copy (lease expired)"
+    )
     assert by_source[images[13]]["claimed_by"] is None
     with conn.cursor() as cur:
         cur.execute("SELECT backup_status FROM gen_images WHERE id = %s", (images[15],))
@@ -118,8 +127,9 @@ def test_each_category_with_exact_counts(
     queue = Queue(IMAGES, connection=redis)
     queued_ids = sorted(by_source[images[n]]["id"] for n in range(17) if status[n] == "queued")
     assert sorted(queue.get_job_ids()) == sorted(job_id(i) for i in queued_ids)
-    assert {j.get_status() for j in Job.fetch_many(queue.get_job_ids(), connection=redis)
-            if j is not None} == {JobStatus.QUEUED}
+    assert {
+        j.get_status() for j in Job.fetch_many(queue.get_job_ids(), connection=redis) if j is not None
+    } == {JobStatus.QUEUED}
     assert FailedJobRegistry(queue=queue).get_job_ids(cleanup=False) == []
     scheduled = ScheduledJobRegistry(queue=queue)  # type: ignore[no-untyped-call]
     assert scheduled.get_job_ids(cleanup=False) == [job_id(ids[11])]
@@ -174,8 +184,11 @@ def test_it_is_bounded_and_batched(
     config: Config, conn: Connection, redis: Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     n = 2500
-    psycopg2.extras.execute_values(conn.cursor(), "INSERT INTO gen_images (image_url, file_size) VALUES %s",
-                          [(f"https://fal.media/files/i/{i}.png", 1000) for i in range(n)])
+    psycopg2.extras.execute_values(
+        conn.cursor(),
+        "INSERT INTO gen_images (image_url, file_size) VALUES %s",
+        [(f"https://fal.media/files/i/{i}.png", 1000) for i in range(n)],
+    )
     conn.commit()
     trips = Trips(monkeypatch, conn)
 
@@ -200,7 +213,8 @@ def test_the_sweep_command(config: Config, conn: Connection, cdn: FakeCdn) -> No
     result = falback(config, "sweep")
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1] == (
-        "sweep: created=2 pending=0 lost_queued=0 retrying_due=0 expired_leases=0 gave_up=0 fal_results=0")
+        "sweep: created=2 pending=0 lost_queued=0 retrying_due=0 expired_leases=0 gave_up=0 fal_results=0"
+    )
     add_image(conn, cdn, 3)
     down = falback(config.replace(redis_url="redis://127.0.0.1:9/0"), "sweep")
     assert down.returncode == 1
@@ -252,9 +266,16 @@ def test_the_schedule_registers_the_sweep_and_the_daily_backfill(redis: Redis) -
     assert set(jobs) == {"falback-sweep", "falback-daily-backfill"}
     sweep_job, daily = jobs["falback-sweep"], jobs["falback-daily-backfill"]
     assert (sweep_job.func_name, sweep_job.queue_name, sweep_job.interval) == (
-        "jobs.sweep.scheduled_sweep", MAINTENANCE_QUEUE, 300)
+        "jobs.sweep.scheduled_sweep",
+        MAINTENANCE_QUEUE,
+        300,
+    )
     assert (daily.func_name, daily.queue_name, daily.cron, daily.args) == (
-        "jobs.schedule.daily_backfill", MAINTENANCE_QUEUE, "30 2 * * *", ("upscale", 50))
+        "jobs.schedule.daily_backfill",
+        MAINTENANCE_QUEUE,
+        "30 2 * * *",
+        ("upscale", 50),
+    )
     assert daily.next_enqueue_time is not None
     next_run = daily.next_enqueue_time.astimezone(UTC)
     assert (next_run.hour, next_run.minute) == (2, 30)
@@ -315,7 +336,8 @@ def test_the_daily_backfill_runs_on_the_worker(
 
     rows = ledger_rows(conn)
     assert [(r["kind"], r["source_id"], r["status"]) for r in rows] == [
-        ("upscale", "1", "done"), ("upscale", "2", "done"),  # the two oldest upscales
+        ("upscale", "1", "done"),
+        ("upscale", "2", "done"),  # the two oldest upscales
     ]
     [result] = [Job.fetch(i, connection=redis).return_value() for i in cron_job.get_job_ids(redis)]
     assert result is not None and result["files"] == 2 and result["type"] == "upscale"
@@ -325,8 +347,12 @@ def copying_row(conn: Connection, cdn: FakeCdn, redis: Redis, config: Config) ->
     """A row whose worker died mid-copy: 'copying', lease run out."""
     add_image(conn, cdn, 1)
     ledger_id = ledger_id_for(conn, 1)
-    execute(conn, "UPDATE ledger SET status = 'copying', attempts = 1, claimed_by = 'dead',"
-                  " lease_expires_at = now() - interval '1s' WHERE id = %s", ledger_id)
+    execute(
+        conn,
+        "UPDATE ledger SET status = 'copying', attempts = 1, claimed_by = 'dead',"
+        " lease_expires_at = now() - interval '1s' WHERE id = %s",
+        ledger_id,
+    )
     return ledger_id
 
 
@@ -364,8 +390,9 @@ def _wrong_type_registry(redis: Redis, key: str, execution: Execution) -> None:
     redis.set(f"rq:executions:{key.rsplit(':', 1)[1]}", "not a sorted set")
 
 
-@pytest.mark.parametrize("damage", [_expired_execution, _unreadable_date, _unknown_status, _no_origin,
-                                    _wrong_type_registry])
+@pytest.mark.parametrize(
+    "damage", [_expired_execution, _unreadable_date, _unknown_status, _no_origin, _wrong_type_registry]
+)
 def test_a_stale_rq_record_does_not_stop_the_sweep(
     config: Config, conn: Connection, cdn: FakeCdn, redis: Redis, damage: Any
 ) -> None:
@@ -438,8 +465,9 @@ def test_a_sweep_just_after_a_killed_workers_lease_ran_out(
         conn.commit()
         return over and not redis.exists(execution_key)
 
-    wait_for(lease_over_and_execution_expired, 90, "the lease and RQ's execution record to run out",
-             interval=0.5)
+    wait_for(
+        lease_over_and_execution_expired, 90, "the lease and RQ's execution record to run out", interval=0.5
+    )
     assert executions.get_execution_ids() == [execution_id], "the registry entry outlives it"
 
     result = falback(config, "sweep")

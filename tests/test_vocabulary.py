@@ -35,10 +35,14 @@ def test_compat_sql_reads_every_app_file_column_as_its_kind() -> None:
     branches = re.findall(
         r"'(\w+)'::text(?: AS variant)?, '(\w+)'::text(?: AS kind)?,\s*(\w+)::text(?: AS url)?,"
         r"\s*(\w+)::bigint(?: AS size)?,.*?FROM public\.(\w+) WHERE (\w+) IS NOT NULL",
-        compat, re.S,
+        compat,
+        re.S,
     )
-    found = {(table, url, size, kind) for variant, kind, url, size, table, where in branches
-             if variant == kind and where == url}
+    found = {
+        (table, url, size, kind)
+        for variant, kind, url, size, table, where in branches
+        if variant == kind and where == url
+    }
     assert found == {(c.table, c.url_column, c.size_column, c.kind) for c in APP_FILE_COLUMNS}
     summary_order = re.search(r"ORDER BY (CASE f\.kind .*? END)", compat)
     assert summary_order is not None
@@ -60,13 +64,19 @@ def test_notify_triggers_watch_every_url_column() -> None:
 def test_the_app_files_view_yields_each_column_as_its_kind(conn: Connection) -> None:
     """The view the backfill reads (from the sample app schema) agrees with the vocabulary."""
     with conn.cursor() as cur:
-        cur.execute("INSERT INTO gen_videos (generation_model, video_url, upscale_video_url)"
-                    " VALUES ('m', 'https://v3.fal.media/r.mp4', 'https://v3.fal.media/u.mp4')")
-        cur.execute("INSERT INTO gen_images (generation_model, image_url)"
-                    " VALUES ('m', 'https://v3.fal.media/i.png')")
+        cur.execute(
+            "INSERT INTO gen_videos (generation_model, video_url, upscale_video_url)"
+            " VALUES ('m', 'https://v3.fal.media/r.mp4', 'https://v3.fal.media/u.mp4')"
+        )
+        cur.execute(
+            "INSERT INTO gen_images (generation_model, image_url) VALUES ('m', 'https://v3.fal.media/i.png')"
+        )
         cur.execute("SELECT source_table, kind, url FROM falback_app_files ORDER BY url")
         rows = fetch_all(cur)
     conn.rollback()
     by_url = {r["url"].rsplit("/", 1)[-1]: (r["source_table"], r["kind"]) for r in rows}
-    assert by_url == {"u.mp4": ("gen_videos", "upscale"), "r.mp4": ("gen_videos", "regular"),
-                      "i.png": ("gen_images", "image")}
+    assert by_url == {
+        "u.mp4": ("gen_videos", "upscale"),
+        "r.mp4": ("gen_videos", "regular"),
+        "i.png": ("gen_images", "image"),
+    }

@@ -30,8 +30,10 @@ from tests.support.web import ADMIN_TOKEN, admin_headers, create_app_for
 
 
 def queued_job_ids(redis: Redis) -> dict[str, list[str]]:
-    return {name: [j.decode() if isinstance(j, bytes) else j for j in redis.lrange(f"rq:queue:{name}", 0, -1)]
-            for name in QUEUE_NAMES}
+    return {
+        name: [j.decode() if isinstance(j, bytes) else j for j in redis.lrange(f"rq:queue:{name}", 0, -1)]
+        for name in QUEUE_NAMES
+    }
 
 
 def test_healthz_ok(client: FlaskClient) -> None:
@@ -114,8 +116,12 @@ def test_not_json_is_a_400(client: FlaskClient) -> None:
 
 @pytest.mark.parametrize(
     "headers",
-    [{}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic eDp3cm9uZw=="},
-     {"Authorization": ADMIN_TOKEN}],
+    [
+        {},
+        {"Authorization": "Bearer wrong"},
+        {"Authorization": "Basic eDp3cm9uZw=="},
+        {"Authorization": ADMIN_TOKEN},
+    ],
 )
 def test_admin_endpoints_need_the_token(
     client: FlaskClient, conn: Connection, cdn: FakeCdn, redis: Redis, headers: dict[str, str]
@@ -132,8 +138,9 @@ def test_admin_endpoints_need_the_token(
 
 def test_admin_api_is_off_without_a_configured_token(config: Config) -> None:
     client = create_app_for(config.replace(admin_token=None)).test_client()
-    response = client.post("/backfill", json={"type": "upscale", "limit": 1},
-                           headers={"Authorization": "Bearer "})
+    response = client.post(
+        "/backfill", json={"type": "upscale", "limit": 1}, headers={"Authorization": "Bearer "}
+    )
     assert response.status_code == 403
     assert response.json == {"error": "the admin API is disabled: set FALBACK_ADMIN_TOKEN"}
     assert client.get("/rq/").status_code == 403
@@ -158,16 +165,24 @@ def test_status_reports_per_type(client: FlaskClient, conn: Connection, cdn: Fak
     response = client.get("/api/status", headers=admin_headers())
     assert response.status_code == 200 and response.json is not None
     kinds = {k["kind"]: k for k in response.json["kinds"]}
-    assert (kinds["upscale"]["files"], kinds["upscale"]["in_progress"],
-            kinds["upscale"]["bytes_remaining"]) == (1, 1, 1000)
+    assert (
+        kinds["upscale"]["files"],
+        kinds["upscale"]["in_progress"],
+        kinds["upscale"]["bytes_remaining"],
+    ) == (1, 1, 1000)
     assert [(kinds[k]["not_in_ledger"], kinds[k]["bytes_total"]) for k in ("regular", "image")] == [
-        (1, 100), (1, 10)]
+        (1, 100),
+        (1, 10),
+    ]
     assert response.json["queues"]["backup-upscale"] == 1
 
 
 def test_oversized_body_is_413(client: FlaskClient) -> None:
-    response = client.post("/backfill", data=b"x" * (2 * 1024 * 1024), headers={
-        **admin_headers(), "Content-Type": "application/json"})
+    response = client.post(
+        "/backfill",
+        data=b"x" * (2 * 1024 * 1024),
+        headers={**admin_headers(), "Content-Type": "application/json"},
+    )
     assert response.status_code == 413
 
 
@@ -186,16 +201,20 @@ def key() -> Ed25519PrivateKey:
 def web_client(config: Config, key: Ed25519PrivateKey) -> Iterator[FlaskClient]:
     """Both webhooks enabled: fal's keys served locally, the app webhook's secret set."""
     with JwksServer(jwks(key)) as jwks_server:
-        yield create_app_for(config.replace(fal_jwks_urls=(jwks_server.url,),
-                                            app_webhook_secret=APP_SECRET)).test_client()
+        yield create_app_for(
+            config.replace(fal_jwks_urls=(jwks_server.url,), app_webhook_secret=APP_SECRET)
+        ).test_client()
 
 
-def post_json_endpoint(client: FlaskClient, key: Ed25519PrivateKey, path: str, raw: bytes,
-                       query: str = "") -> TestResponse:
+def post_json_endpoint(
+    client: FlaskClient, key: Ed25519PrivateKey, path: str, raw: bytes, query: str = ""
+) -> TestResponse:
     """POST `raw` to `path`, authenticated the way that endpoint wants."""
-    headers = {"/backfill": admin_headers(), "/webhooks/app": {"X-Falback-Secret": APP_SECRET},
-               "/webhooks/fal": signed_headers(key, raw, timestamp=int(time.time()),
-                                               request_id="req-fuzz")}[path]
+    headers = {
+        "/backfill": admin_headers(),
+        "/webhooks/app": {"X-Falback-Secret": APP_SECRET},
+        "/webhooks/fal": signed_headers(key, raw, timestamp=int(time.time()), request_id="req-fuzz"),
+    }[path]
     return client.post(path + query, data=raw, headers=headers, content_type="application/json")
 
 
@@ -216,13 +235,17 @@ def test_backfill_fields_that_are_arrays_or_objects_are_400(
 
 
 @pytest.mark.parametrize("path", JSON_ENDPOINTS)
-@pytest.mark.parametrize("raw", [
-    b"[" * DEEP + b"]" * DEEP,
-    b'{"type": "all", "limit": ' + b"[" * DEEP + b"]" * DEEP + b"}",
-    b'{"request_id": "r", "status": "OK", "payload": ' + b'{"a": ' * DEEP + b"1" + b"}" * DEEP + b"}",
-    # Shallow enough to parse, too deep to print in an error message.
-    b'{"type": ' + b"[" * 900 + b"]" * 900 + b', "limit": ' + b"[" * 900 + b"]" * 900 + b"}",
-], ids=["array", "in a field", "object", "parses"])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"[" * DEEP + b"]" * DEEP,
+        b'{"type": "all", "limit": ' + b"[" * DEEP + b"]" * DEEP + b"}",
+        b'{"request_id": "r", "status": "OK", "payload": ' + b'{"a": ' * DEEP + b"1" + b"}" * DEEP + b"}",
+        # Shallow enough to parse, too deep to print in an error message.
+        b'{"type": ' + b"[" * 900 + b"]" * 900 + b', "limit": ' + b"[" * 900 + b"]" * 900 + b"}",
+    ],
+    ids=["array", "in a field", "object", "parses"],
+)
 def test_deeply_nested_json_is_400_on_every_json_endpoint(
     web_client: FlaskClient, key: Ed25519PrivateKey, conn: Connection, path: str, raw: bytes
 ) -> None:
@@ -283,13 +306,35 @@ def test_http_errors_are_json(client: FlaskClient) -> None:
 
 
 _json = st.recursive(
-    st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70)
-    | st.floats(allow_nan=False) | st.text(max_size=12)
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=12)
     | st.sampled_from(["upscale", "regular", "images", "all", "OK", "INSERT", "gen_videos"]),
-    lambda children: st.lists(children, max_size=3)
-    | st.dictionaries(st.sampled_from(["type", "limit", "dry_run", "table", "record", "id",
-                                       "request_id", "status", "payload", "video", "url"])
-                      | st.text(max_size=5), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "type",
+                    "limit",
+                    "dry_run",
+                    "table",
+                    "record",
+                    "id",
+                    "request_id",
+                    "status",
+                    "payload",
+                    "video",
+                    "url",
+                ]
+            )
+            | st.text(max_size=5),
+            children,
+            max_size=4,
+        )
+    ),
     max_leaves=12,
 )
 _bodies = st.one_of(
@@ -298,12 +343,17 @@ _bodies = st.one_of(
     st.integers(1, 3000).map(lambda n: b'{"type":' + b"[" * n + b"]" * n + b',"limit":1}'),
     st.binary(max_size=64),
 )
-_query = st.text(st.characters(min_codepoint=32, exclude_categories=["Cs"], exclude_characters="#"),
-                 max_size=40)
+_query = st.text(
+    st.characters(min_codepoint=32, exclude_categories=["Cs"], exclude_characters="#"), max_size=40
+)
 
 
-@settings(max_examples=300, derandomize=True, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=300,
+    derandomize=True,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(path=st.sampled_from(JSON_ENDPOINTS), raw=_bodies, query=_query)
 def test_fuzz_json_endpoints_never_5xx(
     web_client: FlaskClient, key: Ed25519PrivateKey, path: str, raw: bytes, query: str
@@ -314,25 +364,57 @@ def test_fuzz_json_endpoints_never_5xx(
 
 
 _segment = st.one_of(
-    st.sampled_from(["0", "1", "-1", "8", "200", "99999999999999999999", "asc", "dsc", "queued",
-                     "failed", "finished", "backup-regular", "x", "", "%00", "..", "%2F", "a b"]),
+    st.sampled_from(
+        [
+            "0",
+            "1",
+            "-1",
+            "8",
+            "200",
+            "99999999999999999999",
+            "asc",
+            "dsc",
+            "queued",
+            "failed",
+            "finished",
+            "backup-regular",
+            "x",
+            "",
+            "%00",
+            "..",
+            "%2F",
+            "a b",
+        ]
+    ),
     st.text(max_size=12),
 )
-_dashboard_routes = st.sampled_from([
-    "GET /rq/{0}/view/jobs/{1}/{2}/{3}/{4}/{5}", "GET /rq/{0}/data/jobs/{1}/{2}/{3}/{4}/{5}.json",
-    "GET /rq/{0}/view/job/{1}", "GET /rq/{0}/data/job/{1}.json", "GET /rq/{0}/view",
-    "GET /rq/{0}/data/queues.json", "GET /rq/{0}/data/workers.json", "GET /rq/{0}/view/workers",
-    "POST /rq/job/{1}/delete", "POST /rq/job/{1}/requeue", "GET /rq/requeue/{1}",
-    "POST /rq/queue/{1}/{2}/empty", "POST /rq/queue/{1}/compact",
-])
+_dashboard_routes = st.sampled_from(
+    [
+        "GET /rq/{0}/view/jobs/{1}/{2}/{3}/{4}/{5}",
+        "GET /rq/{0}/data/jobs/{1}/{2}/{3}/{4}/{5}.json",
+        "GET /rq/{0}/view/job/{1}",
+        "GET /rq/{0}/data/job/{1}.json",
+        "GET /rq/{0}/view",
+        "GET /rq/{0}/data/queues.json",
+        "GET /rq/{0}/data/workers.json",
+        "GET /rq/{0}/view/workers",
+        "POST /rq/job/{1}/delete",
+        "POST /rq/job/{1}/requeue",
+        "GET /rq/requeue/{1}",
+        "POST /rq/queue/{1}/{2}/empty",
+        "POST /rq/queue/{1}/compact",
+    ]
+)
 
 
-@settings(max_examples=300, derandomize=True, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=300,
+    derandomize=True,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(route=_dashboard_routes, segments=st.lists(_segment, min_size=6, max_size=6), query=_query)
-def test_fuzz_dashboard_never_5xx(
-    client: FlaskClient, route: str, segments: list[str], query: str
-) -> None:
+def test_fuzz_dashboard_never_5xx(client: FlaskClient, route: str, segments: list[str], query: str) -> None:
     method, template = route.split(" ")
     url = template.format(*(quote(s, safe="%") for s in segments)) + "?" + quote(query, safe="=&%")
     response = client.open(url, method=method, headers={**BASIC, "Sec-Fetch-Site": "same-origin"})
@@ -376,8 +458,11 @@ def queued_and_failed(client: FlaskClient, conn: Connection, cdn: FakeCdn, redis
 
 
 def dashboard_state(redis: Redis, queued: str, failed: str) -> tuple[object, ...]:
-    return (queued_job_ids(redis), redis.exists(f"rq:job:{queued}"),
-            FailedJobRegistry("backup-upscale", connection=redis).get_job_ids(cleanup=False))
+    return (
+        queued_job_ids(redis),
+        redis.exists(f"rq:job:{queued}"),
+        FailedJobRegistry("backup-upscale", connection=redis).get_job_ids(cleanup=False),
+    )
 
 
 def state_changes(queued: str, failed: str) -> list[tuple[str, str]]:

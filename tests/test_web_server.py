@@ -54,17 +54,21 @@ def status_of(answer: bytes) -> int:
 
 
 def fal_webhook(key: Ed25519PrivateKey, request_id: str) -> tuple[bytes, dict[str, str]]:
-    body = json.dumps({"request_id": request_id, "status": "OK", "payload": {"video": {
-        "url": f"https://v3b.fal.media/files/b/t/{request_id}.mp4"}}}).encode()
-    headers = signed_headers(key, body, timestamp=int(time.time()), request_id=request_id,
-                             user_id="user-1")
+    body = json.dumps(
+        {
+            "request_id": request_id,
+            "status": "OK",
+            "payload": {"video": {"url": f"https://v3b.fal.media/files/b/t/{request_id}.mp4"}},
+        }
+    ).encode()
+    headers = signed_headers(key, body, timestamp=int(time.time()), request_id=request_id, user_id="user-1")
     return body, {**headers, "Content-Type": "application/json"}
 
 
 # Each is a chunked body gunicorn's reader refuses partway, after the view started reading.
 MALFORMED_CHUNKS = {
     "size not hex": b"zz\r\n{}\r\n0\r\n\r\n",
-    "chunk longer than its size": b"2\r\n{\"a\": 1}\r\n0\r\n\r\n",
+    "chunk longer than its size": b'2\r\n{"a": 1}\r\n0\r\n\r\n',
     "bad extension": b"2;\x01\r\n{}\r\n0\r\n\r\n",
     "bad trailer": b"2\r\n{}\r\n0\r\nno colon here\r\n\r\n",
     "ends mid-chunk": b"10\r\n{}",
@@ -79,8 +83,10 @@ def test_malformed_chunked_bodies_are_400_on_both_webhooks(
         answers = {}
         for path in ("/webhooks/fal", "/webhooks/app"):
             for name, body in MALFORMED_CHUNKS.items():
-                head = (f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
-                        f"X-Falback-Secret: {SECRET}\r\nTransfer-Encoding: chunked\r\n\r\n").encode()
+                head = (
+                    f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+                    f"X-Falback-Secret: {SECRET}\r\nTransfer-Encoding: chunked\r\n\r\n"
+                ).encode()
                 answers[path, name] = status_of(raw_request(base_url, head + body))
         # The server still answers after all of them.
         assert requests.get(f"{base_url}/ping", timeout=5).status_code == 200
@@ -100,8 +106,9 @@ def test_webhooks_are_answered_while_slow_clients_hold_connections(
             def deliver(n: int) -> None:
                 body, headers = fal_webhook(key, f"req-slow-{n}")
                 start = time.monotonic()
-                status = requests.post(f"{base_url}/webhooks/fal", data=body, headers=headers,
-                                       timeout=FAL_TIMEOUT).status_code
+                status = requests.post(
+                    f"{base_url}/webhooks/fal", data=body, headers=headers, timeout=FAL_TIMEOUT
+                ).status_code
                 results.append((status, time.monotonic() - start))
                 start = time.monotonic()
                 status = requests.get(f"{base_url}/ping", timeout=FAL_TIMEOUT).status_code
@@ -129,8 +136,10 @@ def test_a_body_still_arriving_after_the_deadline_gets_408_and_the_connection_cl
     with gunicorn(web_config, tmp_path / "gunicorn.log", extra_env={"WEB_BODY_TIMEOUT": "1"}) as base_url:
         host = urlsplit(base_url).netloc
         with socket.create_connection(("127.0.0.1", int(host.split(":")[1])), timeout=10) as sock:
-            sock.sendall(f"POST /webhooks/app HTTP/1.1\r\nHost: {host}\r\nX-Falback-Secret: {SECRET}\r\n"
-                         "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{".encode())
+            sock.sendall(
+                f"POST /webhooks/app HTTP/1.1\r\nHost: {host}\r\nX-Falback-Secret: {SECRET}\r\n"
+                "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{".encode()
+            )
             start = time.monotonic()
             answer = b""
             while chunk := sock.recv(65536):
@@ -154,8 +163,9 @@ def test_postgres_connections_per_process_are_bounded(
         nonlocal peak
         while not done.is_set():
             with conn.cursor() as cur:
-                cur.execute("SELECT count(*) AS n FROM pg_stat_activity"
-                            " WHERE application_name = 'falback-web'")
+                cur.execute(
+                    "SELECT count(*) AS n FROM pg_stat_activity WHERE application_name = 'falback-web'"
+                )
                 row = fetch_one(cur)
             conn.rollback()
             peak = max(peak, int(row["n"]) if row else 0)
@@ -169,8 +179,11 @@ def test_postgres_connections_per_process_are_bounded(
 
         def deliver(body: bytes, headers: dict[str, str]) -> None:
             barrier.wait()
-            statuses.append(requests.post(f"{base_url}/webhooks/fal", data=body, headers=headers,
-                                          timeout=FAL_TIMEOUT).status_code)
+            statuses.append(
+                requests.post(
+                    f"{base_url}/webhooks/fal", data=body, headers=headers, timeout=FAL_TIMEOUT
+                ).status_code
+            )
 
         threads = [threading.Thread(target=deliver, args=d) for d in deliveries]
         for t in threads:
@@ -191,14 +204,18 @@ def test_a_silent_postgres_is_a_503_within_fals_15_s(web_config: Config, tmp_pat
         silent.bind(("127.0.0.1", 0))
         silent.listen(16)
         port = silent.getsockname()[1]
-        config = web_config.replace(database_url=f"postgresql://falback@127.0.0.1:{port}/falback"
-                                                 "?sslmode=disable")
+        config = web_config.replace(
+            database_url=f"postgresql://falback@127.0.0.1:{port}/falback?sslmode=disable"
+        )
         body = json.dumps({"type": "INSERT", "table": "gen_videos", "record": {"id": 1}}).encode()
         with gunicorn(config, tmp_path / "gunicorn.log") as base_url:
             start = time.monotonic()
-            response = requests.post(f"{base_url}/webhooks/app", data=body, timeout=FAL_TIMEOUT,
-                                     headers={"X-Falback-Secret": SECRET,
-                                              "Content-Type": "application/json"})
+            response = requests.post(
+                f"{base_url}/webhooks/app",
+                data=body,
+                timeout=FAL_TIMEOUT,
+                headers={"X-Falback-Secret": SECRET, "Content-Type": "application/json"},
+            )
             elapsed = time.monotonic() - start
     assert response.status_code == 503 and response.json() == {"error": "database unavailable; retry later"}
     assert elapsed < FAL_TIMEOUT

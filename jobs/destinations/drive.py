@@ -43,8 +43,13 @@ log = logging.getLogger(__name__)
 class DriveDestination:
     name = "drive"
 
-    def __init__(self, settings: DriveSettings, conn: Connection, api: DriveApi | None = None,
-                 database_url: str | None = None) -> None:
+    def __init__(
+        self,
+        settings: DriveSettings,
+        conn: Connection,
+        api: DriveApi | None = None,
+        database_url: str | None = None,
+    ) -> None:
         self.settings = settings
         self.conn = conn
         self.api = api or DriveApi(settings, database_url)
@@ -65,8 +70,9 @@ class DriveDestination:
                     # Adopt it: `open` will see 409 on create and check it against the source.
                     db.reserve(self.conn, row.id, str(found["id"]))
                     self.conn.commit()
-                    log.info("%s: found an unrecorded copy %s by its appProperties",
-                             self.api.label, found["id"])
+                    log.info(
+                        "%s: found an unrecorded copy %s by its appProperties", self.api.label, found["id"]
+                    )
                 return None
             file = self.api.get_file(reservation.file_id, trashed_too=True)
             if file is not None and file.get("trashed"):
@@ -75,10 +81,11 @@ class DriveDestination:
             if file is None or reservation.sent_md5 is None:
                 return None
             if (int(file.get("size") or -1), file.get("md5Checksum")) == (
-                    reservation.sent_size, reservation.sent_md5):
+                reservation.sent_size,
+                reservation.sent_md5,
+            ):
                 return self._publish(row, file, int(file["size"]), str(file["md5Checksum"]))
-            self._discard(row, file, f"{reservation.sent_size} bytes md5 {reservation.sent_md5}"
-                                     " were sent")
+            self._discard(row, file, f"{reservation.sent_size} bytes md5 {reservation.sent_md5} were sent")
             return None
 
     def open(self, row: LedgerRow, size: int | None) -> DriveCopy:
@@ -100,8 +107,13 @@ class DriveDestination:
         tags = {"falback_ledger_id": str(row.id), "falback_source": source_hash(row)}
         if row.fal_request_id:
             tags["fal_request_id"] = row.fal_request_id[:100]
-        return {"id": file_id, "name": readable_name(row), "parents": [folder],
-                "mimeType": mime_type(row), "appProperties": tags}
+        return {
+            "id": file_id,
+            "name": readable_name(row),
+            "parents": [folder],
+            "mimeType": mime_type(row),
+            "appProperties": tags,
+        }
 
     def verified(self, row: LedgerRow, file: dict[str, Any], size: int, md5: str) -> StoredFile:
         """The StoredFile if Drive's copy matches what was streamed; else trash it and fail."""
@@ -123,8 +135,9 @@ class DriveDestination:
             yield
         except FolderGone as e:
             self.folders.forget(self.folders.path(row.kind, month_of(row)))
-            raise TransientError(f"the Drive folder {row.kind}/{month_of(row)} is gone; the next"
-                                 " attempt makes it again") from e
+            raise TransientError(
+                f"the Drive folder {row.kind}/{month_of(row)} is gone; the next attempt makes it again"
+            ) from e
         except ReservedIdTaken as e:
             self._release(row, None)
             raise TransientError(f"{e}; the next attempt reserves a new id") from e
@@ -143,14 +156,22 @@ class DriveDestination:
         return reservation
 
     def _search(self, row: LedgerRow) -> dict[str, Any] | None:
-        query = (f"appProperties has {{ key='falback_source' and value='{quote(source_hash(row))}' }}"
-                 " and trashed = false")
+        query = (
+            f"appProperties has {{ key='falback_source' and value='{quote(source_hash(row))}' }}"
+            " and trashed = false"
+        )
         found = self.api.list_files(query, "id", drive_id=self.folders.space().drive_id)
         return found[0] if found else None
 
     def _discard(self, row: LedgerRow, file: dict[str, Any], expected: str) -> None:
-        log.warning("%s: Drive copy %s has %s bytes md5 %s but %s: moving it to the trash",
-                    self.api.label, file["id"], file.get("size"), file.get("md5Checksum"), expected)
+        log.warning(
+            "%s: Drive copy %s has %s bytes md5 %s but %s: moving it to the trash",
+            self.api.label,
+            file["id"],
+            file.get("size"),
+            file.get("md5Checksum"),
+            expected,
+        )
         self.api.trash_file(str(file["id"]))
         self._release(row, str(file["id"]))
 

@@ -24,8 +24,13 @@ from jobs.destinations.drive_errors import (
 from jobs.errors import CopyError, DestinationPaused, PermanentError, TransientError
 
 # 403 reasons that mean "this account lacks the role for that" (Drive's error guide).
-ROLE_REASONS = {"insufficientFilePermissions", "forbidden", "teamDriveMembershipRequired",
-                "cannotAddParent", ""}
+ROLE_REASONS = {
+    "insufficientFilePermissions",
+    "forbidden",
+    "teamDriveMembershipRequired",
+    "cannotAddParent",
+    "",
+}
 CHECK = "run `falback drive-check`"
 # A lost sign-in or a full Drive is re-checked this often; drive-login resumes at once.
 SIGNED_OUT_PAUSE = timedelta(hours=6)
@@ -40,8 +45,7 @@ def in_shared_drive(settings: DriveSettings, shared: bool | None) -> bool:
 def copy_error(error: DriveFailure, settings: DriveSettings, shared: bool | None) -> CopyError:
     """The job's view of a Drive failure: retry later, pause, or give up with a reason."""
     if isinstance(error, DriveSignedOut):
-        return DestinationPaused(f"Drive uploads are paused: {error}",
-                                 datetime.now(UTC) + SIGNED_OUT_PAUSE)
+        return DestinationPaused(f"Drive uploads are paused: {error}", datetime.now(UTC) + SIGNED_OUT_PAUSE)
     if isinstance(error, DriveAuthError):
         return PermanentError(f"{error} ({CHECK})")
     if isinstance(error, SessionRestart):
@@ -57,9 +61,11 @@ def copy_error(error: DriveFailure, settings: DriveSettings, shared: bool | None
     if error.reason == "storageQuotaExceeded" and settings.personal:
         # A person's Drive is full: every upload would fail the same way until space is
         # freed, so pause them all instead of failing file after file.
-        return DestinationPaused(f"Drive uploads are paused: {storage_full(error, settings, shared)};"
-                                 " they try again by themselves within an hour",
-                                 datetime.now(UTC) + timedelta(seconds=settings.upload_cap_pause))
+        return DestinationPaused(
+            f"Drive uploads are paused: {storage_full(error, settings, shared)};"
+            " they try again by themselves within an hour",
+            datetime.now(UTC) + timedelta(seconds=settings.upload_cap_pause),
+        )
     if error.status == 403 and not error.retryable:
         return PermanentError(explain(error, settings, shared))
     return TransientError(str(error), retry_after=error.retry_after)
@@ -70,8 +76,11 @@ def explain(error: DriveApiError, settings: DriveSettings, shared: bool | None) 
     if error.reason == "storageQuotaExceeded":
         return storage_full(error, settings, shared)
     if error.reason == "teamDriveFileLimitExceeded":
-        return then(error, "The shared drive holds as many items as Drive allows in one shared"
-                           " drive: point GOOGLE_DRIVE_FOLDER_ID at a folder in another shared drive")
+        return then(
+            error,
+            "The shared drive holds as many items as Drive allows in one shared"
+            " drive: point GOOGLE_DRIVE_FOLDER_ID at a folder in another shared drive",
+        )
     if error.reason == "insufficientPermissions":
         return then(error, scope_advice(settings))
     if error.status == 403 and error.reason in ROLE_REASONS:
@@ -88,19 +97,30 @@ def then(error: DriveFailure, advice: str) -> str:
 
 def storage_full(error: DriveApiError, settings: DriveSettings, shared: bool | None) -> str:
     if in_shared_drive(settings, shared):
-        return then(error, "The shared drive is full: the organisation's Workspace storage, or a"
-                           " storage limit an admin set on this shared drive, is used up. Free space"
-                           " there or ask a Workspace admin for more storage")
+        return then(
+            error,
+            "The shared drive is full: the organisation's Workspace storage, or a"
+            " storage limit an admin set on this shared drive, is used up. Free space"
+            " there or ask a Workspace admin for more storage",
+        )
     if settings.personal:
-        return then(error, "The signed-in account's Google storage (Drive, Gmail and Photos"
-                           " together; 15 GB free) is full: free space or add storage (Google One)")
+        return then(
+            error,
+            "The signed-in account's Google storage (Drive, Gmail and Photos"
+            " together; 15 GB free) is full: free space or add storage (Google One)",
+        )
     if settings.impersonate:
-        return then(error, f"The storage of {settings.impersonate} is full: free space or buy"
-                           " more, or back up into a shared drive (GOOGLE_DRIVE_FOLDER_ID)")
-    return (f"Drive refused the upload: a service account has no storage quota ({error.detail[:80]})."
-            " Put GOOGLE_DRIVE_FOLDER_ID in a shared drive and add"
-            f" {settings.client_email} as a Content manager, or set GOOGLE_DRIVE_IMPERSONATE to a"
-            " Workspace user (domain-wide delegation); see docs/google-drive.md")
+        return then(
+            error,
+            f"The storage of {settings.impersonate} is full: free space or buy"
+            " more, or back up into a shared drive (GOOGLE_DRIVE_FOLDER_ID)",
+        )
+    return (
+        f"Drive refused the upload: a service account has no storage quota ({error.detail[:80]})."
+        " Put GOOGLE_DRIVE_FOLDER_ID in a shared drive and add"
+        f" {settings.client_email} as a Content manager, or set GOOGLE_DRIVE_IMPERSONATE to a"
+        " Workspace user (domain-wide delegation); see docs/google-drive.md"
+    )
 
 
 def no_quota(what: str, settings: DriveSettings) -> str:
@@ -117,19 +137,25 @@ def no_quota(what: str, settings: DriveSettings) -> str:
 def role_advice(settings: DriveSettings, shared: bool | None) -> str:
     who = settings.impersonate or settings.client_email
     if in_shared_drive(settings, shared):
-        return (f"{who} lacks the role for this in the shared drive: make it a Content manager"
-                " (a Contributor can add files but cannot move them to trash, which falback does"
-                " with copies that fail verification)")
-    return (f"{who} cannot change files in the folder {settings.folder_id or 'My Drive'}: it must"
-            " own the folder or be an Editor of it")
+        return (
+            f"{who} lacks the role for this in the shared drive: make it a Content manager"
+            " (a Contributor can add files but cannot move them to trash, which falback does"
+            " with copies that fail verification)"
+        )
+    return (
+        f"{who} cannot change files in the folder {settings.folder_id or 'My Drive'}: it must"
+        " own the folder or be an Editor of it"
+    )
 
 
 def scope_advice(settings: DriveSettings) -> str:
     text = f"The token's scope ({settings.scope}) cannot write files: set GOOGLE_DRIVE_SCOPE=drive"
     if settings.impersonate:
-        text += (" and authorise that scope for the client ID"
-                 f" {settings.client_id or '(the service account Client ID)'} in the Admin"
-                 " console (domain-wide delegation)")
+        text += (
+            " and authorise that scope for the client ID"
+            f" {settings.client_id or '(the service account Client ID)'} in the Admin"
+            " console (domain-wide delegation)"
+        )
     return text
 
 
@@ -137,15 +163,20 @@ def folder_missing(settings: DriveSettings) -> str:
     """GOOGLE_DRIVE_FOLDER_ID is not there for whoever the token acts as."""
     who = settings.impersonate or settings.client_email
     if settings.impersonate:
-        fix = (f"share it with {who} as an Editor (or, if it is in a shared drive, add {who} to"
-               " that shared drive as a Content manager)")
+        fix = (
+            f"share it with {who} as an Editor (or, if it is in a shared drive, add {who} to"
+            " that shared drive as a Content manager)"
+        )
     else:
         fix = f"add {who} to the shared drive as a Content manager"
-    text = (f"the folder {settings.folder_id} (GOOGLE_DRIVE_FOLDER_ID) was not found, or {who}"
-            f" cannot see it: {fix}")
+    text = (
+        f"the folder {settings.folder_id} (GOOGLE_DRIVE_FOLDER_ID) was not found, or {who}"
+        f" cannot see it: {fix}"
+    )
     if settings.scope.endswith("drive.file"):
-        text += (". With the drive.file scope only files falback created are visible: set"
-                 " GOOGLE_DRIVE_SCOPE=drive")
+        text += (
+            ". With the drive.file scope only files falback created are visible: set GOOGLE_DRIVE_SCOPE=drive"
+        )
     return text
 
 
@@ -153,7 +184,8 @@ def upload_cap_pause(error: DriveApiError, settings: DriveSettings) -> Destinati
     until = datetime.now(UTC) + timedelta(seconds=settings.upload_cap_pause)
     return DestinationPaused(
         f"Drive's daily upload cap (750 GB per day) was reached ({error.status} {error.reason}:"
-        f" {error.detail}); Drive uploads pause until {until:%Y-%m-%d %H:%M} UTC", until,
+        f" {error.detail}); Drive uploads pause until {until:%Y-%m-%d %H:%M} UTC",
+        until,
     )
 
 

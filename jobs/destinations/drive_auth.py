@@ -34,8 +34,9 @@ def credentials(settings: DriveSettings, database_url: str | None = None) -> Any
         from jobs.destinations.drive_oauth import SharedCredentials
 
         if database_url is None:
-            raise ValueError("the personal-account Drive mode needs DATABASE_URL (the sign-in"
-                             " is kept in Postgres)")
+            raise ValueError(
+                "the personal-account Drive mode needs DATABASE_URL (the sign-in is kept in Postgres)"
+            )
         return SharedCredentials(settings, database_url)
     # google-auth ships without type hints; Any keeps mypy --strict honest about that.
     creds: Any = service_account.Credentials.from_service_account_info(  # type: ignore[no-untyped-call]
@@ -69,8 +70,10 @@ def explain(error: GoogleAuthError, settings: DriveSettings) -> str:
     code = text.split(":", 1)[0].strip()
     if settings.personal:
         if code == "invalid_client":
-            return (f"Google refused the OAuth client {settings.oauth_client_id} ({text}): check"
-                    " GOOGLE_DRIVE_OAUTH_CLIENT_ID and GOOGLE_DRIVE_OAUTH_CLIENT_SECRET")
+            return (
+                f"Google refused the OAuth client {settings.oauth_client_id} ({text}): check"
+                " GOOGLE_DRIVE_OAUTH_CLIENT_ID and GOOGLE_DRIVE_OAUTH_CLIENT_SECRET"
+            )
         return f"could not get a Google access token for the signed-in account: {text[:300]}"
     who = settings.client_email
     if isinstance(error, RefreshError) and code == "unauthorized_client" and settings.impersonate:

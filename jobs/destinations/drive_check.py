@@ -33,15 +33,19 @@ class CheckFailed(Exception):
 def drive_check(config: Config, say: Say = print) -> int:
     settings = config.drive
     if settings is None:
-        say("Google Drive is not configured (no GOOGLE_DRIVE_* variables): backups go to the"
-            f" local folder {config.backup_dir}. See docs/google-drive.md.")
+        say(
+            "Google Drive is not configured (no GOOGLE_DRIVE_* variables): backups go to the"
+            f" local folder {config.backup_dir}. See docs/google-drive.md."
+        )
         return 1
     if settings.personal:
         from jobs.destinations.drive_check_personal import personal_check
 
         return personal_check(config, say)
-    say(f"service account  {settings.client_email} (key {settings.private_key_id or '?'},"
-        f" from {settings.key_source})")
+    say(
+        f"service account  {settings.client_email} (key {settings.private_key_id or '?'},"
+        f" from {settings.key_source})"
+    )
     say(f"acting as        {settings.impersonate or 'the service account itself (no impersonation)'}")
     say(f"scope            {settings.scope}")
     api = DriveApi(settings)
@@ -81,8 +85,13 @@ def _folder(api: DriveApi, settings: DriveSettings) -> tuple[str, bool]:
     missing or cannot hold files."""
     if settings.folder_id is None:
         if settings.impersonate is None:
-            raise CheckFailed(advice.no_quota("GOOGLE_DRIVE_FOLDER_ID is not set, so files would go"
-                                              " to the service account's own My Drive", settings))
+            raise CheckFailed(
+                advice.no_quota(
+                    "GOOGLE_DRIVE_FOLDER_ID is not set, so files would go"
+                    " to the service account's own My Drive",
+                    settings,
+                )
+            )
         return f"the My Drive of {settings.impersonate} (GOOGLE_DRIVE_FOLDER_ID is not set)", False
     try:
         found = api.get_file(settings.folder_id, "id,name,mimeType,driveId")
@@ -91,14 +100,16 @@ def _folder(api: DriveApi, settings: DriveSettings) -> tuple[str, bool]:
     if found is None:
         raise CheckFailed(advice.folder_missing(settings))
     if found.get("mimeType") != FOLDER_MIME:
-        raise CheckFailed(f"GOOGLE_DRIVE_FOLDER_ID {settings.folder_id} is a file"
-                          f" ({found.get('name')!r}), not a folder")
+        raise CheckFailed(
+            f"GOOGLE_DRIVE_FOLDER_ID {settings.folder_id} is a file ({found.get('name')!r}), not a folder"
+        )
     name = found.get("name")
     if found.get("driveId"):
         return f"{name!r} ({settings.folder_id}) in a shared drive ({found['driveId']})", True
     if settings.impersonate is None:
-        raise CheckFailed(advice.no_quota(f"the folder {name!r} is in someone's My Drive, not in a"
-                                          " shared drive", settings))
+        raise CheckFailed(
+            advice.no_quota(f"the folder {name!r} is in someone's My Drive, not in a shared drive", settings)
+        )
     return f"{name!r} ({settings.folder_id}) in a My Drive, as {settings.impersonate}", False
 
 
@@ -116,13 +127,17 @@ def _probe(api: DriveApi, settings: DriveSettings, shared: bool) -> str:
         try:
             api.share_with_anyone(str(created["id"]))
         except DriveFailure as e:
-            notes.append(f"but sharing by link (GOOGLE_DRIVE_SHARE_ANYONE) was refused: {e}."
-                         " An admin policy may forbid links for anyone; backups still work")
+            notes.append(
+                f"but sharing by link (GOOGLE_DRIVE_SHARE_ANYONE) was refused: {e}."
+                " An admin policy may forbid links for anyone; backups still work"
+            )
     try:
         api.trash_file(str(created["id"]))
     except DriveFailure as e:
-        raise CheckFailed(f"created the probe file {name!r} but could not move it to the trash:"
-                          f" {_describe(e, settings, shared)}. Remove the probe by hand") from None
+        raise CheckFailed(
+            f"created the probe file {name!r} but could not move it to the trash:"
+            f" {_describe(e, settings, shared)}. Remove the probe by hand"
+        ) from None
     return " ".join(["created a test file and moved it to the trash: ok", *notes])
 
 

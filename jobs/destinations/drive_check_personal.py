@@ -42,8 +42,10 @@ def personal_check(config: Config, say: Callable[[str], None]) -> int:
         if sign_in is None:
             raise Problem(f"no Google account is signed in: {LOGIN_FIX}")
         if sign_in.revoked_at is not None:
-            raise Problem(f"the sign-in of {sign_in.account_email} is no longer valid"
-                          f" ({sign_in.revoked_reason}): {LOGIN_FIX}")
+            raise Problem(
+                f"the sign-in of {sign_in.account_email} is no longer valid"
+                f" ({sign_in.revoked_reason}): {LOGIN_FIX}"
+            )
         _token(api, settings)
         about = _call(lambda: api.about("user(emailAddress),storageQuota"))
         say(f"account          {about.get('user', {}).get('emailAddress') or '?'} (token ok)")
@@ -52,11 +54,16 @@ def personal_check(config: Config, say: Callable[[str], None]) -> int:
         say(f"storage          {_size(used)} used of {_size(int(limit)) if limit else 'unlimited'}")
         say(f"to back up       {_size(backlog)} in {files} file(s)")
         if limit and used + backlog > int(limit):
-            say(f"WARNING          the files still to back up ({_size(backlog)}) will not fit in the"
+            say(
+                f"WARNING          the files still to back up ({_size(backlog)}) will not fit in the"
                 f" free space ({_size(max(int(limit) - used, 0))}): free space in Google Drive or add"
-                " storage (Google One); uploads pause when Drive is full and resume on their own")
-        where = (f"GOOGLE_DRIVE_FOLDER_ID {settings.folder_id}" if settings.folder_id
-                 else "falback/<kind>/<YYYY-MM>/ in My Drive, made and owned by falback")
+                " storage (Google One); uploads pause when Drive is full and resume on their own"
+            )
+        where = (
+            f"GOOGLE_DRIVE_FOLDER_ID {settings.folder_id}"
+            if settings.folder_id
+            else "falback/<kind>/<YYYY-MM>/ in My Drive, made and owned by falback"
+        )
         say(f"folder           {where}")
         from jobs.destinations.drive_check import CheckFailed, _probe
 

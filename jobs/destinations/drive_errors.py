@@ -65,15 +65,17 @@ class DriveIncomplete(DriveFailure):
 
 
 class DriveApiError(DriveFailure):
-    def __init__(self, status: int, reason: str, message: str, doing: str,
-                 retry_after: float | None = None) -> None:
+    def __init__(
+        self, status: int, reason: str, message: str, doing: str, retry_after: float | None = None
+    ) -> None:
         super().__init__(f"Drive answered {status} {reason} to {doing}: {message}".rstrip(": "))
         self.status, self.reason, self.detail, self.retry_after = status, reason, message, retry_after
         self.doing = doing
 
     @classmethod
-    def from_body(cls, status: int, body: bytes, headers: Mapping[str, str], doing: str,
-                  fallback: str = "") -> DriveApiError:
+    def from_body(
+        cls, status: int, body: bytes, headers: Mapping[str, str], doing: str, fallback: str = ""
+    ) -> DriveApiError:
         """Drive's JSON error (`error.errors[0].reason/message`) from any transport."""
         reason, message = "", fallback
         try:
@@ -89,8 +91,9 @@ class DriveApiError(DriveFailure):
 
     @classmethod
     def from_response(cls, response: requests.Response, doing: str) -> DriveApiError:
-        return cls.from_body(response.status_code, response.content, response.headers, doing,
-                             response.reason or "")
+        return cls.from_body(
+            response.status_code, response.content, response.headers, doing, response.reason or ""
+        )
 
     @property
     def upload_cap(self) -> bool:
@@ -145,8 +148,9 @@ def with_retries(settings: DriveSettings, label: str, once: Callable[[], T]) -> 
             delay = backoff(settings, attempt, error.retry_after) if error.retryable else None
             if delay is None:
                 raise
-            log.warning("%s: %s; retry %d of %d in %.1fs", label, error, attempt + 1,
-                        settings.max_retries, delay)
+            log.warning(
+                "%s: %s; retry %d of %d in %.1fs", label, error, attempt + 1, settings.max_retries, delay
+            )
             time.sleep(delay)
             attempt += 1
 

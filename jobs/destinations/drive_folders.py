@@ -99,11 +99,16 @@ class Folders:
             db.lock_folder(self.conn, "root", OWN_TREE)
             folder_id = db.cached_folder(self.conn, "root", OWN_TREE)
             if folder_id is None:
-                query = (f"appProperties has {{ key='{OWN_TAG}' and value='1' }}"
-                         f" and mimeType = '{FOLDER_MIME}' and trashed = false")
+                query = (
+                    f"appProperties has {{ key='{OWN_TAG}' and value='1' }}"
+                    f" and mimeType = '{FOLDER_MIME}' and trashed = false"
+                )
                 found = self.api.list_files(query, "id", drive_id=None)
-                folder_id = str(found[0]["id"]) if found else str(self.api.create_folder(
-                    OWN_TREE, "root", {TAG: "1", OWN_TAG: "1"})["id"])
+                folder_id = (
+                    str(found[0]["id"])
+                    if found
+                    else str(self.api.create_folder(OWN_TREE, "root", {TAG: "1", OWN_TAG: "1"})["id"])
+                )
             db.remember_folder(self.conn, "root", OWN_TREE, folder_id)
             self.conn.commit()
         except BaseException:
@@ -112,8 +117,10 @@ class Folders:
         return folder_id
 
     def _find_or_create(self, parent: str, name: str) -> str:
-        query = (f"name = '{quote(name)}' and '{quote(parent)}' in parents"
-                 f" and mimeType = '{FOLDER_MIME}' and trashed = false")
+        query = (
+            f"name = '{quote(name)}' and '{quote(parent)}' in parents"
+            f" and mimeType = '{FOLDER_MIME}' and trashed = false"
+        )
         found = self.api.list_files(query, "id,appProperties", drive_id=self.space().drive_id)
         # Prefer ours; a folder of that name a person made is fine too.
         found.sort(key=lambda f: TAG not in (f.get("appProperties") or {}))

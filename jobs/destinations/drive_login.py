@@ -37,11 +37,18 @@ class LoginFailed(Exception):
     """The sign-in did not complete; the message says why and what to do."""
 
 
-def drive_login(settings: DriveSettings, database_url: str, say: Say = print,
-                sleep: Callable[[float], None] = time.sleep, redis_url: str | None = None) -> int:
+def drive_login(
+    settings: DriveSettings,
+    database_url: str,
+    say: Say = print,
+    sleep: Callable[[float], None] = time.sleep,
+    redis_url: str | None = None,
+) -> int:
     if not settings.personal:
-        say("drive-login signs in a personal Google account: set GOOGLE_DRIVE_OAUTH_CLIENT_ID and"
-            " GOOGLE_DRIVE_OAUTH_CLIENT_SECRET (and FALBACK_TOKEN_KEY) first; see docs/google-drive.md")
+        say(
+            "drive-login signs in a personal Google account: set GOOGLE_DRIVE_OAUTH_CLIENT_ID and"
+            " GOOGLE_DRIVE_OAUTH_CLIENT_SECRET (and FALBACK_TOKEN_KEY) first; see docs/google-drive.md"
+        )
         return 2
     with requests.Session() as http:
         try:
@@ -57,9 +64,15 @@ def drive_login(settings: DriveSettings, database_url: str, say: Say = print,
     expires_at = datetime.now(UTC) + timedelta(seconds=int(tokens.get("expires_in") or 3600))
     with connection(database_url, application_name="falback-drive-login") as conn:
         assert settings.oauth_client_id is not None
-        drive_tokens.save_login(conn, settings.oauth_client_id, email, settings.scope,
-                                vault.seal(str(tokens["refresh_token"])),
-                                vault.seal(str(tokens["access_token"])), expires_at)
+        drive_tokens.save_login(
+            conn,
+            settings.oauth_client_id,
+            email,
+            settings.scope,
+            vault.seal(str(tokens["refresh_token"])),
+            vault.seal(str(tokens["access_token"])),
+            expires_at,
+        )
         drive_tokens.forget_folders(conn)
         resumed = drive_state.resume(conn, "drive")
         conn.commit()
@@ -67,8 +80,10 @@ def drive_login(settings: DriveSettings, database_url: str, say: Say = print,
     log.info("Drive sign-in stored for %s%s", email, "" if resumed is None else "; Drive resumed")
     say(f"drive-login: signed in as {email} (scope {settings.scope}).")
     if resumed is not None:
-        say(f"drive-login: Drive uploads resume; every file that waited is due again"
-            f" ({woken} waiting job(s) started again; the sweep re-queues any other).")
+        say(
+            f"drive-login: Drive uploads resume; every file that waited is due again"
+            f" ({woken} waiting job(s) started again; the sweep re-queues any other)."
+        )
     say("Next: falback drive-check")
     return 0
 
@@ -85,10 +100,14 @@ def _wake(conn: Connection, redis_url: str) -> int:
         redis.close()
 
 
-def _sign_in(settings: DriveSettings, http: requests.Session, say: Say,
-             sleep: Callable[[float], None]) -> dict[str, Any]:
-    answer = http.post(settings.device_code_uri, timeout=30, data={
-        "client_id": settings.oauth_client_id, "scope": settings.scope})
+def _sign_in(
+    settings: DriveSettings, http: requests.Session, say: Say, sleep: Callable[[float], None]
+) -> dict[str, Any]:
+    answer = http.post(
+        settings.device_code_uri,
+        timeout=30,
+        data={"client_id": settings.oauth_client_id, "scope": settings.scope},
+    )
     body = _json(answer)
     if answer.status_code != 200:
         raise LoginFailed(_refused(settings, str(body.get("error") or answer.status_code)))
@@ -102,9 +121,16 @@ def _sign_in(settings: DriveSettings, http: requests.Session, say: Say,
         sleep(interval)
         if time.monotonic() > deadline:
             raise LoginFailed("the code expired before it was approved; run drive-login again")
-        answer = http.post(settings.token_uri, timeout=30, data={
-            "client_id": settings.oauth_client_id, "client_secret": settings.oauth_client_secret,
-            "device_code": body["device_code"], "grant_type": DEVICE_GRANT})
+        answer = http.post(
+            settings.token_uri,
+            timeout=30,
+            data={
+                "client_id": settings.oauth_client_id,
+                "client_secret": settings.oauth_client_secret,
+                "device_code": body["device_code"],
+                "grant_type": DEVICE_GRANT,
+            },
+        )
         tokens = _json(answer)
         if answer.status_code == 200:
             return _granted(settings, tokens)
@@ -115,8 +141,10 @@ def _sign_in(settings: DriveSettings, http: requests.Session, say: Say,
             interval += SLOW_DOWN_STEP
             continue
         if error == "access_denied":
-            raise LoginFailed("access was denied on the consent screen; run drive-login again and"
-                              " choose Allow (tick the Drive permission)")
+            raise LoginFailed(
+                "access was denied on the consent screen; run drive-login again and"
+                " choose Allow (tick the Drive permission)"
+            )
         if error == "expired_token":
             raise LoginFailed("the code expired before it was approved; run drive-login again")
         raise LoginFailed(_refused(settings, error))
@@ -127,29 +155,40 @@ def _granted(settings: DriveSettings, tokens: dict[str, Any]) -> dict[str, Any]:
         raise LoginFailed("Google's answer had no refresh token; run drive-login again")
     granted = str(tokens.get("scope") or settings.scope).split()
     if settings.scope not in granted:
-        raise LoginFailed(f"the permission {settings.scope} was not granted (the box on the"
-                          " consent screen was left unticked); run drive-login again and allow it")
+        raise LoginFailed(
+            f"the permission {settings.scope} was not granted (the box on the"
+            " consent screen was left unticked); run drive-login again and allow it"
+        )
     return tokens
 
 
 def _account(settings: DriveSettings, http: requests.Session, access_token: str) -> str:
-    answer = http.get(f"{settings.api_base_url}/drive/v3/about", timeout=30,
-                      params={"fields": "user(emailAddress)"},
-                      headers={"Authorization": f"Bearer {access_token}"})
+    answer = http.get(
+        f"{settings.api_base_url}/drive/v3/about",
+        timeout=30,
+        params={"fields": "user(emailAddress)"},
+        headers={"Authorization": f"Bearer {access_token}"},
+    )
     if answer.status_code != 200:
-        raise LoginFailed(f"signed in, but Drive answered {answer.status_code} to about.get: is the"
-                          " Google Drive API enabled in the Cloud project?")
+        raise LoginFailed(
+            f"signed in, but Drive answered {answer.status_code} to about.get: is the"
+            " Google Drive API enabled in the Cloud project?"
+        )
     return str(_json(answer).get("user", {}).get("emailAddress") or "?")
 
 
 def _refused(settings: DriveSettings, error: str) -> str:
     if error == "invalid_client":
-        return ("Google does not know this OAuth client (invalid_client): check"
-                " GOOGLE_DRIVE_OAUTH_CLIENT_ID/_SECRET, and that the client's type is \"TVs and"
-                " Limited Input devices\"")
+        return (
+            "Google does not know this OAuth client (invalid_client): check"
+            " GOOGLE_DRIVE_OAUTH_CLIENT_ID/_SECRET, and that the client's type is \"TVs and"
+            ' Limited Input devices"'
+        )
     if error in ("invalid_scope", "restricted_client"):
-        return (f"Google refused the scope {settings.scope} on the device flow ({error}): it allows"
-                " only drive.file (the default) or drive.appdata; unset GOOGLE_DRIVE_SCOPE")
+        return (
+            f"Google refused the scope {settings.scope} on the device flow ({error}): it allows"
+            " only drive.file (the default) or drive.appdata; unset GOOGLE_DRIVE_SCOPE"
+        )
     return f"Google refused the sign-in ({error})"
 
 

@@ -55,28 +55,33 @@ class Vault:
         try:
             return self._fernet.decrypt(sealed.encode()).decode()
         except InvalidToken:
-            raise SignedOut("the stored Google sign-in cannot be decrypted with FALBACK_TOKEN_KEY"
-                            f" (was the key changed?): {LOGIN_FIX}") from None
+            raise SignedOut(
+                "the stored Google sign-in cannot be decrypted with FALBACK_TOKEN_KEY"
+                f" (was the key changed?): {LOGIN_FIX}"
+            ) from None
 
 
 class SharedCredentials(Credentials):
     def __init__(self, settings: DriveSettings, database_url: str) -> None:
-        super().__init__(None, token_uri=settings.token_uri,
-                         client_id=settings.oauth_client_id,
-                         client_secret=settings.oauth_client_secret,
-                         scopes=[settings.scope])  # type: ignore[no-untyped-call]
+        super().__init__(
+            None,
+            token_uri=settings.token_uri,
+            client_id=settings.oauth_client_id,
+            client_secret=settings.oauth_client_secret,
+            scopes=[settings.scope],
+        )  # type: ignore[no-untyped-call]
         self._settings = settings
         self._database_url = database_url
 
     def refresh(self, request: Any) -> None:
-        token, expires_at = shared_token(self._settings, self._database_url, request,
-                                         rejected=self.token)
+        token, expires_at = shared_token(self._settings, self._database_url, request, rejected=self.token)
         self.token = token
         self.expiry = expires_at.astimezone(UTC).replace(tzinfo=None)  # google-auth: naive UTC
 
 
-def shared_token(settings: DriveSettings, database_url: str, request: Any,
-                 rejected: str | None) -> tuple[str, datetime]:
+def shared_token(
+    settings: DriveSettings, database_url: str, request: Any, rejected: str | None
+) -> tuple[str, datetime]:
     """A usable access token and its expiry: the shared one, or a new one for everybody."""
     vault = Vault(settings)
     with connection(database_url, application_name="falback-drive-token") as conn:
@@ -84,36 +89,56 @@ def shared_token(settings: DriveSettings, database_url: str, request: Any,
         if sign_in is None:
             raise SignedOut(f"no Google account is signed in: {LOGIN_FIX}")
         if sign_in.revoked_at is not None:
-            raise SignedOut(f"Google no longer accepts the sign-in of {sign_in.account_email}"
-                            f" ({sign_in.revoked_reason}): {LOGIN_FIX}")
+            raise SignedOut(
+                f"Google no longer accepts the sign-in of {sign_in.account_email}"
+                f" ({sign_in.revoked_reason}): {LOGIN_FIX}"
+            )
         now = datetime.now(UTC)
-        if sign_in.access_token and sign_in.access_expires_at \
-                and sign_in.access_expires_at > now + REFRESH_MARGIN:
+        if (
+            sign_in.access_token
+            and sign_in.access_expires_at
+            and sign_in.access_expires_at > now + REFRESH_MARGIN
+        ):
             shared = vault.open(sign_in.access_token)
             if shared != rejected:
                 return shared, sign_in.access_expires_at
         try:
             access, new_refresh, expiry, _ = _client.refresh_grant(  # type: ignore[no-untyped-call]
-                request, settings.token_uri, vault.open(sign_in.refresh_token),
-                settings.oauth_client_id, settings.oauth_client_secret, scopes=[settings.scope])
+                request,
+                settings.token_uri,
+                vault.open(sign_in.refresh_token),
+                settings.oauth_client_id,
+                settings.oauth_client_secret,
+                scopes=[settings.scope],
+            )
         except RefreshError as e:
             code = oauth_error(e)
             if code == "invalid_grant":
-                reason = ("Google answered invalid_grant: access was revoked, the password"
-                          " changed, or the refresh token of an app in Testing expired after 7 days")
+                reason = (
+                    "Google answered invalid_grant: access was revoked, the password"
+                    " changed, or the refresh token of an app in Testing expired after 7 days"
+                )
                 drive_tokens.mark_revoked(conn, reason)
                 conn.commit()
-                log.error("Drive sign-in of %s is no longer valid (%s); %s",
-                          sign_in.account_email, reason, LOGIN_FIX)
-                raise SignedOut(f"Google no longer accepts the sign-in of {sign_in.account_email}"
-                                f" ({reason}): {LOGIN_FIX}") from None
+                log.error(
+                    "Drive sign-in of %s is no longer valid (%s); %s",
+                    sign_in.account_email,
+                    reason,
+                    LOGIN_FIX,
+                )
+                raise SignedOut(
+                    f"Google no longer accepts the sign-in of {sign_in.account_email} ({reason}): {LOGIN_FIX}"
+                ) from None
             raise
-        expires_at = (expiry.replace(tzinfo=UTC) if expiry is not None
-                      else now + timedelta(hours=1))
-        drive_tokens.save_refresh(conn, vault.seal(access), expires_at,
-                                  vault.seal(new_refresh) if new_refresh else None)
-        log.info("refreshed the Drive access token of %s (valid until %s)",
-                 sign_in.account_email, f"{expires_at:%H:%M:%S} UTC")
+        expires_at = expiry.replace(tzinfo=UTC) if expiry is not None else now + timedelta(hours=1)
+        drive_tokens.save_refresh(
+            conn, vault.seal(access), expires_at, vault.seal(new_refresh) if new_refresh else None
+        )
+        log.info(
+            "refreshed the Drive access token of %s (valid until %s)",
+            sign_in.account_email,
+            f"{expires_at:%H:%M:%S} UTC",
+        )
         return access, expires_at
 
 

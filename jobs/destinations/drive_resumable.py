@@ -47,15 +47,27 @@ class ResumableClient:
     def close(self) -> None:
         self.http.close()
 
-    def call(self, method: str, url: str, doing: str, *, expect: Collection[int] = (200,),
-             retry: bool = True, **kwargs: Any) -> requests.Response:
+    def call(
+        self,
+        method: str,
+        url: str,
+        doing: str,
+        *,
+        expect: Collection[int] = (200,),
+        retry: bool = True,
+        **kwargs: Any,
+    ) -> requests.Response:
         """One request (with bounded backoff unless `retry` is off); a DriveFailure for
         anything but an `expect`ed status."""
+
         def once() -> requests.Response:
             try:
                 response = self.http.request(
-                    method, url, allow_redirects=False,
-                    timeout=(min(10.0, self.settings.timeout), self.settings.timeout), **kwargs,
+                    method,
+                    url,
+                    allow_redirects=False,
+                    timeout=(min(10.0, self.settings.timeout), self.settings.timeout),
+                    **kwargs,
                 )
             except GoogleAuthError as e:
                 raise drive_auth.failure(e, self.settings) from None
@@ -72,16 +84,22 @@ class ResumableClient:
     def multipart(self, metadata: Mapping[str, Any], data: bytes, mime_type: str) -> dict[str, Any]:
         """One request with metadata and content (small files: at most one chunk)."""
         boundary = "falback-" + secrets.token_hex(12)
-        body = b"".join([
-            f"--{boundary}\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n".encode(),
-            json.dumps(metadata).encode(),
-            f"\r\n--{boundary}\r\nContent-Type: {mime_type}\r\n\r\n".encode(),
-            data,
-            f"\r\n--{boundary}--".encode(),
-        ])
+        body = b"".join(
+            [
+                f"--{boundary}\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n".encode(),
+                json.dumps(metadata).encode(),
+                f"\r\n--{boundary}\r\nContent-Type: {mime_type}\r\n\r\n".encode(),
+                data,
+                f"\r\n--{boundary}--".encode(),
+            ]
+        )
         response = self.call(
-            "POST", self.upload_url, "upload a file", expect=(200, 201),
-            params={**_ALL_DRIVES, "uploadType": "multipart", "fields": FILE_FIELDS}, data=body,
+            "POST",
+            self.upload_url,
+            "upload a file",
+            expect=(200, 201),
+            params={**_ALL_DRIVES, "uploadType": "multipart", "fields": FILE_FIELDS},
+            data=body,
             headers={"Content-Type": f"multipart/related; boundary={boundary}"},
         )
         return dict(response.json())
@@ -92,14 +110,18 @@ class ResumableClient:
         if size is not None:
             headers["X-Upload-Content-Length"] = str(size)
         response = self.call(
-            "POST", self.upload_url, "start an upload",
+            "POST",
+            self.upload_url,
+            "start an upload",
             params={**_ALL_DRIVES, "uploadType": "resumable", "fields": FILE_FIELDS},
-            data=json.dumps(metadata).encode(), headers=headers,
+            data=json.dumps(metadata).encode(),
+            headers=headers,
         )
         location = response.headers.get("Location", "")
         if not self.owns_session(location):
-            raise DriveApiError(response.status_code, "noSession", "no usable Location header",
-                                "start an upload")
+            raise DriveApiError(
+                response.status_code, "noSession", "no usable Location header", "start an upload"
+            )
         return location
 
     def owns_session(self, uri: str) -> bool:
@@ -111,8 +133,15 @@ class ResumableClient:
         first). 308 means "send more from `confirmed`"; 200/201 carry the file."""
         # requests sends an empty non-bytes body chunked; Drive wants Content-Length: 0.
         body = data if len(data) else b""
-        response = self.call("PUT", uri, doing, expect=(200, 201, 308), retry=False,
-                             data=body, headers={"Content-Range": content_range})
+        response = self.call(
+            "PUT",
+            uri,
+            doing,
+            expect=(200, 201, 308),
+            retry=False,
+            data=body,
+            headers={"Content-Range": content_range},
+        )
         if response.status_code == 308:
             return ChunkAnswer(_confirmed(response.headers.get("Range")))
         file: dict[str, Any] = response.json()
@@ -121,8 +150,11 @@ class ResumableClient:
     def query(self, uri: str, total: int | None) -> ChunkAnswer:
         """Ask how much of the session Drive holds (an empty PUT with bytes */N)."""
         of = "*" if total is None else total
-        return with_retries(self.settings, self.label, lambda: self.put(
-            uri, b"", f"bytes */{of}", "ask where the upload stands"))
+        return with_retries(
+            self.settings,
+            self.label,
+            lambda: self.put(uri, b"", f"bytes */{of}", "ask where the upload stands"),
+        )
 
 
 def _confirmed(range_header: str | None) -> int:
@@ -132,5 +164,6 @@ def _confirmed(range_header: str | None) -> int:
     try:
         return int(range_header.rsplit("-", 1)[1]) + 1
     except (IndexError, ValueError):
-        raise DriveApiError(308, "badRange", f"unreadable Range header {range_header[:60]!r}",
-                            "read the upload's progress") from None
+        raise DriveApiError(
+            308, "badRange", f"unreadable Range header {range_header[:60]!r}", "read the upload's progress"
+        ) from None

@@ -45,8 +45,9 @@ class DriveUpload:
     """`write` sends every full chunk as it fills; `finish` sends the rest (or, for a small
     file never started, the whole file in one multipart request)."""
 
-    def __init__(self, api: DriveApi, store: SessionStore, metadata: Mapping[str, Any],
-                 size: int | None) -> None:
+    def __init__(
+        self, api: DriveApi, store: SessionStore, metadata: Mapping[str, Any], size: int | None
+    ) -> None:
         self.api, self.store, self.size = api, store, size
         self.metadata = dict(metadata)
         self.file_id = str(metadata["id"])
@@ -65,8 +66,9 @@ class DriveUpload:
         except DriveApiError as e:
             if e.retryable or e.status not in (400, 404, 410):
                 raise
-            log.info("%s: the saved upload session is gone (%s); starting a new one",
-                     self.api.label, e.status)
+            log.info(
+                "%s: the saved upload session is gone (%s); starting a new one", self.api.label, e.status
+            )
             self.store.save_session(None, 0)
             return
         self.uri = uri
@@ -76,8 +78,12 @@ class DriveUpload:
             return
         self.offset = answer.confirmed
         self.store.save_session(uri, self.offset)
-        log.info("%s: resuming the upload at byte %d of %s", self.api.label, self.offset,
-                 self.size if self.size is not None else "unknown")
+        log.info(
+            "%s: resuming the upload at byte %d of %s",
+            self.api.label,
+            self.offset,
+            self.size if self.size is not None else "unknown",
+        )
 
     def write(self, chunk: bytes) -> None:
         if self.file is not None:
@@ -114,8 +120,7 @@ class DriveUpload:
         before the last bytes go out, so `finish` sends those)."""
         if len(self.buffer) < self.chunk_size:
             return False
-        return self.size is None or (self.offset + self.chunk_size < self.size
-                                     and self.size > MULTIPART_MAX)
+        return self.size is None or (self.offset + self.chunk_size < self.size and self.size > MULTIPART_MAX)
 
     def _put(self, n: int, total: int | None) -> None:
         """One PUT of the first `n` buffered bytes; then move on by what Drive confirms.
@@ -157,8 +162,7 @@ class DriveUpload:
         delay = backoff(self.api.settings, self.failures, error.retry_after)
         if delay is None:
             raise error
-        log.warning("%s: %s; asking Drive where the upload stands in %.1fs", self.api.label,
-                    error, delay)
+        log.warning("%s: %s; asking Drive where the upload stands in %.1fs", self.api.label, error, delay)
         time.sleep(delay)
         try:
             return self.api.uploads.query(self.uri, total)
@@ -174,8 +178,11 @@ class DriveUpload:
             return
         taken = answer.confirmed - self.offset
         if taken < 0 or taken > len(self.buffer):
-            self._restart(None, f"Drive confirmed byte {answer.confirmed} while {self.offset} to"
-                                f" {self.offset + len(self.buffer)} were in flight")
+            self._restart(
+                None,
+                f"Drive confirmed byte {answer.confirmed} while {self.offset} to"
+                f" {self.offset + len(self.buffer)} were in flight",
+            )
         if not taken:
             return
         # A new buffer (not `del`): the chunk's view above is released, but a copy keeps
@@ -193,8 +200,7 @@ class DriveUpload:
 
     def _start_session(self) -> None:
         try:
-            self.uri = self.api.uploads.start_session(self.metadata, self.size,
-                                                      self.metadata["mimeType"])
+            self.uri = self.api.uploads.start_session(self.metadata, self.size, self.metadata["mimeType"])
         except DriveApiError as e:
             self._created_elsewhere(e)
             return
@@ -203,8 +209,9 @@ class DriveUpload:
 
     def _create_at_once(self) -> None:
         try:
-            self.file = self.api.uploads.multipart(self.metadata, bytes(self.buffer),
-                                                   self.metadata["mimeType"])
+            self.file = self.api.uploads.multipart(
+                self.metadata, bytes(self.buffer), self.metadata["mimeType"]
+            )
         except DriveApiError as e:
             self._created_elsewhere(e)
 

@@ -78,16 +78,23 @@ class S3Destination:
         expected = (sent.sent_size, sent.sent_md5) if sent else (size, md5)
         if md5 and _MD5.match(md5) and meta.get("size") == str(size) and (size, md5) == expected:
             return self.stored(key, size, md5)
-        self.discard(row, key, f"{size} bytes, metadata md5 {md5} size {meta.get('size')}",
-                     f"{sent.sent_size} bytes md5 {sent.sent_md5} were sent" if sent else
-                     "an object falback completed carries its md5 and size")
+        self.discard(
+            row,
+            key,
+            f"{size} bytes, metadata md5 {md5} size {meta.get('size')}",
+            f"{sent.sent_size} bytes md5 {sent.sent_md5} were sent"
+            if sent
+            else "an object falback completed carries its md5 and size",
+        )
         return None
 
     def open(self, row: LedgerRow, size: int | None) -> S3Upload:
         key = self.key_for(row)
         if size is not None and size > self.settings.part_size * MAX_PARTS:
-            raise PermanentError(f"{size} bytes is more than {MAX_PARTS} parts of FALBACK_S3_PART_SIZE"
-                                 f" ({self.settings.part_size} bytes): raise FALBACK_S3_PART_SIZE")
+            raise PermanentError(
+                f"{size} bytes is more than {MAX_PARTS} parts of FALBACK_S3_PART_SIZE"
+                f" ({self.settings.part_size} bytes): raise FALBACK_S3_PART_SIZE"
+            )
         state = db.upload(self.conn, row.id)
         self.conn.commit()
         if state is not None and state.upload_id and state.part_size:
@@ -102,9 +109,13 @@ class S3Destination:
     def presigned_url(self, key: str, seconds: int | None = None) -> str:
         """A GET URL for the object that works without credentials for `seconds`."""
         with classified(self.settings, f"sign a URL for {key}"):
-            return str(self.s3.generate_presigned_url(
-                "get_object", Params={"Bucket": self.bucket, "Key": key},
-                ExpiresIn=seconds or self.settings.presign_seconds))
+            return str(
+                self.s3.generate_presigned_url(
+                    "get_object",
+                    Params={"Bucket": self.bucket, "Key": key},
+                    ExpiresIn=seconds or self.settings.presign_seconds,
+                )
+            )
 
     # -- used by S3Upload
 
@@ -137,8 +148,11 @@ class S3Destination:
         """Write the whole file's MD5 and size into a multipart object's metadata (known only
         once every part is in): a copy onto itself that replaces the metadata."""
         doing = f"write the md5 of {key} into its metadata"
-        extra = {"MetadataDirective": "REPLACE", "Metadata": self.metadata(row, size, md5),
-                 "ContentType": self.content_type(row)}
+        extra = {
+            "MetadataDirective": "REPLACE",
+            "Metadata": self.metadata(row, size, md5),
+            "ContentType": self.content_type(row),
+        }
         source = {"Bucket": self.bucket, "Key": key}
         with classified(self.settings, doing):
             if size <= COPY_LIMIT:
@@ -150,12 +164,18 @@ class S3Destination:
                 parts = []
                 for n in range(1, math.ceil(size / COPY_PART) + 1):
                     start, end = (n - 1) * COPY_PART, min(n * COPY_PART, size) - 1
-                    copied = self.s3.upload_part_copy(Bucket=self.bucket, Key=key, UploadId=upload_id,
-                                                      PartNumber=n, CopySource=source,
-                                                      CopySourceRange=f"bytes={start}-{end}")
+                    copied = self.s3.upload_part_copy(
+                        Bucket=self.bucket,
+                        Key=key,
+                        UploadId=upload_id,
+                        PartNumber=n,
+                        CopySource=source,
+                        CopySourceRange=f"bytes={start}-{end}",
+                    )
                     parts.append({"PartNumber": n, "ETag": copied["CopyPartResult"]["ETag"]})
-                self.s3.complete_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id,
-                                                  MultipartUpload={"Parts": parts})
+                self.s3.complete_multipart_upload(
+                    Bucket=self.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
+                )
             except BaseException:
                 self.abort(row, key, upload_id, forget=False)
                 raise
@@ -167,11 +187,14 @@ class S3Destination:
             raise VerifyError(f"S3 has no object at {key} after the upload; the next attempt uploads again")
         has_size, has_md5 = int(head["ContentLength"]), (head.get("Metadata") or {}).get("md5")
         if (has_size, has_md5) != (size, md5):
-            self.discard(row, key, f"{has_size} bytes md5 {has_md5}",
-                         f"the source has {size} bytes md5 {md5}")
-            raise VerifyError(f"the S3 object did not match the source ({has_size} bytes md5 {has_md5};"
-                              f" the source has {size} bytes md5 {md5}): deleted it, the next attempt"
-                              " uploads again")
+            self.discard(
+                row, key, f"{has_size} bytes md5 {has_md5}", f"the source has {size} bytes md5 {md5}"
+            )
+            raise VerifyError(
+                f"the S3 object did not match the source ({has_size} bytes md5 {has_md5};"
+                f" the source has {size} bytes md5 {md5}): deleted it, the next attempt"
+                " uploads again"
+            )
         log.info("ledger %d: verified in S3 as %s (%d bytes, md5 %s)", row.id, key, size, md5)
         return self.stored(key, size, md5)
 
@@ -185,8 +208,9 @@ class S3Destination:
         db.forget(self.conn, row.id, self.owner(row))
         self.conn.commit()
 
-    def abort(self, row: LedgerRow, key: str, upload_id: str, *, bucket: str | None = None,
-              forget: bool = True) -> None:
+    def abort(
+        self, row: LedgerRow, key: str, upload_id: str, *, bucket: str | None = None, forget: bool = True
+    ) -> None:
         """Abort an upload that cannot be completed (best effort: a bucket lifecycle rule
         removes what is left, docs/s3.md), and forget it."""
         doing = f"abort the upload of {key}"
@@ -194,8 +218,12 @@ class S3Destination:
             self.s3.abort_multipart_upload(Bucket=bucket or self.bucket, Key=key, UploadId=upload_id)
         except ClientError as e:
             if error_code(e) != "NoSuchUpload":  # already gone is what we wanted
-                log.warning("ledger %d: could not %s: %s", row.id, doing,
-                            s3_client.copy_error(e, self.settings, doing))
+                log.warning(
+                    "ledger %d: could not %s: %s",
+                    row.id,
+                    doing,
+                    s3_client.copy_error(e, self.settings, doing),
+                )
         except Exception as e:
             log.warning("ledger %d: could not %s: %s", row.id, doing, type(e).__name__)
         if forget:
@@ -215,15 +243,26 @@ class S3Destination:
         sent = (state.sent_size, state.sent_md5) if state.sent_size is not None and state.sent_md5 else None
         resumable = resumable_parts(listed, part_size, sent[0] if sent else None)
         if resumable is None:
-            log.warning("ledger %d: the parts S3 holds for %s do not fit %d-byte parts; aborting"
-                        " that upload and starting again", row.id, state.key, part_size)
+            log.warning(
+                "ledger %d: the parts S3 holds for %s do not fit %d-byte parts; aborting"
+                " that upload and starting again",
+                row.id,
+                state.key,
+                part_size,
+            )
             self.abort(row, state.key, upload_id)
             return None
         parts, offset = resumable
-        log.info("ledger %d: resuming the upload of %s after %d parts (%d bytes)", row.id, state.key,
-                 len(parts), offset)
-        return S3Upload(self, row, state.key, part_size, upload_id=upload_id, parts=parts, offset=offset,
-                        sent=sent)
+        log.info(
+            "ledger %d: resuming the upload of %s after %d parts (%d bytes)",
+            row.id,
+            state.key,
+            len(parts),
+            offset,
+        )
+        return S3Upload(
+            self, row, state.key, part_size, upload_id=upload_id, parts=parts, offset=offset, sent=sent
+        )
 
     def _list_parts(self, key: str, upload_id: str) -> list[dict[str, Any]] | None:
         parts: list[dict[str, Any]] = []
@@ -231,8 +270,9 @@ class S3Destination:
         with classified(self.settings, f"list the parts of {key}"):
             while True:
                 try:
-                    page = self.s3.list_parts(Bucket=self.bucket, Key=key, UploadId=upload_id,
-                                              PartNumberMarker=marker)
+                    page = self.s3.list_parts(
+                        Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumberMarker=marker
+                    )
                 except ClientError as e:
                     if error_code(e) == "NoSuchUpload":
                         return None
@@ -245,5 +285,7 @@ class S3Destination:
     def _explain(self, key: str) -> None:
         """Raise the error a request with a body gives (HEAD has none to say why)."""
         self.s3.list_objects_v2(Bucket=self.bucket, Prefix=key, MaxKeys=1)
-        raise PermanentError(f"S3 says the access key may list bucket {self.bucket} but not read {key}:"
-                             " give it s3:GetObject (and s3:PutObject, s3:DeleteObject) on the bucket")
+        raise PermanentError(
+            f"S3 says the access key may list bucket {self.bucket} but not read {key}:"
+            " give it s3:GetObject (and s3:PutObject, s3:DeleteObject) on the bucket"
+        )

@@ -32,14 +32,27 @@ from jobs.errors import CopyError, PermanentError, TransientError
 
 # Worth another attempt later, whatever the status code says.
 _TRANSIENT = {
-    "SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequests",
-    "TooManyRequestsException", "RequestTimeout", "RequestTimeoutException", "InternalError",
-    "ServiceUnavailable", "OperationAborted", "PriorRequestNotComplete", "IncompleteBody",
+    "SlowDown",
+    "Throttling",
+    "ThrottlingException",
+    "RequestLimitExceeded",
+    "TooManyRequests",
+    "TooManyRequestsException",
+    "RequestTimeout",
+    "RequestTimeoutException",
+    "InternalError",
+    "ServiceUnavailable",
+    "OperationAborted",
+    "PriorRequestNotComplete",
+    "IncompleteBody",
     # The body did not match its checksum: it was damaged on the way, and S3 refused it.
-    "BadDigest", "XAmzContentSHA256Mismatch", "InvalidDigest",
+    "BadDigest",
+    "XAmzContentSHA256Mismatch",
+    "InvalidDigest",
     # Gone under us (by hand, a lifecycle rule, a second worker): the next attempt starts
     # from what S3 holds then.
-    "NoSuchKey", "NoSuchUpload",
+    "NoSuchKey",
+    "NoSuchUpload",
 }
 _KEYS_PAGE = "Supabase: Project Settings > Storage > S3 access keys; R2: API tokens; see docs/s3.md"
 
@@ -65,9 +78,11 @@ def _client(settings: S3Settings, pid: int) -> Any:
         user_agent_appid="falback",
     )
     # A session of its own: no AWS_PROFILE or ~/.aws file decides where backups go.
-    session = boto3.session.Session(aws_access_key_id=settings.access_key_id,
-                                    aws_secret_access_key=settings.secret_access_key,
-                                    region_name=settings.region)
+    session = boto3.session.Session(
+        aws_access_key_id=settings.access_key_id,
+        aws_secret_access_key=settings.secret_access_key,
+        region_name=settings.region,
+    )
     return session.client("s3", endpoint_url=settings.endpoint_url, config=config)
 
 
@@ -89,14 +104,18 @@ def classified(settings: S3Settings, doing: str) -> Iterator[None]:
     except ClientError as e:
         raise copy_error(e, settings, doing) from e
     except SSLError as e:
-        raise PermanentError(f"S3 {doing}: the TLS connection to {_where(settings)} failed"
-                             f" ({_safe(str(e), settings)[:160]}); check FALBACK_S3_ENDPOINT_URL") from e
+        raise PermanentError(
+            f"S3 {doing}: the TLS connection to {_where(settings)} failed"
+            f" ({_safe(str(e), settings)[:160]}); check FALBACK_S3_ENDPOINT_URL"
+        ) from e
     except (BotoConnectionError, HTTPClientError, IncompleteReadError) as e:
-        raise TransientError(f"S3 {doing}: no answer from {_where(settings)}"
-                             f" ({type(e).__name__}); will try again") from e
+        raise TransientError(
+            f"S3 {doing}: no answer from {_where(settings)} ({type(e).__name__}); will try again"
+        ) from e
     except NoCredentialsError as e:
-        raise PermanentError("S3 has no credentials: set FALBACK_S3_ACCESS_KEY_ID and"
-                             " FALBACK_S3_SECRET_ACCESS_KEY") from e
+        raise PermanentError(
+            "S3 has no credentials: set FALBACK_S3_ACCESS_KEY_ID and FALBACK_S3_SECRET_ACCESS_KEY"
+        ) from e
     except BotoCoreError as e:
         if type(e).__name__ == "ParamValidationError":
             raise  # a bug here, not a state of the world: keep the traceback
@@ -117,29 +136,38 @@ def _advice(code: str, message: str, settings: S3Settings) -> str:
     """A plain-language fix for what a person has to change."""
     bucket, where = settings.bucket, _where(settings)
     if code == "InvalidAccessKeyId":
-        return (f"{where} does not know FALBACK_S3_ACCESS_KEY_ID; copy the access key id again"
-                f" ({_KEYS_PAGE})")
+        return f"{where} does not know FALBACK_S3_ACCESS_KEY_ID; copy the access key id again ({_KEYS_PAGE})"
     if code == "SignatureDoesNotMatch":
-        return ("FALBACK_S3_SECRET_ACCESS_KEY does not match FALBACK_S3_ACCESS_KEY_ID (or"
-                " FALBACK_S3_REGION is not the endpoint's region); copy the secret again"
-                f" ({_KEYS_PAGE})")
+        return (
+            "FALBACK_S3_SECRET_ACCESS_KEY does not match FALBACK_S3_ACCESS_KEY_ID (or"
+            " FALBACK_S3_REGION is not the endpoint's region); copy the secret again"
+            f" ({_KEYS_PAGE})"
+        )
     if code in ("AccessDenied", "AllAccessDisabled", "403"):
-        return (f"the access key may not do this in bucket {bucket}: give it read, write, list"
-                " and delete on the bucket (AWS: s3:GetObject, s3:PutObject, s3:DeleteObject,"
-                " s3:ListBucket, s3:AbortMultipartUpload; see docs/s3.md)")
+        return (
+            f"the access key may not do this in bucket {bucket}: give it read, write, list"
+            " and delete on the bucket (AWS: s3:GetObject, s3:PutObject, s3:DeleteObject,"
+            " s3:ListBucket, s3:AbortMultipartUpload; see docs/s3.md)"
+        )
     if code in ("NoSuchBucket", "InvalidBucketName"):
         return f"there is no bucket {bucket} at {where}: create it, or fix FALBACK_S3_BUCKET"
     if code in ("AuthorizationHeaderMalformed", "PermanentRedirect", "301"):
-        return (f"set FALBACK_S3_REGION to the bucket's region (now {settings.region}) and check"
-                " FALBACK_S3_ENDPOINT_URL")
+        return (
+            f"set FALBACK_S3_REGION to the bucket's region (now {settings.region}) and check"
+            " FALBACK_S3_ENDPOINT_URL"
+        )
     if code == "EntityTooLarge":
-        return ("the file is larger than the bucket accepts: raise the bucket's file size limit"
-                " (Supabase: Storage > bucket > Edit bucket, and the project's upload limit)")
+        return (
+            "the file is larger than the bucket accepts: raise the bucket's file size limit"
+            " (Supabase: Storage > bucket > Edit bucket, and the project's upload limit)"
+        )
     if code == "RequestTimeTooSkewed":
         return "this machine's clock is more than 15 minutes off: synchronise it (NTP)"
     if "checksum" in message.lower() or code in ("NotImplemented", "InvalidArgument"):
-        return (f"{where} does not accept what falback sent ({settings.checksum} checksums); for"
-                " Backblaze B2 set FALBACK_S3_CHECKSUM=md5, and see docs/s3.md for this provider")
+        return (
+            f"{where} does not accept what falback sent ({settings.checksum} checksums); for"
+            " Backblaze B2 set FALBACK_S3_CHECKSUM=md5, and see docs/s3.md for this provider"
+        )
     return ""
 
 

@@ -44,9 +44,18 @@ _UNASSEMBLABLE = {"InvalidPart", "InvalidPartOrder", "EntityTooSmall"}
 
 
 class S3Upload:
-    def __init__(self, destination: S3Destination, row: LedgerRow, key: str, part_size: int, *,
-                 upload_id: str | None = None, parts: Sequence[dict[str, Any]] = (), offset: int = 0,
-                 sent: tuple[int, str] | None = None) -> None:
+    def __init__(
+        self,
+        destination: S3Destination,
+        row: LedgerRow,
+        key: str,
+        part_size: int,
+        *,
+        upload_id: str | None = None,
+        parts: Sequence[dict[str, Any]] = (),
+        offset: int = 0,
+        sent: tuple[int, str] | None = None,
+    ) -> None:
         self.destination = destination
         self.settings = destination.settings
         self.s3 = destination.s3
@@ -64,18 +73,21 @@ class S3Upload:
     def write(self, chunk: bytes) -> None:
         self.buffer += chunk
         while len(self.buffer) > self.part_size:  # more follows: this part is not the last
-            part, self.buffer = self.buffer, self.buffer[self.part_size:]
-            del part[self.part_size:]
+            part, self.buffer = self.buffer, self.buffer[self.part_size :]
+            del part[self.part_size :]
             self._send_part(part)
 
     def finish(self, size: int, md5: str) -> StoredFile:
         if (self.sent is not None and self.sent != (size, md5)) or size < self.offset:
             self._start_over()
-            raise VerifyError(f"the source is not what an earlier attempt sent ({self.sent} before,"
-                              f" {size} bytes md5 {md5} now): the next attempt uploads it anew")
+            raise VerifyError(
+                f"the source is not what an earlier attempt sent ({self.sent} before,"
+                f" {size} bytes md5 {md5} now): the next attempt uploads it anew"
+            )
         owner = self.destination.owner(self.row)
-        if not db.record_sent(self.destination.conn, self.row.id, owner, self.settings.bucket,
-                              self.key, size, md5):
+        if not db.record_sent(
+            self.destination.conn, self.row.id, owner, self.settings.bucket, self.key, size, md5
+        ):
             self.destination.conn.commit()
             raise TransientError("lost the claim on this row before the last bytes went out")
         self.destination.conn.commit()
@@ -104,28 +116,46 @@ class S3Upload:
 
     def _put(self, size: int, md5: str) -> None:
         with classified(self.settings, f"upload {self.key}"):
-            self.s3.put_object(Bucket=self.settings.bucket, Key=self.key, Body=self.buffer,
-                               ContentType=self.destination.content_type(self.row),
-                               Metadata=self.destination.metadata(self.row, size, md5),
-                               **_checksum(self.settings.checksum, self.buffer)[0])
+            self.s3.put_object(
+                Bucket=self.settings.bucket,
+                Key=self.key,
+                Body=self.buffer,
+                ContentType=self.destination.content_type(self.row),
+                Metadata=self.destination.metadata(self.row, size, md5),
+                **_checksum(self.settings.checksum, self.buffer)[0],
+            )
         self.buffer = bytearray()
 
     def _create(self) -> str:
         checksum = self.settings.checksum
         extra = {"ChecksumAlgorithm": checksum.upper()} if checksum != "md5" else {}
         with classified(self.settings, f"start a multipart upload of {self.key}"):
-            upload_id = str(self.s3.create_multipart_upload(
-                Bucket=self.settings.bucket, Key=self.key, Metadata=self.destination.metadata(self.row),
-                ContentType=self.destination.content_type(self.row), **extra)["UploadId"])
+            upload_id = str(
+                self.s3.create_multipart_upload(
+                    Bucket=self.settings.bucket,
+                    Key=self.key,
+                    Metadata=self.destination.metadata(self.row),
+                    ContentType=self.destination.content_type(self.row),
+                    **extra,
+                )["UploadId"]
+            )
         conn = self.destination.conn
-        if not db.start_upload(conn, self.row.id, self.destination.owner(self.row), self.settings.bucket,
-                               self.key, upload_id, self.part_size):
+        if not db.start_upload(
+            conn,
+            self.row.id,
+            self.destination.owner(self.row),
+            self.settings.bucket,
+            self.key,
+            upload_id,
+            self.part_size,
+        ):
             conn.commit()
             self.destination.abort(self.row, self.key, upload_id, forget=False)
             raise TransientError("lost the claim on this row before the upload started")
         conn.commit()
-        log.info("ledger %d: multipart upload of %s started (%d-byte parts)", self.row.id, self.key,
-                 self.part_size)
+        log.info(
+            "ledger %d: multipart upload of %s started (%d-byte parts)", self.row.id, self.key, self.part_size
+        )
         return upload_id
 
     def _send_part(self, body: bytearray) -> None:
@@ -133,15 +163,22 @@ class S3Upload:
             self.upload_id = self._create()
         number = len(self.parts) + 1
         if number > MAX_PARTS:
-            raise PermanentError(f"the file needs more than {MAX_PARTS} parts of FALBACK_S3_PART_SIZE"
-                                 f" ({self.part_size} bytes): raise FALBACK_S3_PART_SIZE")
+            raise PermanentError(
+                f"the file needs more than {MAX_PARTS} parts of FALBACK_S3_PART_SIZE"
+                f" ({self.part_size} bytes): raise FALBACK_S3_PART_SIZE"
+            )
         headers, echo = _checksum(self.settings.checksum, body)
         doing = f"upload part {number} of {self.key}"
         with classified(self.settings, doing):
             try:
-                answer = self.s3.upload_part(Bucket=self.settings.bucket, Key=self.key,
-                                             UploadId=self.upload_id, PartNumber=number, Body=body,
-                                             **headers)
+                answer = self.s3.upload_part(
+                    Bucket=self.settings.bucket,
+                    Key=self.key,
+                    UploadId=self.upload_id,
+                    PartNumber=number,
+                    Body=body,
+                    **headers,
+                )
             except ClientError as e:
                 if error_code(e) == "NoSuchUpload":
                     self._gone(doing)
@@ -152,9 +189,12 @@ class S3Upload:
         doing = f"complete the upload of {self.key}"
         with classified(self.settings, doing):
             try:
-                self.s3.complete_multipart_upload(Bucket=self.settings.bucket, Key=self.key,
-                                                  UploadId=self.upload_id,
-                                                  MultipartUpload={"Parts": self.parts})
+                self.s3.complete_multipart_upload(
+                    Bucket=self.settings.bucket,
+                    Key=self.key,
+                    UploadId=self.upload_id,
+                    MultipartUpload={"Parts": self.parts},
+                )
             except ClientError as e:
                 code = error_code(e)
                 head = self.destination.head(self.key) if code == "NoSuchUpload" else None
@@ -164,8 +204,10 @@ class S3Upload:
                     self._gone(doing)
                 if code in _UNASSEMBLABLE:
                     self._start_over()
-                    raise TransientError(f"S3 would not assemble the parts of {self.key} ({code}):"
-                                         " the next attempt uploads the file again") from e
+                    raise TransientError(
+                        f"S3 would not assemble the parts of {self.key} ({code}):"
+                        " the next attempt uploads the file again"
+                    ) from e
                 raise
 
     def _gone(self, doing: str) -> None:
@@ -183,8 +225,9 @@ class S3Upload:
         self.destination.conn.commit()
 
 
-def resumable_parts(listed: Sequence[dict[str, Any]], part_size: int,
-                    sent_size: int | None) -> tuple[list[dict[str, Any]], int] | None:
+def resumable_parts(
+    listed: Sequence[dict[str, Any]], part_size: int, sent_size: int | None
+) -> tuple[list[dict[str, Any]], int] | None:
     """The leading run of parts (as CompleteMultipartUpload wants them) that this upload
     would have sent, and their total length; None if S3 holds a part it would not have
     sent (the upload cannot be resumed). After a gap, parts are sent again."""
@@ -200,8 +243,13 @@ def resumable_parts(listed: Sequence[dict[str, Any]], part_size: int,
         want = part_size if last is None or number < last else int(sent_size or 0) - (last - 1) * part_size
         if part.get("Size") is not None and int(part["Size"]) != want:
             return None
-        run.append({"PartNumber": number, "ETag": part["ETag"],
-                    **{k: part[k] for k in ("ChecksumSHA256", "ChecksumCRC32") if part.get(k)}})
+        run.append(
+            {
+                "PartNumber": number,
+                "ETag": part["ETag"],
+                **{k: part[k] for k in ("ChecksumSHA256", "ChecksumCRC32") if part.get(k)},
+            }
+        )
         offset += want
     return run, offset
 

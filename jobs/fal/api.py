@@ -62,8 +62,10 @@ def unfetchable_reason(config: Config, fal_app: str | None) -> str | None:
     if not config.fal_key:
         return "result not fetched: FAL_KEY is not set (fal's queue API needs it)"
     if not fal_app:
-        return ("result not fetched: the webhook URL has no fal_app parameter;"
-                " add ?fal_app=<owner>/<app> (e.g. fal-ai/kling-video) to it")
+        return (
+            "result not fetched: the webhook URL has no fal_app parameter;"
+            " add ?fal_app=<owner>/<app> (e.g. fal-ai/kling-video) to it"
+        )
     return None
 
 
@@ -76,8 +78,10 @@ def request_result(config: Config, fal_app: str, request_id: str) -> object:
     session.max_redirects = 5  # requests drops Authorization on a redirect to another host
     try:
         with session.get(
-            url, headers={"Authorization": f"Key {config.fal_key}", "Accept": "application/json"},
-            timeout=(config.connect_timeout, config.read_timeout), stream=True,
+            url,
+            headers={"Authorization": f"Key {config.fal_key}", "Accept": "application/json"},
+            timeout=(config.connect_timeout, config.read_timeout),
+            stream=True,
         ) as response:
             status = response.status_code
             if status == 200:
@@ -112,7 +116,8 @@ def request_cdn_token(session: requests.Session, config: Config) -> CdnToken:
             f"{config.fal_rest_base_url}/storage/auth/token",
             params={"storage_type": "fal-cdn-v3"},
             headers={"Authorization": f"Key {config.fal_key}"},
-            json={}, allow_redirects=False,
+            json={},
+            allow_redirects=False,
             timeout=(config.connect_timeout, config.read_timeout),
         )
     except requests.exceptions.RequestException as e:
@@ -120,7 +125,8 @@ def request_cdn_token(session: requests.Session, config: Config) -> CdnToken:
     with response:
         if response.status_code in (401, 403):
             raise PermanentError(
-                f"fal refused FAL_KEY when asked for a CDN token (HTTP {response.status_code})")
+                f"fal refused FAL_KEY when asked for a CDN token (HTTP {response.status_code})"
+            )
         try:
             data = response.json() if response.status_code == 200 else None
         except ValueError:

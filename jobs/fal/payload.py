@@ -207,8 +207,9 @@ def _app_link(params: dict[str, list[str]]) -> AppLink | None:
     if variant not in variants:
         raise _BadHint(f"variant for {table} must be one of {', '.join(sorted(variants))}")
     if not APP_ROW_ID.fullmatch(row_id):
-        raise _BadHint("id must be an integer, a uuid or a short text id"
-                       " (letters, digits, '-' and '_', up to 64)")
+        raise _BadHint(
+            "id must be an integer, a uuid or a short text id (letters, digits, '-' and '_', up to 64)"
+        )
     return AppLink(table, row_id, variant)
 
 

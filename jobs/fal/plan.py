@@ -82,8 +82,9 @@ def plan_files(scan: MediaScan, *, request_id: str, link: AppLink | None, fal_ap
     media = scan.media
     linked = {id(ref) for ref in _linked_refs(media, link)}
     if len(media) + scan.unexamined > MAX_FILES:
-        plan.notes.append(f"{len(media) + scan.unexamined} files referenced;"
-                          f" only the first {MAX_FILES} were kept")
+        plan.notes.append(
+            f"{len(media) + scan.unexamined} files referenced; only the first {MAX_FILES} were kept"
+        )
         media = media[:MAX_FILES]
     if scan.truncated:
         plan.notes.append("nested too deep to walk completely; some files may be missing")
@@ -120,8 +121,10 @@ def plan_files(scan: MediaScan, *, request_id: str, link: AppLink | None, fal_ap
             )
         )
     if scan.more_problems:  # the count before the list: the note is cut at its limit
-        plan.notes.append(f"{len(scan.problems) + scan.more_problems} URLs cannot be copied;"
-                          f" the first {len(scan.problems)} follow")
+        plan.notes.append(
+            f"{len(scan.problems) + scan.more_problems} URLs cannot be copied;"
+            f" the first {len(scan.problems)} follow"
+        )
     plan.notes.extend(f"{clip(p.path, 200)}: {clip(p.message, 200)}" for p in scan.problems)
     return plan
 

@@ -35,8 +35,7 @@ def record_webhook(
     notes = list(hints.ignored)  # first: the note is cut at its limit
     fetch = False
     if hook.kind is WebhookKind.MEDIA:
-        plan = plan_files(hook.scan, request_id=hook.request_id, link=hints.link,
-                          fal_app=hints.fal_app)
+        plan = plan_files(hook.scan, request_id=hook.request_id, link=hints.link, fal_app=hints.fal_app)
         notes += plan.notes
     elif hook.kind is WebhookKind.ERROR:
         notes.append("fal reported an error; nothing to copy")
@@ -51,8 +50,9 @@ def record_webhook(
         fal_user_id=optional(user_id),
         status="ERROR" if hook.kind is WebhookKind.ERROR else "OK",
         error=clip(hook.error, 2000) if hook.kind is WebhookKind.ERROR and hook.error else None,
-        payload_error=(clip(hook.error or "payload is null", 2000)
-                       if hook.kind is WebhookKind.PAYLOAD_ERROR else None),
+        payload_error=(
+            clip(hook.error or "payload is null", 2000) if hook.kind is WebhookKind.PAYLOAD_ERROR else None
+        ),
         source_table=link.source_table if link else None,
         source_id=link.source_id if link else None,
         variant=link.variant if link else None,
@@ -68,8 +68,11 @@ def record_webhook(
         assert existing is not None
         # A repeat of an unresolved payload_error: fal retried, maybe because the first
         # answer was a 503 when the fetch job could not be queued. Queue it now.
-        refetch = (not existing["resolved"] and existing["payload_error"] is not None
-                   and unfetchable_reason(config, existing["fal_app"]) is None)
+        refetch = (
+            not existing["resolved"]
+            and existing["payload_error"] is not None
+            and unfetchable_reason(config, existing["fal_app"]) is None
+        )
         return Recorded(int(existing["id"]), True, [], int(existing["files"]), refetch, None)
     rows = record_files(conn, plan, config.expiry_days) if plan else []
     conn.commit()
@@ -80,8 +83,9 @@ def record_result(conn: Connection, config: Config, delivery: Row, result: objec
     """Record the files of a result fetched from the queue API for an unresolved delivery
     and commit; None when another run recorded it first."""
     scan = find_media(result, root="result", max_data_bytes=config.max_data_uri_bytes)
-    plan = plan_files(scan, request_id=delivery["request_id"], link=stored_link(delivery),
-                      fal_app=delivery["fal_app"])
+    plan = plan_files(
+        scan, request_id=delivery["request_id"], link=stored_link(delivery), fal_app=delivery["fal_app"]
+    )
     if not deliveries.resolve(conn, int(delivery["id"]), len(plan.files), plan.note()):
         conn.rollback()
         return None

@@ -160,8 +160,14 @@ def find_media(
             if isinstance(value, str):
                 if value[:1] in _URL_FIRST_CHARS and _looks_like_url(value):
                     child_keys = keys if is_list else (*keys[-1:], str(key))
-                    _add(walk, (path, key if is_list else str(key)), child_keys, value,
-                         _NO_HINTS, require_url=False)
+                    _add(
+                        walk,
+                        (path, key if is_list else str(key)),
+                        child_keys,
+                        value,
+                        _NO_HINTS,
+                        require_url=False,
+                    )
             elif isinstance(value, dict | list) and value:  # an empty one holds nothing
                 child_keys = keys if is_list else (*keys[-1:], str(key))
                 enter(value, (path, key if is_list else str(key)), child_keys, depth + 1)
@@ -170,8 +176,14 @@ def find_media(
             stack.pop()
     if truncated:
         logger.warning("fal payload nested deeper than %d levels; deeper values skipped", max_depth)
-    return MediaScan(tuple(walk.media), tuple(walk.problems), visited, truncated,
-                     len(walk.seen_problems) - len(walk.problems), len(walk.unexamined))
+    return MediaScan(
+        tuple(walk.media),
+        tuple(walk.problems),
+        visited,
+        truncated,
+        len(walk.seen_problems) - len(walk.problems),
+        len(walk.unexamined),
+    )
 
 
 def _render(path: _Path) -> str:

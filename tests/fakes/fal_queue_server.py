@@ -17,7 +17,9 @@ class FalQueueServer:
         self.requests: list[tuple[str, str]] = []  # (path, Authorization header)
         # The CDN token endpoint's answer to the right key: (status, body, raw bytes instead).
         self.token_answer: tuple[int, object] = (
-            200, {"token": "cdn-token", "expires_at": "2099-01-01T00:00:00Z"})
+            200,
+            {"token": "cdn-token", "expires_at": "2099-01-01T00:00:00Z"},
+        )
         self.token_raw: bytes | None = None
         self._lock = threading.Lock()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())

@@ -20,8 +20,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-_HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade",
-               "proxy-connection"}
+_HOP_BY_HOP = {
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-connection",
+}
 
 
 @dataclass
@@ -60,8 +67,11 @@ def operation(method: str, path: str, query: dict[str, list[str]], headers: Any)
     if method == "PUT" and has_key:
         return "CopyObject" if headers.get("x-amz-copy-source") else "PutObject"
     if method == "POST":
-        return "CreateMultipartUpload" if "uploads" in query else (
-            "CompleteMultipartUpload" if "uploadId" in query else "Post")
+        return (
+            "CreateMultipartUpload"
+            if "uploads" in query
+            else ("CompleteMultipartUpload" if "uploadId" in query else "Post")
+        )
     if method == "DELETE":
         return "AbortMultipartUpload" if "uploadId" in query else "DeleteObject"
     if method == "HEAD":
@@ -112,8 +122,11 @@ class S3Proxy:
 
     def parts_stored(self) -> list[int]:
         """The part number of every UploadPart the server stored, in order."""
-        return [s.part for s in list(self.seen) if s.op == "UploadPart" and s.forwarded
-                and s.status == 200 and s.part is not None]
+        return [
+            s.part
+            for s in list(self.seen)
+            if s.op == "UploadPart" and s.forwarded and s.status == 200 and s.part is not None
+        ]
 
     def clear(self) -> None:
         with self.lock:
@@ -146,8 +159,13 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         op = operation(self.command, parts.path, query, self.headers)
         key = unquote(parts.path.strip("/").split("/", 1)[-1]) if "/" in parts.path.strip("/") else ""
-        seen = Seen(op, key, int(query["partNumber"][0]) if "partNumber" in query else None,
-                    size=len(body), checksum=_checksum_header(self.headers))
+        seen = Seen(
+            op,
+            key,
+            int(query["partNumber"][0]) if "partNumber" in query else None,
+            size=len(body),
+            checksum=_checksum_header(self.headers),
+        )
         fault = self.proxy.fault_for(seen)
         try:
             if fault is not None and fault.action == "hold":
@@ -183,8 +201,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_response(response.status)
             for name, value in response.getheaders():
                 # HEAD keeps the object's length; other bodies are relayed whole.
-                if name.lower() in _HOP_BY_HOP or (name.lower() == "content-length"
-                                                   and self.command != "HEAD"):
+                if name.lower() in _HOP_BY_HOP or (
+                    name.lower() == "content-length" and self.command != "HEAD"
+                ):
                     continue
                 self.send_header(name, value)
             if self.command != "HEAD":
@@ -197,8 +216,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _error(self, seen: Seen, status: int, code: str, retry_after: int | None) -> None:
         seen.status = status
-        data = (f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code>'
-                f"<Message>injected by the test proxy</Message></Error>").encode()
+        data = (
+            f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code>'
+            f"<Message>injected by the test proxy</Message></Error>"
+        ).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/xml")
         if retry_after is not None:
@@ -222,5 +243,7 @@ def _checksum_ok(headers: Any, body: bytes) -> bool:
         "x-amz-checksum-crc32": lambda: zlib.crc32(body).to_bytes(4, "big"),
         "Content-MD5": lambda: hashlib.md5(body, usedforsecurity=False).digest(),
     }
-    return all(headers.get(name) is None or headers.get(name) == base64.b64encode(digest()).decode()
-               for name, digest in digests.items())
+    return all(
+        headers.get(name) is None or headers.get(name) == base64.b64encode(digest()).decode()
+        for name, digest in digests.items()
+    )

@@ -30,8 +30,9 @@ def backup_columns(conn: Connection, video: int) -> dict[str, object]:
 
 def copied_unlinked(conn: Connection, config: Config, redis: Redis, url: str) -> str:
     """Back up `url` the way a fal webhook without an app link does; return the copy's URL."""
-    rows = ledger.insert_files(conn, [ledger.NewFile(url, "upscale", fal_request_id="r-up")],
-                               config.expiry_days)
+    rows = ledger.insert_files(
+        conn, [ledger.NewFile(url, "upscale", fal_request_id="r-up")], config.expiry_days
+    )
     enqueue_rows(conn, redis, config, [(r["id"], r["kind"]) for r in rows])
     run_worker(config)
     [row] = [r for r in ledger_rows(conn) if r["source_url"] == url]

@@ -49,16 +49,17 @@ class Drive:
                 parent = by_id[parent].parents[0] if by_id[parent].parents else None
             return parent == self.folder_id
 
-        return [f for f in by_id.values()
-                if f.content_path is not None and f.trashed == trashed and under(f)]
+        return [f for f in by_id.values() if f.content_path is not None and f.trashed == trashed and under(f)]
 
 
 def make_key() -> Key:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption()).decode()
-    public = key.public_key().public_bytes(serialization.Encoding.PEM,
-                                           serialization.PublicFormat.SubjectPublicKeyInfo)
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     return Key(private, public)
 
 
@@ -86,8 +87,7 @@ def only_row(conn: Connection) -> dict[str, Any]:
     """The one ledger row, with its Drive upload session (drive_files) when it has one."""
     [row] = ledger_rows(conn)
     with conn.cursor() as cur:
-        cur.execute("SELECT session_uri, session_offset FROM drive_files WHERE ledger_id = %s",
-                    (row["id"],))
+        cur.execute("SELECT session_uri, session_offset FROM drive_files WHERE ledger_id = %s", (row["id"],))
         session = fetch_one(cur)
     conn.commit()
     return {**row, **(session or {"session_uri": None, "session_offset": None})}
@@ -96,8 +96,15 @@ def only_row(conn: Connection) -> dict[str, Any]:
 def write_key_file(path: Path, key: Key | None = None, **fields: str) -> Path:
     """A JSON key file as Cloud Console downloads it."""
     key = key or make_key()
-    info = {"type": "service_account", "project_id": "demo-project", "private_key_id": "k1",
-            "private_key": key.private_pem, "client_email": SA_EMAIL, "client_id": "1234567890",
-            "token_uri": "https://oauth2.googleapis.com/token", **fields}
+    info = {
+        "type": "service_account",
+        "project_id": "demo-project",
+        "private_key_id": "k1",
+        "private_key": key.private_pem,
+        "client_email": SA_EMAIL,
+        "client_id": "1234567890",
+        "token_uri": "https://oauth2.googleapis.com/token",
+        **fields,
+    }
     path.write_text(json.dumps(info))
     return path

@@ -41,8 +41,13 @@ class Personal:
         """Every token and code the emulator handed out, and the client secret."""
         users = self.emulator.users
         assert users is not None
-        return [*self.emulator.issued_tokens(), *users.refresh_tokens, *users.devices,
-                CLIENT_SECRET, TOKEN_KEY]
+        return [
+            *self.emulator.issued_tokens(),
+            *users.refresh_tokens,
+            *users.devices,
+            CLIENT_SECRET,
+            TOKEN_KEY,
+        ]
 
 
 def oauth_env(emulator: DriveEmulator, **overrides: str) -> dict[str, str]:
@@ -81,6 +86,5 @@ def sign_in(config: Config, personal: Personal, email: str = BOB) -> list[str]:
     assert users is not None and config.drive is not None and config.database_url is not None
     users.script(email, after_polls=2)
     said: list[str] = []
-    assert drive_login(config.drive, config.database_url, said.append,
-                       redis_url=config.redis_url) == 0, said
+    assert drive_login(config.drive, config.database_url, said.append, redis_url=config.redis_url) == 0, said
     return said

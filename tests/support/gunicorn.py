@@ -21,17 +21,34 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @contextmanager
-def gunicorn(config: Config, log_path: Path, *, workers: int = 2, threads: int = 4,
-             timeout: float = 20, extra_env: dict[str, str] | None = None) -> Iterator[str]:
+def gunicorn(
+    config: Config,
+    log_path: Path,
+    *,
+    workers: int = 2,
+    threads: int = 4,
+    timeout: float = 20,
+    extra_env: dict[str, str] | None = None,
+) -> Iterator[str]:
     """Yield the base URL of a running gunicorn; stop it (SIGTERM) afterwards. `extra_env`
     adds to the environment gunicorn.conf.py reads (WEB_BODY_TIMEOUT, say)."""
     port = free_port()
-    env = {**os.environ, **config.as_env(), "HOST": "127.0.0.1", "PORT": str(port),
-           "WEB_CONCURRENCY": str(workers), "WEB_THREADS": str(threads), **(extra_env or {})}
+    env = {
+        **os.environ,
+        **config.as_env(),
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "WEB_CONCURRENCY": str(workers),
+        "WEB_THREADS": str(threads),
+        **(extra_env or {}),
+    }
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py", "listener:create_app()"],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         base_url = f"http://127.0.0.1:{port}"
         try:

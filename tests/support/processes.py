@@ -22,13 +22,17 @@ def command_env(config: Config) -> dict[str, str]:
     return {**os.environ, **config.as_env()}
 
 
-def falback(config: Config, *args: str, env: dict[str, str] | None = None,
-            timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def falback(
+    config: Config, *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     """Run `falback ARGS...` to completion; its exit code and output are the caller's to
     check. `env` adds variables over the config's (say, a value Config would refuse)."""
     return subprocess.run(
         [sys.executable, "-m", "falback", *args],
-        env={**command_env(config), **(env or {})}, capture_output=True, text=True, timeout=timeout,
+        env={**command_env(config), **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -37,12 +41,18 @@ class Spawned:
     come. With `group`, it gets a process group of its own and stop() signals the whole
     group, as a platform stopping a Procfile process does."""
 
-    def __init__(self, argv: list[str], *, env: dict[str, str], cwd: Path | None = None,
-                 group: bool = False) -> None:
+    def __init__(
+        self, argv: list[str], *, env: dict[str, str], cwd: Path | None = None, group: bool = False
+    ) -> None:
         self.lines: list[str] = []
         self.group = group
         self.process = subprocess.Popen(
-            argv, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            argv,
+            env=env,
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
             start_new_session=group,
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -99,8 +109,10 @@ class Background(Spawned):
     """A long-running `falback` command run with `config` as its environment."""
 
     def __init__(self, config: Config, *args: str, env: dict[str, str] | None = None) -> None:
-        super().__init__([sys.executable, "-m", "falback", *args],
-                         env={**command_env(config), "PYTHONUNBUFFERED": "1", **(env or {})})
+        super().__init__(
+            [sys.executable, "-m", "falback", *args],
+            env={**command_env(config), "PYTHONUNBUFFERED": "1", **(env or {})},
+        )
 
 
 @contextmanager

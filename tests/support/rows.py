@@ -49,8 +49,14 @@ def add_video(
         cur.execute(
             "INSERT INTO gen_videos (generation_model, video_url, file_size, upscale_video_url,"
             " upscale_file_size, created_at) VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
-            ("fal-ai/kling-video", video, size, upscale, upscale_size,
-             datetime.now(UTC) - timedelta(days=age_days)),
+            (
+                "fal-ai/kling-video",
+                video,
+                size,
+                upscale,
+                upscale_size,
+                datetime.now(UTC) - timedelta(days=age_days),
+            ),
         )
         row = cur.fetchone()
     conn.commit()
@@ -58,8 +64,9 @@ def add_video(
     return int(row["id"])  # type: ignore[call-overload]
 
 
-def add_image(conn: Connection, cdn: FakeCdn, n: int, *, size: int = 8 * 1024,
-              age_days: float = 1.0, **cdn_options: Any) -> int:
+def add_image(
+    conn: Connection, cdn: FakeCdn, n: int, *, size: int = 8 * 1024, age_days: float = 1.0, **cdn_options: Any
+) -> int:
     """Insert a gen_images row."""
     image = cdn.add(f"/files/b/t/image-{n}.png", size, seed=3000 + n, **cdn_options)
     with conn.cursor() as cur:

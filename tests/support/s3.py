@@ -77,16 +77,21 @@ def s3_env(bucket: Bucket, **overrides: str) -> dict[str, str]:
 
 def moto_admin(url: str) -> Any:
     return boto3.session.Session().client(
-        "s3", endpoint_url=url, region_name="us-east-1", aws_access_key_id="AKIAADMIN",
+        "s3",
+        endpoint_url=url,
+        region_name="us-east-1",
+        aws_access_key_id="AKIAADMIN",
         aws_secret_access_key="admin",
         # moto answers GETs of a multipart object with its composite checksum as if it were
         # the whole object's; the test reads the bytes and hashes them itself.
-        config=BotoConfig(s3={"addressing_style": "path"}, response_checksum_validation="when_required"))
+        config=BotoConfig(s3={"addressing_style": "path"}, response_checksum_validation="when_required"),
+    )
 
 
 def moto_post(url: str, path: str, body: bytes = b"") -> None:
-    request = urllib.request.Request(url + path, data=body, method="POST",
-                                     headers={"Content-Type": "text/plain"})
+    request = urllib.request.Request(
+        url + path, data=body, method="POST", headers={"Content-Type": "text/plain"}
+    )
     with urllib.request.urlopen(request, timeout=10) as answer:
         json.loads(answer.read() or b"{}")
 
@@ -99,8 +104,11 @@ def s3_row(conn: Connection) -> dict[str, Any]:
     """The one ledger row, with its s3_uploads state when it has one."""
     [row] = ledger_rows(conn)
     with conn.cursor() as cur:
-        cur.execute("SELECT bucket, key, upload_id, part_size, sent_size, sent_md5 FROM s3_uploads"
-                    " WHERE ledger_id = %s", (row["id"],))
+        cur.execute(
+            "SELECT bucket, key, upload_id, part_size, sent_size, sent_md5 FROM s3_uploads"
+            " WHERE ledger_id = %s",
+            (row["id"],),
+        )
         state = fetch_one(cur)
     conn.commit()
     empty = dict.fromkeys(("bucket", "key", "upload_id", "part_size", "sent_size", "sent_md5"))
@@ -116,8 +124,7 @@ def run_job(config: Config, ledger_id: int) -> object:
         context.close()
 
 
-def one_file(config: Config, conn: Connection, cdn: FakeCdn, redis: Redis, size: int,
-             **options: Any) -> int:
+def one_file(config: Config, conn: Connection, cdn: FakeCdn, redis: Redis, size: int, **options: Any) -> int:
     """A gen_videos row with one file of `size` bytes, in the ledger; its ledger id."""
     add_video(conn, cdn, 1, size=size, **options)
     backfill(config, conn, redis, "all", 10)
@@ -134,5 +141,8 @@ def assert_one_verified_object(s3: Bucket, cdn: FakeCdn, row: dict[str, Any]) ->
     assert s3.md5(key) == source.md5() == row["md5"] and row["size_bytes"] == source.size
     metadata = s3.head(key)["Metadata"]
     assert (metadata["md5"], metadata["size"], metadata["ledger-id"]) == (
-        source.md5(), str(source.size), str(row["id"]))
+        source.md5(),
+        str(source.size),
+        str(row["id"]),
+    )
     assert s3.uploads() == []

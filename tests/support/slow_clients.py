@@ -18,16 +18,25 @@ class SlowClients:
     each. A connection the server closes (after answering, say, 408) is opened again, so
     the pressure stays at ``count`` for as long as the context lasts."""
 
-    def __init__(self, base_url: str, count: int, *, path: str = "/webhooks/fal",
-                 body_bytes: int = 100_000, interval: float = 1.0) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        count: int,
+        *,
+        path: str = "/webhooks/fal",
+        body_bytes: int = 100_000,
+        interval: float = 1.0,
+    ) -> None:
         parts = urlsplit(base_url)
         if parts.hostname not in ("127.0.0.1", "localhost", "::1"):
             raise ValueError("slow clients only run against a loopback server")
         self.address = (parts.hostname, parts.port or 80)
         self.count = count
         self.interval = interval
-        self.head = (f"POST {path} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
-                     f"Content-Type: application/json\r\nContent-Length: {body_bytes}\r\n\r\n").encode()
+        self.head = (
+            f"POST {path} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {body_bytes}\r\n\r\n"
+        ).encode()
         self.opened = 0
         self.answers: collections.Counter[str] = collections.Counter()
         self._selector = selectors.DefaultSelector()
@@ -41,8 +50,9 @@ class SlowClients:
             raise RuntimeError("slow clients could not connect")
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self._stop.set()
         self._thread.join(30)
 

@@ -9,8 +9,14 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-def wait_for(check: Callable[[], T], timeout: float, what: str, *, interval: float = 0.05,
-             ignoring: tuple[type[Exception], ...] = ()) -> T:
+def wait_for(
+    check: Callable[[], T],
+    timeout: float,
+    what: str,
+    *,
+    interval: float = 0.05,
+    ignoring: tuple[type[Exception], ...] = (),
+) -> T:
     """Poll `check` until it returns something truthy and return that; fail naming `what`
     after `timeout` seconds. An exception in `ignoring` counts as "not yet"."""
     deadline = time.monotonic() + timeout

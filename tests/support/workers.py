@@ -74,8 +74,11 @@ def worker_process(config: Config) -> subprocess.Popen[str]:
     """A real `falback worker --burst` in its own process group (so it can be killed whole)."""
     return subprocess.Popen(
         [sys.executable, "-m", "falback", "worker", "--burst"],
-        env=command_env(config), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True, start_new_session=True,
+        env=command_env(config),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
     )
 
 
@@ -97,6 +100,7 @@ def peak_rss(pid: int) -> int | None:
     except OSError:
         return None
     return None
+
 
 def kill_worker(pid: int) -> None:
     """SIGKILL the worker and its work horse (RQ puts the horse in a session of its own),
