@@ -35,3 +35,16 @@ def test_the_check_sees_such_an_import(tmp_path: Path) -> None:
     module = tmp_path / "test_x.py"
     module.write_text("from tests.conftest import Servers\nimport tests.test_web\n")
     assert imported_modules(module) >= {"tests.conftest", "tests.test_web"}
+
+
+def test_no_product_module_takes_part_in_an_import_cycle() -> None:
+    import grimp
+
+    graph = grimp.build_graph("core", "db", "jobs", "listener", "falback", "devkit")
+    cycles = sorted(
+        (module, imported)
+        for module in graph.modules
+        for imported in graph.find_modules_directly_imported_by(module)
+        if graph.chain_exists(importer=imported, imported=module)
+    )
+    assert cycles == []

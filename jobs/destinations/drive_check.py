@@ -11,7 +11,6 @@ words with the fix, worded for the mode in use.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
 
 from google.auth.exceptions import GoogleAuthError
 from google.auth.transport.requests import Request
@@ -21,13 +20,10 @@ from core.drive_settings import DriveSettings
 from jobs.destinations import drive_advice as advice
 from jobs.destinations import drive_auth
 from jobs.destinations.drive_api import FOLDER_MIME, DriveApi
-from jobs.destinations.drive_errors import DriveApiError, DriveFailure
+from jobs.destinations.drive_errors import DriveFailure
+from jobs.destinations.drive_probe import CheckFailed, describe, probe
 
 Say = Callable[[str], None]
-
-
-class CheckFailed(Exception):
-    """One check failed; the message is the advice."""
 
 
 def drive_check(config: Config, say: Say = print) -> int:
@@ -55,7 +51,7 @@ def drive_check(config: Config, say: Say = print) -> int:
         say(f"drive api        ok, as {_who(api, settings)}")
         folder, shared = _folder(api, settings)
         say(f"folder           {folder}")
-        say(f"write probe      {_probe(api, settings, shared)}")
+        say(f"write probe      {probe(api, settings, shared)}")
     except CheckFailed as e:
         say(f"PROBLEM          {e}")
         say("drive-check: Drive is not usable yet")
@@ -77,7 +73,7 @@ def _who(api: DriveApi, settings: DriveSettings) -> str:
     try:
         return str(api.about().get("user", {}).get("emailAddress") or "?")
     except DriveFailure as e:
-        raise CheckFailed(_describe(e, settings, None)) from None
+        raise CheckFailed(describe(e, settings, None)) from None
 
 
 def _folder(api: DriveApi, settings: DriveSettings) -> tuple[str, bool]:
@@ -96,7 +92,7 @@ def _folder(api: DriveApi, settings: DriveSettings) -> tuple[str, bool]:
     try:
         found = api.get_file(settings.folder_id, "id,name,mimeType,driveId")
     except DriveFailure as e:
-        raise CheckFailed(_describe(e, settings, None)) from None
+        raise CheckFailed(describe(e, settings, None)) from None
     if found is None:
         raise CheckFailed(advice.folder_missing(settings))
     if found.get("mimeType") != FOLDER_MIME:
@@ -111,39 +107,3 @@ def _folder(api: DriveApi, settings: DriveSettings) -> tuple[str, bool]:
             advice.no_quota(f"the folder {name!r} is in someone's My Drive, not in a shared drive", settings)
         )
     return f"{name!r} ({settings.folder_id}) in a My Drive, as {settings.impersonate}", False
-
-
-def _probe(api: DriveApi, settings: DriveSettings, shared: bool) -> str:
-    """Create a tiny file where backups go, then move it to the trash, as a backup would."""
-    parent = settings.folder_id or "root"
-    name = f"falback-drive-check-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.txt"
-    metadata = {"name": name, "parents": [parent], "appProperties": {"falback_probe": "1"}}
-    try:
-        created = api.uploads.multipart(metadata, b"falback drive-check probe\n", "text/plain")
-    except DriveFailure as e:
-        raise CheckFailed(_describe(e, settings, shared)) from None
-    notes = []
-    if settings.share_anyone:
-        try:
-            api.share_with_anyone(str(created["id"]))
-        except DriveFailure as e:
-            notes.append(
-                f"but sharing by link (GOOGLE_DRIVE_SHARE_ANYONE) was refused: {e}."
-                " An admin policy may forbid links for anyone; backups still work"
-            )
-    try:
-        api.trash_file(str(created["id"]))
-    except DriveFailure as e:
-        raise CheckFailed(
-            f"created the probe file {name!r} but could not move it to the trash:"
-            f" {_describe(e, settings, shared)}. Remove the probe by hand"
-        ) from None
-    return " ".join(["created a test file and moved it to the trash: ok", *notes])
-
-
-def _describe(error: DriveFailure, settings: DriveSettings, shared: bool | None) -> str:
-    if not isinstance(error, DriveApiError):
-        return str(error)
-    if error.status == 404:
-        return f"{advice.folder_missing(settings)} ({error})"
-    return advice.explain(error, settings, shared)

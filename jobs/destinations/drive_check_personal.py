@@ -18,6 +18,7 @@ from jobs.destinations import drive_auth
 from jobs.destinations.drive_api import DriveApi
 from jobs.destinations.drive_errors import DriveFailure
 from jobs.destinations.drive_oauth import LOGIN_FIX
+from jobs.destinations.drive_probe import CheckFailed, probe
 
 GIB = 1024**3
 
@@ -65,10 +66,8 @@ def personal_check(config: Config, say: Callable[[str], None]) -> int:
             else "falback/<kind>/<YYYY-MM>/ in My Drive, made and owned by falback"
         )
         say(f"folder           {where}")
-        from jobs.destinations.drive_check import CheckFailed, _probe
-
         try:
-            say(f"write probe      {_probe(api, settings, False)}")
+            say(f"write probe      {probe(api, settings, False)}")
         except CheckFailed as e:
             raise Problem(str(e)) from None
     except Problem as e:

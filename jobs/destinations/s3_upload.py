@@ -23,18 +23,17 @@ import math
 import sys
 import zlib
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from botocore.exceptions import ClientError
 
+from core.s3_settings import S3Settings
 from db import s3_state as db
+from db.connection import Connection
 from db.ledger import LedgerRow
 from jobs.destinations.base import StoredFile
 from jobs.destinations.s3_client import classified, error_code
 from jobs.errors import PermanentError, TransientError, VerifyError
-
-if TYPE_CHECKING:
-    from jobs.destinations.s3 import S3Destination
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +42,35 @@ MAX_PARTS = 10_000  # S3's limit for one multipart upload
 _UNASSEMBLABLE = {"InvalidPart", "InvalidPartOrder", "EntityTooSmall"}
 
 
+class UploadTarget(Protocol):
+    """What an upload needs from the S3 destination (jobs/destinations/s3.py): its
+    settings, client and connection, the claim owner, object naming and verification."""
+
+    settings: S3Settings
+    s3: Any
+    conn: Connection
+
+    def owner(self, row: LedgerRow) -> str: ...
+
+    def head(self, key: str) -> dict[str, Any] | None: ...
+
+    def metadata(self, row: LedgerRow, size: int | None = None, md5: str | None = None) -> dict[str, str]: ...
+
+    def content_type(self, row: LedgerRow) -> str: ...
+
+    def label(self, row: LedgerRow, key: str, size: int, md5: str) -> None: ...
+
+    def verified(self, row: LedgerRow, key: str, size: int, md5: str) -> StoredFile: ...
+
+    def abort(
+        self, row: LedgerRow, key: str, upload_id: str, *, bucket: str | None = None, forget: bool = True
+    ) -> None: ...
+
+
 class S3Upload:
     def __init__(
         self,
-        destination: S3Destination,
+        destination: UploadTarget,
         row: LedgerRow,
         key: str,
         part_size: int,
