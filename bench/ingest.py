@@ -1,8 +1,8 @@
 """Benchmark: signed fal webhooks through the real web process.
 
 Starts embedded Postgres and Redis in a temporary folder, migrates, serves a JWKS stand-in,
-and runs gunicorn exactly as the Procfile does (gunicorn.conf.py: gthread, WEB_CONCURRENCY
-workers x WEB_THREADS threads) on a free loopback port. Then a few client threads post
+and runs gunicorn exactly as the Procfile does (gunicorn.conf.py: gevent, WEB_CONCURRENCY
+workers, WEB_THREADS Postgres connections each) on a free loopback port. Then a few client threads post
 pre-signed fal webhooks (distinct request ids, one or two media URLs each: a video, and an
 upscaled video for every other request), and the same number of requests goes to `GET /ping`
 (no I/O) on the same server. Prints requests/s and p50/p99 latency for both, and the ratio:
@@ -124,7 +124,8 @@ def main() -> None:
     workers, threads = os.environ.get("WEB_CONCURRENCY", "2"), os.environ.get("WEB_THREADS", "4")
     print(
         f"machine: {os.cpu_count()} cores, {platform.machine()}, {platform.system()};"
-        f" Python {platform.python_version()}; gunicorn gthread {workers} workers x {threads} threads;"
+        f" Python {platform.python_version()}; gunicorn gevent {workers} workers,"
+        f" {threads} Postgres connections each;"
         f" {args.clients} client threads on the same machine"
     )
     root = Path(tempfile.mkdtemp(prefix="falback-bench-"))
