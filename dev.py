@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import subprocess
 import sys
 import venv
@@ -49,6 +50,19 @@ def ensure_venv() -> None:
     STAMP.write_text(wanted)
 
 
+def foreground(command: list[str]) -> int:
+    """Run `command` until it exits. Ctrl-C reaches it as well (same process group) and it
+    shuts down in order, processes before the embedded servers: wait for that rather than
+    kill it (subprocess.call would), and pass a SIGTERM on."""
+    child = subprocess.Popen(command, cwd=ROOT)
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: child.terminate())
+    while True:
+        try:
+            return child.wait()
+        except KeyboardInterrupt:
+            continue
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in ("run", "test", "lint", "demo"):
         print(__doc__)
@@ -57,11 +71,11 @@ def main(argv: list[str]) -> int:
     python = str(BIN / "python")
     command, rest = argv[0], argv[1:]
     if command == "run":
-        return subprocess.call([python, "-m", "falback", "up", *rest], cwd=ROOT)
+        return foreground([python, "-m", "falback", "up", *rest])
     if command == "demo":
-        return subprocess.call([python, "-m", "falback", "demo", *rest], cwd=ROOT)
+        return foreground([python, "-m", "falback", "demo", *rest])
     if command == "test":
-        code = subprocess.call([python, "-m", "pytest", *rest], cwd=ROOT)
+        code = foreground([python, "-m", "pytest", *rest])
         # pytest's 5 means "no tests collected": a broken suite, not a pass.
         return 1 if code == 5 else code
     lint = subprocess.call([python, "-m", "ruff", "check", "."], cwd=ROOT)
