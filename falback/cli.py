@@ -260,7 +260,8 @@ def _up(config: Config, port: int, demo: bool) -> int:
     print(
         f"falback on http://127.0.0.1:{port}  ({where})\n"
         f'  curl -X POST http://127.0.0.1:{port}/backfill -H "Authorization: Bearer {bearer}"'
-        f' -H \'Content-Type: application/json\' -d \'{{"type": "upscale", "limit": 10}}\'',
+        f' -H \'Content-Type: application/json\' -d \'{{"type": "upscale", "limit": 10}}\'\n'
+        f"  status page: http://127.0.0.1:{port}/status (any user name, the admin token as password)",
         flush=True,
     )
     try:

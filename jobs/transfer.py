@@ -31,7 +31,7 @@ def copy_file(row: LedgerRow, fetcher: SourceFetcher, destination: Destination) 
     if existing is not None:
         log.info("ledger %d: already at %s as %s", row.id, destination.name, existing.id)
         return existing
-    # A data: URI a webhook delivered lives in Postgres (jobs/blobs.py), not on a CDN.
+    # A data: URI a webhook delivered lives in Postgres (jobs/blob_source.py), not on a CDN.
     stream: SourceStream | BlobStream = (
         BlobStream(fetcher.config, row.source_url)
         if is_blob_url(row.source_url)
