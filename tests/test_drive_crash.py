@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from redis import Redis
 from rq.job import Job
@@ -17,7 +15,12 @@ from tests.fakes.cdn import FakeCdn
 from tests.support.drive import Drive, Key, drive_env, only_row
 from tests.support.rows import add_video, ledger_rows
 from tests.support.wait import wait_for
-from tests.support.workers import children, kill_worker, peak_rss, run_worker, worker_process
+from tests.support.workers import (
+    kill_worker,
+    run_worker,
+    work_horse_peaks,
+    worker_process,
+)
 
 MiB = 1024 * 1024
 
@@ -99,16 +102,7 @@ def test_a_1_gib_file_streams_in_flat_memory(
     )
     add_video(conn, cdn, 1, size=2 * MiB, upscale_size=1024 * MiB)
     backfill(big_config, conn, redis, "all", 10)
-    worker = worker_process(big_config)
-    peaks: dict[int, int] = {}  # work horse pid -> VmHWM, in the order the jobs ran
-    started = time.monotonic()
-    while worker.poll() is None:
-        for pid in children(worker.pid):
-            peaks[pid] = max(peaks.get(pid, 0), peak_rss(pid) or 0)
-        time.sleep(0.01)
-    elapsed = time.monotonic() - started
-    output = worker.stdout.read() if worker.stdout else ""
-    assert worker.returncode == 0, output[-3000:]
+    peaks, elapsed, output = work_horse_peaks(big_config)
     big_row, small_row = ledger_rows(conn)  # the upscale ran first, in its own work horse
     assert big_row["kind"] == "upscale" and big_row["status"] == small_row["status"] == "done"
     assert len(peaks) == 2, (peaks, output[-3000:])

@@ -4,7 +4,6 @@ copy has expired."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -12,11 +11,11 @@ import requests
 
 from core.config import Config
 from db.connection import Connection
+from tests.support.browser import launch_chromium
 from tests.support.gunicorn import gunicorn
 from tests.support.media import FAL, add_media, gunicorn_workers, local_copy, sparse_file
 from tests.support.workers import peak_rss
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CLIP = Path(__file__).resolve().parent / "fixtures" / "clip.webm"  # 4 s VP9, 32x24, 3 KB
 GIB = 1024 * 1024 * 1024
 
@@ -55,18 +54,7 @@ def test_a_video_plays_and_seeks_in_chromium(config: Config, conn: Connection, t
     )
     log = tmp_path / "gunicorn.log"
     with gunicorn(config, log) as base_url, sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-            ],
-        )
+        browser = launch_chromium(p)
         try:
             page = browser.new_page()
             page.goto(f"{base_url}/ping")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 
 from redis import Redis
 from rq.job import Job
@@ -20,7 +19,7 @@ from tests.fakes.s3_server import Fault
 from tests.support.rows import add_video, ledger_rows
 from tests.support.s3 import PART, Bucket, assert_one_verified_object, s3_env, s3_row
 from tests.support.wait import wait_for
-from tests.support.workers import children, peak_rss, run_worker, worker_process
+from tests.support.workers import children, run_worker, work_horse_peaks, worker_process
 
 MiB = 1024 * 1024
 
@@ -77,16 +76,7 @@ def test_a_256_mib_file_streams_in_flat_memory(
     big_config = config.replace(s3_env=s3_env(s3, FALBACK_S3_PART_SIZE="8MiB"), job_timeout_seconds=600)
     add_video(conn, cdn, 1, size=2 * MiB, upscale_size=256 * MiB + 1)
     backfill(big_config, conn, redis, "all", 10)
-    worker = worker_process(big_config)
-    peaks: dict[int, int] = {}  # work horse pid -> VmHWM, in the order the jobs ran
-    started = time.monotonic()
-    while worker.poll() is None:
-        for pid in children(worker.pid):
-            peaks[pid] = max(peaks.get(pid, 0), peak_rss(pid) or 0)
-        time.sleep(0.01)
-    elapsed = time.monotonic() - started
-    output = worker.stdout.read() if worker.stdout else ""
-    assert worker.returncode == 0, output[-3000:]
+    peaks, elapsed, output = work_horse_peaks(big_config)
     big_row, small_row = ledger_rows(conn)  # the upscale ran first, in its own work horse
     assert big_row["kind"] == "upscale" and big_row["status"] == small_row["status"] == "done"
     assert len(peaks) == 2, (peaks, output[-3000:])

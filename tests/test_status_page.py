@@ -4,7 +4,6 @@ page itself in headless Chromium (Debian's package, driven by Playwright)."""
 
 from __future__ import annotations
 
-import shutil
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -18,13 +17,13 @@ from redis import Redis
 from core.config import Config
 from db.connection import Connection
 from tests.fakes.cdn import FakeCdn
+from tests.support.browser import launch_chromium
 from tests.support.gunicorn import gunicorn
 from tests.support.rows import add_image, ledger_rows
 from tests.support.web import ADMIN_TOKEN, admin_headers
 from tests.support.workers import run_worker
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
 def seed_ledger(conn: Connection) -> None:
@@ -201,18 +200,7 @@ def test_the_page_in_a_real_browser(
 
     seed_ledger(conn)
     with gunicorn(config, tmp_path / "gunicorn.log") as base_url, sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-            ],
-        )
+        browser = launch_chromium(p)
         try:
             page = browser.new_page(
                 http_credentials={"username": "admin", "password": ADMIN_TOKEN},

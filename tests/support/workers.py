@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -110,3 +111,20 @@ def kill_worker(pid: int) -> None:
     os.kill(pid, signal.SIGKILL)
     for horse in horses:
         os.kill(horse, signal.SIGKILL)
+
+
+def work_horse_peaks(config: Config) -> tuple[dict[int, int], float, str]:
+    """Run a `falback worker --burst` process to the end, sampling each work horse's peak
+    RSS (VmHWM) as it runs; return the peaks by horse pid in the order the jobs ran, the
+    seconds it took and its output. Fails if the worker does not exit 0."""
+    worker = worker_process(config)
+    peaks: dict[int, int] = {}
+    started = time.monotonic()
+    while worker.poll() is None:
+        for pid in children(worker.pid):
+            peaks[pid] = max(peaks.get(pid, 0), peak_rss(pid) or 0)
+        time.sleep(0.01)
+    elapsed = time.monotonic() - started
+    output = worker.stdout.read() if worker.stdout else ""
+    assert worker.returncode == 0, output[-3000:]
+    return peaks, elapsed, output
