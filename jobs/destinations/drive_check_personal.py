@@ -23,10 +23,6 @@ from jobs.destinations.drive_probe import CheckFailed, probe
 GIB = 1024**3
 
 
-class Problem(Exception):
-    """One check failed; the message is the advice."""
-
-
 def personal_check(config: Config, say: Callable[[str], None]) -> int:
     settings = config.drive
     assert settings is not None and settings.personal
@@ -41,9 +37,9 @@ def personal_check(config: Config, say: Callable[[str], None]) -> int:
     api = DriveApi(settings, config.database_url)
     try:
         if sign_in is None:
-            raise Problem(f"no Google account is signed in: {LOGIN_FIX}")
+            raise CheckFailed(f"no Google account is signed in: {LOGIN_FIX}")
         if sign_in.revoked_at is not None:
-            raise Problem(
+            raise CheckFailed(
                 f"the sign-in of {sign_in.account_email} is no longer valid"
                 f" ({sign_in.revoked_reason}): {LOGIN_FIX}"
             )
@@ -66,11 +62,8 @@ def personal_check(config: Config, say: Callable[[str], None]) -> int:
             else "falback/<kind>/<YYYY-MM>/ in My Drive, made and owned by falback"
         )
         say(f"folder           {where}")
-        try:
-            say(f"write probe      {probe(api, settings, False)}")
-        except CheckFailed as e:
-            raise Problem(str(e)) from None
-    except Problem as e:
+        say(f"write probe      {probe(api, settings, False)}")
+    except CheckFailed as e:
         say(f"PROBLEM          {e}")
         say("drive-check: Drive is not usable yet")
         return 1
@@ -84,14 +77,14 @@ def _token(api: DriveApi, settings: DriveSettings) -> None:
     try:
         api.credentials.refresh(Request())
     except GoogleAuthError as e:
-        raise Problem(str(drive_auth.failure(e, settings))) from None
+        raise CheckFailed(str(drive_auth.failure(e, settings))) from None
 
 
 def _call(request: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     try:
         return dict(request())
     except DriveFailure as e:
-        raise Problem(str(e)) from None
+        raise CheckFailed(str(e)) from None
 
 
 def _size(n: int) -> str:
