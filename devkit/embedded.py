@@ -20,8 +20,12 @@ log = logging.getLogger(__name__)
 
 
 class EmbeddedPostgres:
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, *, durable: bool = True) -> None:
         self.data_dir = data_dir
+        # durable=False (tests only): no fsync, and no autovacuum, whose visits to a
+        # template database make each CREATE DATABASE from it wait; a crash of the machine
+        # may lose the data.
+        self.durable = durable
         self._server: Any = None
 
     def start(self) -> str:
@@ -34,6 +38,12 @@ class EmbeddedPostgres:
             self.data_dir.mkdir(parents=True, exist_ok=True)
             self._server = pgserver.get_server(self.data_dir, cleanup_mode="stop")
         url: str = self._server.get_uri()
+        if not self.durable:
+            self._server.psql(
+                "ALTER SYSTEM SET fsync = off; ALTER SYSTEM SET synchronous_commit = off;"
+                " ALTER SYSTEM SET full_page_writes = off; ALTER SYSTEM SET autovacuum = off;"
+                " SELECT pg_reload_conf();"
+            )
         log.info("embedded postgres running in %s", self.data_dir)
         return url
 
