@@ -16,6 +16,7 @@ from typing import Any
 
 from core.kinds import priority_sql
 from core.logs import redact
+from db import copies
 from db.connection import Connection, Row, fetch_all, fetch_one
 
 PRIORITY_ORDER = priority_sql()
@@ -168,7 +169,10 @@ def record_done(
             """,
             (destination, destination_id, destination_url, size, md5, ledger_id, owner),
         )
-        return cur.rowcount == 1
+        if cur.rowcount != 1:
+            return False
+    copies.record(conn, ledger_id, destination, destination_id, destination_url, size, md5)
+    return True
 
 
 def record_retry(

@@ -12,7 +12,7 @@ from redis import Redis
 from rq import Queue
 
 from core.config import Config
-from db import ledger
+from db import copies, ledger
 from db.connection import Connection, fetch_all
 from jobs.backfill import backfill
 from jobs.queues import BACKUP_FUNC, enqueue_batch, enqueue_one, job_id
@@ -247,6 +247,14 @@ def test_a_transient_error_is_retried_then_succeeds(
     [row] = ledger_rows(conn)
     assert row["status"] == "done" and row["attempts"] == 2 and row["last_error"] is None
     assert app_row(conn, "gen_images", url_id)["backup_status"] == "completed"
+    # The verified copy is on record under its destination, once.
+    [copy] = copies.of_file(conn, row["id"])
+    assert (copy.destination, copy.location, copy.size_bytes, copy.md5) == (
+        "local",
+        row["destination_id"],
+        50_000,
+        row["md5"],
+    )
 
 
 def test_a_blocked_host_is_a_permanent_failure(
