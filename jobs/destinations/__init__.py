@@ -8,17 +8,35 @@ from db.connection import Connection
 from jobs.destinations.base import Destination
 from jobs.destinations.local import LocalFolder
 
+NAMES = ("local", "drive", "s3")
+
+
+def named(config: Config, conn: Connection, name: str) -> Destination:
+    """The destination called `name` ('local', 'drive', 's3'), built from config; a
+    ValueError when that destination is not configured."""
+    if name == "drive":
+        if config.drive is None:
+            raise ValueError("the drive destination is not configured (GOOGLE_DRIVE_* is not set)")
+        from jobs.destinations.drive import DriveDestination
+
+        return DriveDestination(config.drive, conn, database_url=config.database_url)
+    if name == "s3":
+        if config.s3 is None:
+            raise ValueError("the s3 destination is not configured (FALBACK_S3_* is not set)")
+        from jobs.destinations.s3 import S3Destination
+
+        return S3Destination(config.s3, conn)
+    if name == "local":
+        return LocalFolder(config.backup_dir)
+    raise ValueError(f"unknown destination {name!r}: expected one of {', '.join(NAMES)}")
+
 
 def from_config(config: Config, conn: Connection) -> Destination:
     """Drive when `GOOGLE_DRIVE_*` credentials are set (config.drive); else S3 when
     `FALBACK_S3_*` are (config.s3); else the local folder. Drive and S3 keep their state
     through `conn` (the job's connection)."""
     if config.drive is not None:
-        from jobs.destinations.drive import DriveDestination
-
-        return DriveDestination(config.drive, conn, database_url=config.database_url)
+        return named(config, conn, "drive")
     if config.s3 is not None:
-        from jobs.destinations.s3 import S3Destination
-
-        return S3Destination(config.s3, conn)
+        return named(config, conn, "s3")
     return LocalFolder(config.backup_dir)
