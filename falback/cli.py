@@ -56,6 +56,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="the user's real sizes (5.96 GB, generated on the fly) instead of 1/100",
     )
     demo.add_argument(
+        "--drive",
+        choices=("personal", "service-account"),
+        default="personal",
+        help="sign a personal Google account in (drive-login, the default) or use a service account",
+    )
+    demo.add_argument(
         "--exit-when-done", action="store_true", help="stop once every file is safe (else run until Ctrl-C)"
     )
     demo.add_argument("--timeout", type=float, help="give up (exit 1) after this many seconds")
@@ -78,6 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             config,
             args.port,
             full_size=args.full_size,
+            drive_mode=args.drive,
             exit_when_done=args.exit_when_done,
             timeout=args.timeout,
         )

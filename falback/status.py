@@ -13,6 +13,7 @@ from rich.table import Table
 from core.config import Config
 from db import figures
 from db.connection import connection
+from falback.drive_status import drive_lines
 
 AT_RISK_SHOWN = 5
 
@@ -37,6 +38,8 @@ def print_status(config: Config) -> int:
         print(line)
     for alarm in found.alarms():
         print(f"ALARM: {alarm}")
+    for line in drive_lines(config):
+        print(line)
     if found.unresolved_deliveries:
         print(
             f"unresolved fal deliveries: {found.unresolved_deliveries}"
