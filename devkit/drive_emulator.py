@@ -47,7 +47,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from devkit.drive_users import DEVICE_GRANT, Grant, OAuthRefusal, UserAccounts
+from devkit.drive_users import CODE_GRANT, DEVICE_GRANT, Grant, OAuthRefusal, UserAccounts
 
 log = logging.getLogger(__name__)
 
@@ -1079,6 +1079,7 @@ class DriveEmulator:
         return [
             r("POST", "/token", self._token, fixed("token"), auth=False),
             r("POST", "/device/code", self._device_code, fixed("token"), auth=False),
+            r("GET", "/o/oauth2/v2/auth", self._consent, fixed("consent"), auth=False),
             r(
                 "GET",
                 "/discovery/v1/apis/drive/v3/rest",
@@ -1199,6 +1200,15 @@ class DriveEmulator:
         except OAuthRefusal as e:
             raise _OAuthError(e.status, e.error, e.description) from None
 
+    def _consent(self, call: _Call) -> _Response:
+        """The consent page: the browser is redirected back to the loopback address."""
+        if self.users is None:
+            raise _OAuthError(401, "invalid_client", "The OAuth client was not found.")
+        try:
+            return _Response(302, headers={"Location": self.users.consent(call.query)})
+        except OAuthRefusal as e:
+            raise _OAuthError(e.status, e.error, e.description) from None
+
     def _user_token(self, form: dict[str, str]) -> _Response:
         if self.users is None:
             raise _OAuthError(401, "invalid_client", "The OAuth client was not found.")
@@ -1206,6 +1216,8 @@ class DriveEmulator:
             grant: Grant = (
                 self.users.device_grant(form)
                 if form["grant_type"] == DEVICE_GRANT
+                else self.users.code_grant(form)
+                if form["grant_type"] == CODE_GRANT
                 else self.users.refresh_grant(form)
             )
         except OAuthRefusal as e:
@@ -1228,7 +1240,7 @@ class DriveEmulator:
 
     def _token(self, call: _Call) -> _Response:
         form = {k: v[-1] for k, v in parse_qs(call.body.read_all().decode()).items()}
-        if form.get("grant_type") in (DEVICE_GRANT, "refresh_token"):
+        if form.get("grant_type") in (DEVICE_GRANT, CODE_GRANT, "refresh_token"):
             return self._user_token(form)
         if form.get("grant_type") != JWT_BEARER:
             raise _OAuthError(
