@@ -117,7 +117,14 @@ def test_it_reads_every_variable_and_round_trips_through_as_env(key_source: str,
     assert config.drive is not None
     drive_defaults = DriveSettings("", "", "")
     # The personal-account (OAuth) fields go with the other mode: tests/test_drive_oauth_settings.py.
-    oauth_only = {"mode", "oauth_client_id", "oauth_client_secret", "token_key", "device_code_uri"}
+    oauth_only = {
+        "mode",
+        "oauth_client_id",
+        "oauth_client_secret",
+        "token_key",
+        "device_code_uri",
+        "auth_uri",
+    }
     assert [
         f.name
         for f in dataclasses.fields(DriveSettings)
