@@ -92,6 +92,8 @@ class Config:
     sweep_limit: int = 5000
     # The user's note: every day at 02:00, {"type": "upscale", "limit": 50}. None = off.
     daily_backfill: DailyBackfill | None = DailyBackfill(2, 0, "upscale", 50)
+    # `falback verify` run by the cron process: a cron expression (UTC). None = off.
+    verify_schedule: str | None = "0 4 * * 0"
 
     # Webhooks (docs/webhooks.md). Pin the fal account: any fal user can sign a webhook.
     fal_webhook_user_id: str | None = None
@@ -166,6 +168,7 @@ class Config:
             ),
             sweep_limit=reader.integer("FALBACK_SWEEP_LIMIT", defaults.sweep_limit, minimum=1),
             daily_backfill=_daily_backfill(reader, "FALBACK_DAILY_BACKFILL", defaults.daily_backfill),
+            verify_schedule=_cron(reader, "FALBACK_VERIFY_SCHEDULE", defaults.verify_schedule),
             fal_webhook_user_id=reader.text("FAL_WEBHOOK_USER_ID"),
             fal_jwks_urls=reader.urls("FAL_JWKS_URLS", defaults.fal_jwks_urls),
             fal_key=reader.text("FAL_KEY"),
@@ -222,6 +225,7 @@ class Config:
             "FALBACK_SWEEP_INTERVAL": str(self.sweep_interval_seconds),
             "FALBACK_SWEEP_LIMIT": str(self.sweep_limit),
             "FALBACK_DAILY_BACKFILL": str(self.daily_backfill or "off"),
+            "FALBACK_VERIFY_SCHEDULE": self.verify_schedule or "off",
             "FAL_JWKS_URLS": ",".join(self.fal_jwks_urls),
             "FAL_QUEUE_BASE_URL": self.fal_queue_base_url,
             "FAL_REST_BASE_URL": self.fal_rest_base_url,
@@ -275,3 +279,22 @@ def _daily_backfill(reader: EnvReader, name: str, default: DailyBackfill | None)
     if limit < 1:
         raise ConfigError(f"{name}: limit must be at least 1, got {limit}")
     return DailyBackfill(hour, minute, type_, limit)
+
+
+# Five fields (minute hour day-of-month month day-of-week), each of digits, `*`, `,`, `-`, `/`.
+_CRON_FIELD = re.compile(r"^[0-9*,/-]+$")
+
+
+def _cron(reader: EnvReader, name: str, default: str | None) -> str | None:
+    value = reader.text(name)
+    if value is None:
+        return default
+    if value.lower() == "off":
+        return None
+    fields = value.split()
+    if len(fields) != 5 or not all(_CRON_FIELD.match(f) for f in fields):
+        raise ConfigError(
+            f"{name} must be a cron expression of 5 fields in UTC (e.g. '0 4 * * 0', Sundays at"
+            f" 04:00) or 'off', got {value!r}"
+        )
+    return " ".join(fields)

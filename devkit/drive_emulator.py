@@ -997,6 +997,16 @@ class DriveEmulator:
         with self._lock:
             self._items[file_id].trashed = True
 
+    def replace_content(self, file_id: str, content: bytes) -> None:
+        """As if the file's bytes changed in Drive (a new version, or damage): Drive's
+        size and md5Checksum follow the new content."""
+        with self._lock:
+            item = self._items[file_id]
+            assert item.content_path is not None, "only files have content"
+            item.content_path.write_bytes(content)
+            item.size, item.md5 = len(content), hashlib.md5(content).hexdigest()
+            item.sha256 = hashlib.sha256(content).hexdigest()
+
     def remove(self, file_id: str) -> None:
         """As if a person deleted the item (and what is in it) for good."""
         with self._lock:

@@ -46,6 +46,7 @@ EVERY_VARIABLE = {
     "FALBACK_SWEEP_INTERVAL": ("45", "sweep_interval_seconds"),
     "FALBACK_SWEEP_LIMIT": ("250", "sweep_limit"),
     "FALBACK_DAILY_BACKFILL": ("03:15 images 20", "daily_backfill"),
+    "FALBACK_VERIFY_SCHEDULE": ("30 5 * * 1", "verify_schedule"),
     "FAL_WEBHOOK_USER_ID": ("user-1", "fal_webhook_user_id"),
     "FAL_JWKS_URLS": ("https://a.example/jwks.json, http://127.0.0.1:9/j", "fal_jwks_urls"),
     "FAL_KEY": ("id:secret", "fal_key"),
