@@ -68,7 +68,8 @@ def copies_to_restore(
             WHERE c.destination = ANY(%(destinations)s)
               AND (%(kinds)s::text[] IS NULL OR l.kind = ANY(%(kinds)s::text[]))
               AND (%(since)s::date IS NULL
-                   OR coalesce(l.source_created_at, l.created_at) >= %(since)s::date)
+                   OR coalesce(l.source_created_at, l.created_at)
+                      >= %(since)s::date::timestamp AT TIME ZONE 'UTC')
               AND (%(ids)s::bigint[] IS NULL OR l.id = ANY(%(ids)s::bigint[]))
             ORDER BY l.id, c.verified_at DESC NULLS LAST,
                      array_position(%(destinations)s::text[], c.destination)

@@ -1,5 +1,6 @@
-"""The cron process: RQ's CronScheduler (rq >= 2.4) puts the periodic sweep, the daily
-backfill and the weekly verify on the maintenance queue, which `falback worker` serves first.
+"""The cron process: RQ's CronScheduler (rq >= 2.4) puts the periodic sweep and the daily
+backfill on the maintenance queue, which `falback worker` serves first, and the weekly
+verify on a queue of its own, served last.
 
 Why jobs on a queue rather than running them in this process: RQ's CronScheduler only
 enqueues (that is its whole API in rq 2.12), the results and failures then show in the
@@ -27,7 +28,7 @@ from rq.cron import CronScheduler
 from core.config import Config
 from core.lifecycle import Backoff, GracefulStop
 from jobs.backfill import backfill
-from jobs.queues import MAINTENANCE_QUEUE
+from jobs.queues import MAINTENANCE_QUEUE, VERIFY_QUEUE
 from jobs.sweep import scheduled_sweep
 from jobs.verify import scheduled_verify
 from jobs.worker import WorkerContext
@@ -71,7 +72,7 @@ def build_scheduler(config: Config, redis: Redis) -> CronScheduler:
     if config.verify_schedule is not None:
         scheduler.register(
             scheduled_verify,
-            MAINTENANCE_QUEUE,
+            VERIFY_QUEUE,
             cron=config.verify_schedule,
             name="falback-verify",
             job_timeout=VERIFY_TIMEOUT,

@@ -84,6 +84,7 @@ class VerifyReport:
 
 
 Progress = Callable[[int, int], None]
+_LOG_EVERY = 500
 
 
 def verify(
@@ -200,8 +201,13 @@ def _requeue(
 def scheduled_verify(context: WorkerContext) -> dict[str, Any]:
     """The weekly check (FALBACK_VERIFY_SCHEDULE) as a maintenance job."""
     conn = context.db()
+
+    def progress(done: int, total: int) -> None:
+        if done % _LOG_EVERY == 0:
+            log.info("scheduled verify: %d of %d copies checked", done, total)
+
     try:
-        report = verify(context.config, conn, context.redis)
+        report = verify(context.config, conn, context.redis, progress=progress)
     finally:
         conn.rollback()
     totals = Tally()

@@ -13,7 +13,7 @@ from redis import Redis
 from core.config import Config, ConfigError
 from db.connection import Connection
 from jobs.backfill import backfill
-from jobs.queues import MAINTENANCE_QUEUE
+from jobs.queues import VERIFY_QUEUE
 from jobs.schedule import build_scheduler
 from jobs.verify import scheduled_verify
 from jobs.worker import WorkerContext
@@ -185,7 +185,7 @@ def test_the_cron_schedule_runs_verify_weekly_unless_turned_off(redis: Redis) ->
     weekly = jobs["falback-verify"]
     assert (weekly.func_name, weekly.queue_name, weekly.cron) == (
         "jobs.verify.scheduled_verify",
-        MAINTENANCE_QUEUE,
+        VERIFY_QUEUE,
         "0 4 * * 0",
     )
     daily = Config.from_env({"FALBACK_VERIFY_SCHEDULE": "30 1 * * *"})
