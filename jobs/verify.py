@@ -173,14 +173,17 @@ def _requeue(
         copy = item.copy
         try:
             readers[copy.destination].remove(copy)
-        except Exception as e:  # the copy stays; the destination's find() checks it again
+        except Exception as e:
+            # Left as it is, recorded and not re-queued: the local folder's find() takes
+            # whatever file is at the path, so a copy job now would accept the bad one.
             log.warning(
-                "ledger %d: could not remove the bad %s copy %s: %s",
+                "ledger %d: could not remove the bad %s copy %s, not re-queued: %s",
                 copy.ledger_id,
                 copy.destination,
                 copy.location,
                 redact(str(e) or type(e).__name__),
             )
+            continue
         copies.forget(conn, copy.ledger_id, copy.destination)
         conn.commit()
         if copy.ledger_id not in ids:
@@ -199,7 +202,7 @@ def _requeue(
 
 
 def scheduled_verify(context: WorkerContext) -> dict[str, Any]:
-    """The weekly check (FALBACK_VERIFY_SCHEDULE) as a maintenance job."""
+    """The weekly check (FALBACK_VERIFY_SCHEDULE) as a job on the verify queue."""
     conn = context.db()
 
     def progress(done: int, total: int) -> None:

@@ -114,19 +114,22 @@ def test_verify_with_drive_trashes_a_changed_copy_and_recopies_a_deleted_one(
 ) -> None:
     rows = back_up(drive_config, conn, cdn, redis, images=2)
     held = copies(conn)
-    changed, deleted = rows[0]["id"], rows[1]["id"]
+    changed, deleted, trashed = rows[0]["id"], rows[1]["id"], rows[2]["id"]
     drive.emulator.replace_content(held[changed]["location"], b"damaged")
     drive.emulator.remove(held[deleted]["location"])
+    drive.emulator.trash(held[trashed]["location"])  # someone threw it away: as good as gone
 
     code, output = verify(drive_config)
 
     assert code == 1, output
     assert_reported(output, changed, "wrong")
     assert_reported(output, deleted, "missing")
+    assert_reported(output, trashed, "missing")
     assert drive.emulator.file(held[changed]["location"]).trashed
-    assert_recopied(drive_config, conn, cdn, [changed, deleted])
+    assert_recopied(drive_config, conn, cdn, [changed, deleted, trashed])
     new = copies(conn)
     assert new[changed]["location"] != held[changed]["location"]
+    assert new[trashed]["location"] != held[trashed]["location"]
     live = {f.id for f in drive.backups()}
     assert len(live) == len(rows) and {c["location"] for c in new.values()} == live
 
