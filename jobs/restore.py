@@ -87,6 +87,9 @@ def restore(
         conn.commit()
         files = [list(g) for _, g in groupby(found, key=lambda c: c.copy.ledger_id)]
         report.files = len(files)
+        for missing in sorted(set(ids or ()) - {c.copy.ledger_id for c in found}):
+            report.unrestored += 1
+            report.failures.append(f"ledger {missing}: no copy to restore it from")
         for n, choices in enumerate(files, 1):
             written = _restore_one(readers, choices, target, report)
             if progress:

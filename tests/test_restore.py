@@ -96,6 +96,8 @@ def test_restore_writes_the_selected_files_checks_them_and_skips_what_is_there(
     assert code == 1 and "0 restored" in output and "6 already there" in output, output
     code, output = restore(config, everything, "--ids", ",".join(map(str, whole)))
     assert code == 0 and "6 already there" in output, output
+    code, output = restore(config, everything, "--ids", f"{whole[0]},999")
+    assert code == 1 and "ledger 999: no copy to restore it from" in output, output
 
 
 def test_restore_reads_back_from_drive(
