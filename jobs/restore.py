@@ -25,7 +25,8 @@ from db import recovery
 from db.connection import Connection
 from db.recovery import FileCopy
 from jobs.destinations.base import readable_name
-from jobs.destinations.readback import CHUNK, CopyReader, usable_readers
+from jobs.destinations.readback import CHUNK, CopyReader
+from jobs.destinations.readers import usable_readers
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,8 @@ from core.logs import redact
 from db import app_rows, copies, recovery
 from db.connection import Connection
 from db.recovery import FileCopy
-from jobs.destinations.readback import CopyReader, usable_readers
+from jobs.destinations.readback import CopyReader
+from jobs.destinations.readers import usable_readers
 from jobs.intake import enqueue_rows
 from jobs.queues import delete_jobs, job_states
 from jobs.worker import WorkerContext

@@ -4,7 +4,7 @@ Each destination answers three things about a copy it holds (a `copies` row): wh
 holds at the copy's location (`inspect`: size and MD5, or None when nothing is there),
 its bytes (`read`: streamed in chunks, never whole in memory), and `remove`, for a copy
 found bad, so that the backup job's own `find()` does not take it again. Reading never
-changes a good copy.
+changes a good copy. Which reader serves a destination: readers.py.
 
 `check` comes first: a destination that is not the one the copies went to (a folder not
 mounted, another bucket, a Drive folder this account cannot see) would make every copy
@@ -14,18 +14,12 @@ look missing, and re-copying them all would be the wrong answer to a configurati
 from __future__ import annotations
 
 import hashlib
-import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from core.config import Config
-from core.logs import redact
-from db.connection import Connection
 from db.copies import Copy
-
-log = logging.getLogger(__name__)
 
 CHUNK = 1024 * 1024
 
@@ -60,58 +54,6 @@ class CopyReader(Protocol):
         ...
 
     def close(self) -> None: ...
-
-
-def reader(config: Config, conn: Connection, name: str) -> CopyReader:
-    """The reader for destination `name`; ValueError when it is not configured."""
-    from jobs.destinations import named
-
-    destination = named(config, conn, name)
-    if name == "drive":
-        from jobs.destinations.drive import DriveDestination
-        from jobs.destinations.drive_read import DriveReader
-
-        assert isinstance(destination, DriveDestination)
-        return DriveReader(destination)
-    if name == "s3":
-        from jobs.destinations.s3 import S3Destination
-        from jobs.destinations.s3_read import S3Reader
-
-        assert isinstance(destination, S3Destination)
-        return S3Reader(destination)
-    return LocalReader(config.backup_dir)
-
-
-def usable_readers(
-    config: Config,
-    conn: Connection,
-    names: Sequence[str],
-    *,
-    asked: bool,
-    unconfigured: dict[str, str],
-    unreachable: dict[str, str],
-) -> dict[str, CopyReader]:
-    """The readers of these destinations that pass their check, in order; the others
-    are noted with the reason. A ValueError for one that is not configured when it was
-    `asked` for by name."""
-    readers: dict[str, CopyReader] = {}
-    for name in names:
-        try:
-            r = reader(config, conn, name)
-        except ValueError as e:
-            if asked:
-                raise
-            unconfigured[name] = str(e)
-            continue
-        try:
-            r.check()
-        except Exception as e:
-            unreachable[name] = redact(str(e) or type(e).__name__)
-            log.warning("%s: copies not read: %s", name, unreachable[name])
-            r.close()
-            continue
-        readers[name] = r
-    return readers
 
 
 def measure(chunks: Iterable[bytes]) -> Found:
