@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from croniter import croniter
+
 from core.drive_settings import DriveSettings, parse_drive_settings
 from core.env import ConfigError, EnvReader
 from core.kinds import BACKFILL_TYPES
@@ -281,18 +283,16 @@ def _daily_backfill(reader: EnvReader, name: str, default: DailyBackfill | None)
     return DailyBackfill(hour, minute, type_, limit)
 
 
-# Five fields (minute hour day-of-month month day-of-week), each of digits, `*`, `,`, `-`, `/`.
-_CRON_FIELD = re.compile(r"^[0-9*,/-]+$")
-
-
 def _cron(reader: EnvReader, name: str, default: str | None) -> str | None:
+    """A cron expression of 5 fields (what rq.cron accepts, checked with its croniter), or
+    'off' (None)."""
     value = reader.text(name)
     if value is None:
         return default
     if value.lower() == "off":
         return None
     fields = value.split()
-    if len(fields) != 5 or not all(_CRON_FIELD.match(f) for f in fields):
+    if len(fields) != 5 or not croniter.is_valid(" ".join(fields)):
         raise ConfigError(
             f"{name} must be a cron expression of 5 fields in UTC (e.g. '0 4 * * 0', Sundays at"
             f" 04:00) or 'off', got {value!r}"

@@ -197,8 +197,9 @@ def test_the_cron_schedule_runs_verify_weekly_unless_turned_off(redis: Redis) ->
     off = Config.from_env({"FALBACK_VERIFY_SCHEDULE": "off"})
     assert "falback-verify" not in {j.name for j in build_scheduler(off, redis).get_jobs()}
     assert Config.from_env({"FALBACK_VERIFY_SCHEDULE": "off"}).as_env()["FALBACK_VERIFY_SCHEDULE"] == "off"
-    with pytest.raises(ConfigError, match="FALBACK_VERIFY_SCHEDULE"):
-        Config.from_env({"FALBACK_VERIFY_SCHEDULE": "weekly"})
+    for bad in ("weekly", "0 4 * *", "99 4 * * 0"):
+        with pytest.raises(ConfigError, match="FALBACK_VERIFY_SCHEDULE"):
+            Config.from_env({"FALBACK_VERIFY_SCHEDULE": bad})
 
 
 def test_the_scheduled_verify_job_checks_and_requeues(
