@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 
-from redis import Redis
+from redis import Redis, RedisError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
@@ -57,6 +57,13 @@ def run_verify(config: Config, args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"falback verify: {e}", file=sys.stderr)
         return 2
+    except RedisError as e:
+        print(
+            f"falback verify: Redis unavailable ({e}); the files found bad are back to pending"
+            " and the next sweep enqueues them",
+            file=sys.stderr,
+        )
+        return 1
     table = Table(title="falback verify")
     for column in ("destination", "checked", "ok", "missing", "wrong", "not checked"):
         table.add_column(column, justify="left" if column == "destination" else "right")
