@@ -119,3 +119,29 @@ def test_restore_reads_back_from_s3_and_reports_a_changed_object(
     code, output = restore(s3_config, tmp_path / "out")
     assert code == 1 and f"ledger {first}: the s3 copy read back as 12 bytes" in output, output
     assert restored(tmp_path / "out") == expected(cdn, rows, sorted(set(rows) - {first}))
+
+
+def test_restore_falls_back_to_another_copy_when_the_first_is_bad(
+    s3_config: Config, conn: Connection, cdn: FakeCdn, redis: Redis, s3: Bucket, tmp_path: Path
+) -> None:
+    rows = back_up_a_mix(s3_config, conn, cdn, redis)
+    first = min(rows)
+    # A second copy of one file in the local folder, verified more recently than the S3
+    # one (so tried first), whose bytes have since changed.
+    [s3_copy] = query(conn, "SELECT * FROM copies WHERE ledger_id = %s", first)
+    local = s3_config.backup_dir / "upscale" / "bad.mp4"
+    local.parent.mkdir(parents=True)
+    local.write_bytes(b"q" * s3_copy["size_bytes"])
+    with conn.cursor() as cur:
+        cur.execute(
+            "INSERT INTO copies (ledger_id, destination, location, url, size_bytes, md5, verified_at)"
+            " VALUES (%s, 'local', 'upscale/bad.mp4', '', %s, %s, now())",
+            (first, s3_copy["size_bytes"], s3_copy["md5"]),
+        )
+    conn.commit()
+
+    code, output = restore(s3_config, tmp_path / "out", "--ids", str(first))
+
+    assert code == 1 and f"ledger {first}: the local copy read back as" in output, output
+    assert "1 restored" in output and "0 not restored" in output
+    assert restored(tmp_path / "out") == expected(cdn, rows, [first])
