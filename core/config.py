@@ -34,6 +34,8 @@ DEFAULT_FAL_JWKS_URLS = (
 )
 MAX_DATA_URI_BYTES_LIMIT = 64 * 1024 * 1024
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+# What FALBACK_DESTINATIONS may name (jobs/destinations builds each).
+DESTINATION_NAMES = ("local", "drive", "s3")
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,9 @@ class Config:
 
     # Destination: a local folder unless Drive credentials are configured.
     backup_dir: Path = Path("backups")
+    # FALBACK_DESTINATIONS: every destination a file is copied to, first preference first;
+    # None: one destination, Drive if configured, else S3 if configured, else the folder.
+    destinations: tuple[str, ...] | None = None
 
     # Jobs.
     max_attempts: int = 5
@@ -128,6 +133,28 @@ class Config:
     def __post_init__(self) -> None:
         object.__setattr__(self, "drive", parse_drive_settings(self.google))
         object.__setattr__(self, "s3", parse_s3_settings(self.s3_env))
+        for name in self.destinations or ():
+            if name not in DESTINATION_NAMES:
+                raise ConfigError(
+                    f"FALBACK_DESTINATIONS: unknown destination {name!r}"
+                    f" (expected {', '.join(DESTINATION_NAMES)})"
+                )
+            if (name == "drive" and self.drive is None) or (name == "s3" and self.s3 is None):
+                variables = "GOOGLE_DRIVE_*" if name == "drive" else "FALBACK_S3_*"
+                raise ConfigError(
+                    f"FALBACK_DESTINATIONS names {name}, which is not configured: set {variables}"
+                    f" (docs/{'google-drive' if name == 'drive' else 's3'}.md) or leave {name} out"
+                )
+
+    @property
+    def destination_names(self) -> tuple[str, ...]:
+        """Where every file is copied, first preference first (that copy fills the ledger's
+        destination columns)."""
+        if self.destinations:
+            return self.destinations
+        if self.drive is not None:
+            return ("drive",)
+        return ("s3",) if self.s3 is not None else ("local",)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
@@ -154,6 +181,7 @@ class Config:
                 "FALBACK_FETCH_RESUME_ATTEMPTS", defaults.fetch_resume_attempts, minimum=0
             ),
             backup_dir=reader.path("FALBACK_BACKUP_DIR", defaults.backup_dir),
+            destinations=reader.names("FALBACK_DESTINATIONS", DESTINATION_NAMES),
             max_attempts=reader.integer("FALBACK_MAX_ATTEMPTS", defaults.max_attempts, minimum=1),
             retry_base_seconds=reader.integer(
                 "FALBACK_RETRY_BASE_SECONDS", defaults.retry_base_seconds, minimum=1
@@ -246,6 +274,7 @@ class Config:
             ("FAL_WEBHOOK_USER_ID", self.fal_webhook_user_id),
             ("FAL_KEY", self.fal_key),
             ("FALBACK_APP_WEBHOOK_SECRET", self.app_webhook_secret),
+            ("FALBACK_DESTINATIONS", ",".join(self.destinations or ())),
         ):
             if value:
                 env[name] = value
