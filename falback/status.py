@@ -21,7 +21,7 @@ AT_RISK_SHOWN = 5
 def print_status(config: Config) -> int:
     assert config.database_url
     with connection(config.database_url, application_name="falback-status") as conn:
-        found = figures.collect(conn, at_risk_limit=AT_RISK_SHOWN)
+        found = figures.collect(conn, at_risk_limit=AT_RISK_SHOWN, configured=config.destination_names)
     print(
         f"{'type':<8} {'files':>7} {'backed up':>9} {'failed':>6} {'gone':>5}"
         f" {'active':>6} {'new':>5} {'done %':>7} {'bytes done':>11} {'remaining':>10}"
@@ -33,6 +33,9 @@ def print_status(config: Config) -> int:
             f" {k.in_progress:>6} {k.not_in_ledger:>5} {percent:>6.1f}%"
             f" {figures.size(k.bytes_done):>11} {figures.size(k.bytes_remaining):>10}"
         )
+    print()
+    for line in destination_lines(found):
+        print(line)
     print()
     for line in at_risk_lines(found):
         print(line)
@@ -46,6 +49,16 @@ def print_status(config: Config) -> int:
             " (result not fetched; see fal_deliveries.note)"
         )
     return 0
+
+
+def destination_lines(found: figures.Figures) -> list[str]:
+    """Copies per destination, and whether it takes uploads now."""
+    paused = {p["destination"] for p in found.paused}
+    lines = [f"{'destination':<12} {'copies':>7} {'bytes':>11}  state"]
+    for name, held in found.destinations.items():
+        state = "paused" if name in paused else "ok"
+        lines.append(f"{name or 'unknown':<12} {held['files']:>7} {figures.size(held['bytes']):>11}  {state}")
+    return lines
 
 
 def at_risk_lines(found: figures.Figures) -> list[str]:
