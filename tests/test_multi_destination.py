@@ -18,9 +18,9 @@ from falback.status import print_status
 from jobs.backfill import backfill
 from tests.fakes.cdn import FakeCdn
 from tests.fakes.s3_server import Fault
-from tests.support.drive import Drive, Key, drive_env
+from tests.support.drive import Drive
 from tests.support.rows import add_video, ledger_rows, query
-from tests.support.s3 import Bucket, run_job, s3_env
+from tests.support.s3 import Bucket, run_job
 from tests.support.web import admin_headers, create_app_for
 from tests.support.workers import run_worker
 
@@ -28,8 +28,8 @@ SIZE = 300_000
 
 
 @pytest.fixture
-def both(config: Config, drive: Drive, sa_key: Key, s3: Bucket) -> Config:
-    return config.replace(google=drive_env(drive, sa_key), s3_env=s3_env(s3), destinations=("drive", "s3"))
+def both(drive_s3_config: Config) -> Config:
+    return drive_s3_config
 
 
 def drive_uploads(drive: Drive) -> int:
