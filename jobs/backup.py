@@ -153,11 +153,12 @@ def _done(conn: Connection, config: Config, row: ledger.LedgerRow, logger: _Ids)
     app_rows.sync_app_row(conn, row.source_table, row.source_id)
     conn.commit()
     logger.info(
-        "done: %d bytes, md5 %s, at %s %s",
+        "done: %d bytes, md5 %s, at %s %s (copies at %s)",
         stored.size_bytes,
         stored.md5,
-        ", ".join(config.destination_names),
+        stored.destination,
         stored.location,
+        ", ".join(config.destination_names),
     )
     return "done"
 

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from rq.timeouts import BaseTimeoutException
+
 from core.config import Config
 from core.logs import redact
 from db import copies, drive_state, ledger
@@ -58,8 +60,9 @@ def copy_missing(
     """Copy `row` (claimed by `owner`) to each configured destination that holds no copy.
 
     A source answering 404/410 (SourceGone) ends the attempt at once: no destination can
-    get the file then. Anything else one destination raises is kept in `errors` and the
-    next destination is tried; an interruption (BaseException) goes up as it is.
+    get the file then; so does the job's timeout. Anything else one destination raises is
+    kept in `errors` and the next destination is tried; an interruption (BaseException)
+    goes up as it is.
     """
     attempt = Attempt()
     todo = copies.missing(conn, row.id, config.destination_names)
@@ -80,8 +83,8 @@ def copy_missing(
                 logger.warning("paused: %s", e)
                 attempt.paused[name] = e.until
                 continue
-            except SourceGone:
-                raise
+            except (SourceGone, BaseTimeoutException):
+                raise  # no destination can get the file now, or the job's time is up
             except Exception as e:
                 conn.rollback()
                 attempt.errors.append((name, e))
