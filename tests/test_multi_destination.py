@@ -182,3 +182,21 @@ def test_a_permanent_refusal_at_one_destination_fails_the_file_after_the_other_c
     assert row["status"] == "failed" and row["last_error"].startswith("s3: S3 answered 403 AccessDenied")
     # The Drive copy was made and stays recorded: retry-failed only has S3 left to do.
     assert set(held(conn, row["id"])) == {"drive"} and len(drive.backups()) == 1
+
+
+def test_a_source_gone_after_one_copy_leaves_the_file_done_with_that_copy(
+    both: Config, conn: Connection, cdn: FakeCdn, redis: Redis, drive: Drive, s3: Bucket
+) -> None:
+    one_video(both, conn, cdn, redis)
+    s3.proxy.add(Fault("PutObject", "status", times=2, status=503, code="ServiceUnavailable"))
+    [row] = ledger_rows(conn)
+    assert isinstance(run_job(both, row["id"]), Retry)
+    # fal's window ends and the file with it, before S3 answers again.
+    cdn.file(row["source_url"]).status = 404
+    with conn.cursor() as cur:
+        cur.execute("UPDATE ledger SET expires_at = now() - interval '1 hour', next_attempt_at = now()")
+    conn.commit()
+    assert run_job(both, row["id"]) == "done"
+    [row] = ledger_rows(conn)
+    assert row["status"] == "done" and row["destination"] == "drive"
+    assert set(held(conn, row["id"])) == {"drive"} and s3.objects() == {}
