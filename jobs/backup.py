@@ -3,9 +3,9 @@
 claim (conditional UPDATE) -> for each configured destination still without a copy:
 stream source -> destination -> verify -> record the copy (jobs/every_destination.py) ->
 once none is missing, the ledger row done, with the app row's backup_* columns updated in
-the same transaction. Transient
-errors are retried with backoff: the ledger's next_attempt_at is the one clock, and the
-job hands RQ a Retry for exactly that moment (the ledger's attempts being the bound).
+the same transaction. Transient errors are retried with backoff: the ledger's
+next_attempt_at is the one clock, and the job hands RQ a Retry for exactly that moment
+(the ledger's attempts being the bound).
 Permanent ones end the row as 'failed' or 'gone' with a readable reason. Whatever is
 raised after the claim ends in one of those outcomes (`_settle`).
 """
