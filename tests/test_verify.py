@@ -216,3 +216,33 @@ def test_the_scheduled_verify_job_checks_and_requeues(
     assert result["requeued"] == [rows[0]["id"]]
     run_worker(config)
     assert Path(config.backup_dir / copies(conn)[rows[0]["id"]]["location"]).is_file()
+
+
+def test_with_two_destinations_only_the_bad_copy_is_made_again(
+    drive_s3_config: Config, conn: Connection, cdn: FakeCdn, redis: Redis, drive: Drive, s3: Bucket
+) -> None:
+    """FALBACK_DESTINATIONS=drive,s3 and one S3 object changed: verify re-queues the file,
+    and the job sends it to S3 only; its Drive copy stays as it was."""
+    rows = back_up(drive_s3_config, conn, cdn, redis, images=1)
+    listed = "SELECT * FROM copies WHERE ledger_id = %s ORDER BY destination"
+    target = rows[0]["id"]
+    drive_copy, bad = query(conn, listed, target)
+    assert (drive_copy["destination"], bad["destination"]) == ("drive", "s3")
+    s3.put(bad["location"], b"z" * bad["size_bytes"])
+    uploads = sum(drive.emulator.requests[t] for t in ("initiate", "multipart", "simple"))
+
+    code, output = verify(drive_s3_config)
+    assert code == 1, output
+    assert_reported(output, target, "wrong")
+    assert [c["destination"] for c in query(conn, listed, target)] == ["drive"]
+    assert ledger_rows(conn)[0]["status"] == "queued"
+    run_worker(drive_s3_config)
+
+    assert {r["status"] for r in ledger_rows(conn)} == {"done"}
+    assert sum(drive.emulator.requests[t] for t in ("initiate", "multipart", "simple")) == uploads
+    drive_after, s3_after = query(conn, listed, target)
+    kept = ("location", "url", "size_bytes", "md5", "created_at")
+    assert [drive_after[k] for k in kept] == [drive_copy[k] for k in kept]  # the same copy
+    assert s3.md5(s3_after["location"]) == s3_after["md5"] == drive_copy["md5"]
+    code, output = verify(drive_s3_config)
+    assert code == 0, output
