@@ -6,7 +6,6 @@ from __future__ import annotations
 import subprocess
 import time
 from collections.abc import Iterator
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,6 @@ from core.config import Config
 from db import drive_state
 from db.connection import Connection
 from jobs.backfill import backfill
-from jobs.destinations import local
 from tests.fakes.cdn import FakeCdn
 from tests.support.rows import add_video, ledger_rows
 from tests.support.workers import run_worker
@@ -45,10 +43,8 @@ def test_a_full_disk_pauses_the_folder_and_the_file_is_copied_once_there_is_room
     redis: Redis,
     cdn: FakeCdn,
     small_disk: Path,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(local, "DISK_FULL_PAUSE", timedelta(seconds=1))
-    on_disk = config.replace(backup_dir=small_disk)
+    on_disk = config.replace(backup_dir=small_disk, disk_full_pause_seconds=1)
     add_video(conn, cdn, 1, size=3 * MiB)
     backfill(on_disk, conn, redis, "regular", 10)
     run_worker(on_disk, with_scheduler=False)

@@ -3,6 +3,8 @@ bucket when configured, else a local folder."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from core.config import Config
 from db.connection import Connection
 from jobs.destinations.base import Destination
@@ -27,7 +29,7 @@ def named(config: Config, conn: Connection, name: str) -> Destination:
 
         return S3Destination(config.s3, conn)
     if name == "local":
-        return LocalFolder(config.backup_dir)
+        return LocalFolder(config.backup_dir, timedelta(seconds=config.disk_full_pause_seconds))
     raise ValueError(f"unknown destination {name!r}: expected one of {', '.join(NAMES)}")
 
 
@@ -39,4 +41,4 @@ def from_config(config: Config, conn: Connection) -> Destination:
         return named(config, conn, "drive")
     if config.s3 is not None:
         return named(config, conn, "s3")
-    return LocalFolder(config.backup_dir)
+    return LocalFolder(config.backup_dir, timedelta(seconds=config.disk_full_pause_seconds))

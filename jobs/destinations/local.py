@@ -4,7 +4,7 @@ Layout: `<backup_dir>/<kind>/<YYYY-MM>/<ledger id>-<name>`. A file is written un
 temporary name and renamed into place only after its size and MD5, read back from disk,
 match what was streamed from the source; so a file at its final path is always whole.
 
-A full disk (or quota) pauses the folder for DISK_FULL_PAUSE, as Drive's daily cap pauses
+A full disk (or quota) pauses the folder for FALBACK_DISK_FULL_PAUSE seconds, as Drive's daily cap pauses
 Drive: every file waits without spending an attempt, instead of each one burning its
 attempts and ending 'failed' while the operator makes room.
 """
@@ -24,12 +24,11 @@ from jobs.destinations.base import StoredFile, month_of, readable_name
 from jobs.errors import DestinationPaused, VerifyError
 
 _READ_SIZE = 1024 * 1024
-DISK_FULL_PAUSE = timedelta(minutes=5)
 _FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 @contextmanager
-def _pause_when_full(root: Path) -> Iterator[None]:
+def _pause_when_full(root: Path, pause: timedelta) -> Iterator[None]:
     try:
         yield
     except OSError as e:
@@ -37,15 +36,16 @@ def _pause_when_full(root: Path) -> Iterator[None]:
             raise
         raise DestinationPaused(
             f"the local folder {root} is full ({e.strerror}); uploads paused",
-            datetime.now(UTC) + DISK_FULL_PAUSE,
+            datetime.now(UTC) + pause,
         ) from e
 
 
 class LocalFolder:
     name = "local"
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, full_pause: timedelta = timedelta(minutes=5)) -> None:
         self.root = root.resolve()
+        self.full_pause = full_pause
 
     def path_for(self, row: LedgerRow) -> Path:
         return self.root / row.kind / month_of(row) / readable_name(row)
@@ -59,7 +59,7 @@ class LocalFolder:
 
     def open(self, row: LedgerRow, size: int | None) -> LocalUpload:
         path = self.path_for(row)
-        with _pause_when_full(self.root):
+        with _pause_when_full(self.root, self.full_pause):
             path.parent.mkdir(parents=True, exist_ok=True)
             return LocalUpload(self, path)
 
@@ -77,11 +77,11 @@ class LocalUpload:
         self.file = self.temp.open("wb")
 
     def write(self, chunk: bytes) -> None:
-        with _pause_when_full(self.folder.root):
+        with _pause_when_full(self.folder.root, self.folder.full_pause):
             self.file.write(chunk)
 
     def finish(self, size: int, md5: str) -> StoredFile:
-        with _pause_when_full(self.folder.root):
+        with _pause_when_full(self.folder.root, self.folder.full_pause):
             return self._finish(size, md5)
 
     def _finish(self, size: int, md5: str) -> StoredFile:
