@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from chaos_faults import FaultRunner, schedule  # noqa: E402
 from chaos_load import Traffic, plan, seed_backlog  # noqa: E402
+from chaos_local import run_local_phase  # noqa: E402
 from chaos_stack import Stack  # noqa: E402
 from chaos_verify import settled, verify  # noqa: E402
 
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1_000_000)
     count = args.files or (60 if args.quick else 320)
     window = 45.0 if args.quick else 150.0  # traffic and faults happen in this span
-    settle = 110.0 if args.quick else 240.0  # then at most this long for the rest
+    settle = 110.0 if args.quick else 360.0  # then at most this long for the rest
     rng = random.Random(seed)
     data_dir = args.keep or Path(tempfile.mkdtemp(prefix="falback-chaos-"))
     print(f"chaos: seed {seed}, {count} files, faults over {window:.0f}s; data in {data_dir}", flush=True)
@@ -122,12 +123,14 @@ def _run(
         if traffic.done and not fault_thread.is_alive() and finished == accepted:
             break
         time.sleep(1.0)
-    elapsed = clock()
     traffic.stop.set()
     faults.stop.set()
     fault_thread.join(30)
     traffic.join(30)
     verdict = verify(stack, load)
+    local = run_local_phase(stack, load, rng, count=8, timeout=60.0)
+    verdict.merge_local(local)
+    elapsed = clock()
     answers = [a for d in load.deliveries for a in d.answers]
     print(f"\nfaults (seed {seed}):")
     for fault in sorted(faults.faults, key=lambda f: f.started):
@@ -138,6 +141,7 @@ def _run(
         f" slow, {sum(1 for f in load.files if f.expires == 'expired')} expired before the run"
     )
     print(f"  Drive faults fired: {len(stack.drive.faults.fired)}")
+    print(f"  local folder, disk full: {local.note}")
     if "wipe Redis" in faults.recovery:
         print(
             "  after the Redis wipe, every unfinished row had a job again in"

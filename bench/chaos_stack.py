@@ -105,15 +105,22 @@ class Stack:
 
     # -- processes
 
-    def start(self, name: str) -> None:
-        """Start a Procfile line by name; `worker.2` is the second copy of `worker`."""
+    def start(self, name: str, env: Mapping[str, str | None] | None = None) -> None:
+        """Start a Procfile line by name; `worker.2` is the second copy of `worker`. `env`
+        changes the environment of this start (None removes a variable)."""
         line = name.partition(".")[0]
         stamp = f"--- {time.strftime('%H:%M:%S')} start {name}\n".encode()
         self.log.write(stamp)
         self.log.flush()
+        environment = {**self.env, "CHAOS_PROCESS": name}
+        for key, value in (env or {}).items():
+            if value is None:
+                environment.pop(key, None)
+            else:
+                environment[key] = value
         self.processes[name] = subprocess.Popen(
             shlex.split(self.commands[line]),
-            env={**self.env, "CHAOS_PROCESS": name},
+            env=environment,
             cwd=PROCFILE.parent,
             start_new_session=True,
             stdout=self.log,

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import psycopg2
 from chaos_load import Load
+from chaos_local import LocalResult
 from chaos_stack import Stack
 
 FINAL = ("done", "failed", "gone")
@@ -27,6 +28,13 @@ class Verdict:
     bytes_stored: int = 0
     bytes_received: int = 0  # upload bytes Drive read off the wire, kept or not
     not_accepted: int = 0  # webhooks never answered 2xx (fal would give up too)
+
+    def merge_local(self, local: LocalResult) -> None:
+        """The local-folder phase's files count like the rest (checked in the folder)."""
+        self.accepted += len(local.files) if local.ran else 0
+        self.verified += local.verified
+        self.duplicates += local.duplicates
+        self.lost += local.lost
 
     @property
     def resent(self) -> int:

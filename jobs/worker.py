@@ -95,6 +95,13 @@ log = logging.getLogger(__name__)
 # 30 s after SIGTERM (Heroku, Render, Kubernetes' default) and `falback up` after 20 s:
 # the job must have handed its row back before that.
 SHUTDOWN_GRACE_SECONDS = 10
+# Every job's retry (and a paused destination's wait) is a scheduled RQ job, enqueued by
+# the one worker holding the scheduler lock. When that worker dies, its lock lives on for
+# 61 s and RQ's other workers try to take it over only at their maintenance pass, every
+# 10 minutes by default (an idle one when its 405 s wait for a job ends): meanwhile no
+# retry runs, and the sweep leaves them alone (their jobs exist). A pass every 30 s
+# brings a new scheduler up within about 90 s of the old one's death.
+SCHEDULER_TAKEOVER_SECONDS = 30
 # Worker -> horse: interrupt the job now (a second SIGTERM to the worker).
 HAND_BACK_NOW = signal.SIGRTMIN
 
@@ -173,6 +180,12 @@ def make_worker(
     config: Config, redis: Redis, queues: list[Queue], *, fork: bool = True
 ) -> FalbackWorker | InProcessWorker:
     worker_class = FalbackWorker if fork else InProcessWorker
-    worker = worker_class(queues, connection=redis, job_class=ContextJob)
+    worker = worker_class(
+        queues,
+        connection=redis,
+        job_class=ContextJob,
+        maintenance_interval=SCHEDULER_TAKEOVER_SECONDS,
+        worker_ttl=SCHEDULER_TAKEOVER_SECONDS + 15,  # an idle worker wakes this often
+    )
     worker.context = WorkerContext(config, redis)
     return worker
