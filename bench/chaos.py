@@ -114,7 +114,7 @@ def _run(
     while clock() < window + settle:
         try:
             finished, accepted = settled(stack, load)
-        except psycopg2.OperationalError:  # Postgres restarting (a fault): ask again
+        except psycopg2.Error:  # Postgres restarting (a fault): ask again
             time.sleep(1.0)
             continue
         if clock() - last >= 10:

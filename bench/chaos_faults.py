@@ -85,8 +85,10 @@ class FaultRunner:
             return self._wipe_redis()
         if kind == "restart Postgres":
             s.postgres.pause()
-            time.sleep(4.0)
-            s.postgres.resume()
+            try:
+                time.sleep(4.0)
+            finally:
+                s.postgres.resume()
             return "Postgres down 4s (fast shutdown), then started again"
         if kind == "stop relay":
             s.stop("relay")
@@ -128,8 +130,8 @@ class FaultRunner:
         name = self._busy_worker()
         horses = horses_of(s.processes[name].pid)
         took = s.stop(name, timeout=60)
-        leased = _leased_by(s.database_url, horses)
         s.start(name)
+        leased = _leased_by(s.database_url, horses)
         return (
             f"{name} exited {took:.1f}s after SIGTERM"
             f"{' mid-job' if horses else ' (idle)'}; rows left leased to its work horse: {leased}"
