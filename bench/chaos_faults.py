@@ -68,10 +68,11 @@ class FaultRunner:
         s = self.stack
         if kind == "kill -9 worker mid-upload":
             name = self._busy_worker()
+            leased = _leased_by(s.database_url, horses_of(s.processes[name].pid))
             s.kill_hard(name)
             time.sleep(1.0)
             s.start(name)
-            return f"{name} and its work horse killed; restarted (its row waits for the lease)"
+            return f"{name} and its work horse killed holding {leased} row(s); restarted"
         if kind == "SIGTERM worker mid-upload":
             return self._sigterm_worker()
         if kind == "SIGTERM web (gunicorn)":
@@ -115,13 +116,17 @@ class FaultRunner:
         raise AssertionError(kind)
 
     def _busy_worker(self, wait: float = 15.0) -> str:
+        """A worker whose horse holds a ledger row (a copy, not a sweep) right now."""
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
-            name = self.stack.busy_worker()
-            if name:
-                return name
+            for name, process in list(self.stack.processes.items()):
+                if not name.startswith("worker") or process.poll() is not None:
+                    continue
+                horses = horses_of(process.pid)
+                if horses and _leased_by(self.stack.database_url, horses):
+                    return name
             time.sleep(0.05)
-        return "worker.1"  # idle: the fault still hits a worker, between jobs
+        return "worker.1"  # no copy under way: the fault still hits a worker, between jobs
 
     def _sigterm_worker(self) -> str:
         """SIGTERM a worker mid-upload: it must finish the file or hand the row back, and

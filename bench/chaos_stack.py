@@ -160,13 +160,6 @@ class Stack:
             self.kill_hard(name)
         return time.monotonic() - started
 
-    def busy_worker(self) -> str | None:
-        """A worker with a work horse running a job right now, if any."""
-        for name, process in self.processes.items():
-            if name.startswith("worker") and process.poll() is None and horses(process.pid):
-                return name
-        return None
-
     def exited(self) -> list[tuple[str, int]]:
         return [(n, p.returncode) for n, p in self.processes.items() if p.poll() is not None]
 
