@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--quick", action="store_true", help="fewer files, each fault once (CI)")
     parser.add_argument("--seed", type=int, default=None, help="replay a run (default: random)")
-    parser.add_argument("--files", type=int, default=None, help="files to back up (default 60, quick 60)")
+    parser.add_argument("--files", type=int, default=None, help="files to back up (default 320, quick 60)")
     parser.add_argument("--keep", type=Path, default=None, help="keep the run's data (logs) in DIR")
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1_000_000)
