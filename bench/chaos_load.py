@@ -106,6 +106,7 @@ def plan(cdn: FakeCdn, rng: random.Random, count: int, expire_at: float, started
         )  # fmt: skip
         files.append(regular)
         rows.append(("gen_videos", regular, upscale, started - timedelta(days=rng.uniform(0.5, 6))))
+    _at_least_one_expiry(cdn, rows, started, expire_at)
     rng.shuffle(rows)
     cut = len(rows) * 4 // 5
     backlog, inserts = rows[:cut], rows[cut:]
@@ -117,6 +118,28 @@ def plan(cdn: FakeCdn, rng: random.Random, count: int, expire_at: float, started
     sent = deliveries + [d for d in deliveries if rng.random() < 0.3]  # repeats
     rng.shuffle(sent)  # out of order
     return Load(files, backlog, inserts, sent, expire_at)
+
+
+def _at_least_one_expiry(
+    cdn: FakeCdn,
+    rows: list[tuple[str, SourceFile, SourceFile | None, datetime]],
+    started: datetime,
+    expire_at: float,
+) -> None:
+    """A small run may draw no expired or expiring image: make the first images so."""
+    for kind, created in (
+        ("expired", started - EXPIRY - timedelta(hours=1)),
+        ("mid-run", started - EXPIRY + timedelta(seconds=expire_at)),
+    ):
+        if any(r[1].expires == kind for r in rows):
+            continue
+        n = next((i for i, r in enumerate(rows) if r[0] == "gen_images" and not r[1].expires), None)
+        if n is None:
+            return
+        rows[n][1].expires = kind
+        rows[n] = (rows[n][0], rows[n][1], rows[n][2], created)
+        if kind == "expired":
+            cdn.expire(rows[n][1].url)
 
 
 def _delivery(n: int, files: list[SourceFile]) -> Delivery:
