@@ -84,6 +84,7 @@ class Config:
     # FALBACK_DESTINATIONS: every destination a file is copied to, first preference first;
     # None: one destination, Drive if configured, else S3 if configured, else the folder.
     destinations: tuple[str, ...] | None = None
+    disk_full_pause_seconds: int = 300  # the local folder's pause when its disk is full
 
     # Jobs.
     max_attempts: int = 5
@@ -182,6 +183,9 @@ class Config:
             ),
             backup_dir=reader.path("FALBACK_BACKUP_DIR", defaults.backup_dir),
             destinations=reader.names("FALBACK_DESTINATIONS", DESTINATION_NAMES),
+            disk_full_pause_seconds=reader.integer(
+                "FALBACK_DISK_FULL_PAUSE", defaults.disk_full_pause_seconds, minimum=1
+            ),
             max_attempts=reader.integer("FALBACK_MAX_ATTEMPTS", defaults.max_attempts, minimum=1),
             retry_base_seconds=reader.integer(
                 "FALBACK_RETRY_BASE_SECONDS", defaults.retry_base_seconds, minimum=1
@@ -247,6 +251,7 @@ class Config:
             "FALBACK_FETCH_CHUNK_SIZE": str(self.fetch_chunk_size),
             "FALBACK_FETCH_RESUME_ATTEMPTS": str(self.fetch_resume_attempts),
             "FALBACK_BACKUP_DIR": str(self.backup_dir),
+            "FALBACK_DISK_FULL_PAUSE": str(self.disk_full_pause_seconds),
             "FALBACK_MAX_ATTEMPTS": str(self.max_attempts),
             "FALBACK_RETRY_BASE_SECONDS": str(self.retry_base_seconds),
             "FALBACK_JOB_TIMEOUT": str(self.job_timeout_seconds),

@@ -12,6 +12,7 @@ import hashlib
 import json
 import random
 import re
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -74,7 +75,7 @@ class FakeCdn:
         self.tokens_issued = 0
         self.lock = threading.Lock()
         handler = type("Handler", (_Handler,), {"cdn": self})
-        self.server = ThreadingHTTPServer((host, port), handler)
+        self.server = _Server((host, port), handler)
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, args=(0.02,), daemon=True)
 
@@ -111,6 +112,13 @@ class FakeCdn:
 
     def expire(self, url_or_path: str) -> None:
         self.file(url_or_path).status = 404
+
+
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return  # a client went away mid-request (a killed worker): nothing to report
+        super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -8,16 +8,27 @@ the job runs, so no job reads a module global or the environment.
 The context opens its connections lazily, in the process that uses them: a forking
 worker's work horse opens its own, never the parent's, and an in-process worker
 (`SimpleWorker`, tests) reuses one connection for job after job.
+
+Shutdown: a SIGTERM to the worker (or to its work horse) mid-job gives the job
+SHUTDOWN_GRACE_SECONDS to finish; past that, or at a second SIGTERM, the job is
+interrupted and hands its row back (the backup job records a retry), so no row is left
+leased to a process that is gone. RQ's own horse dies at once on SIGTERM, and its cold
+shutdown SIGKILLs it: either way the row waited for its lease (the job timeout + 60 s).
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import signal
+import time
+from types import FrameType
 from typing import Any
 
 import psycopg2
 from redis import Redis
 from rq import Queue, SimpleWorker, Worker
+from rq.exceptions import ShutDownImminentException
 from rq.job import Job
 
 from core.config import Config
@@ -78,8 +89,87 @@ class _GivesContext:
         return super().perform_job(job, queue)  # type: ignore[misc, no-any-return]
 
 
+log = logging.getLogger(__name__)
+
+# Seconds a job may go on after a SIGTERM before it is interrupted. Platforms send SIGKILL
+# 30 s after SIGTERM (Heroku, Render, Kubernetes' default) and `falback up` after 20 s:
+# the job must have handed its row back before that.
+SHUTDOWN_GRACE_SECONDS = 10
+# Every job's retry (and a paused destination's wait) is a scheduled RQ job, enqueued by
+# the one worker holding the scheduler lock. When that worker dies, its lock lives on for
+# 61 s and RQ's other workers try to take it over only at their maintenance pass, every
+# 10 minutes by default (an idle one when its 405 s wait for a job ends): meanwhile no
+# retry runs, and the sweep leaves them alone (their jobs exist). A pass every 30 s
+# brings a new scheduler up within about 90 s of the old one's death.
+SCHEDULER_TAKEOVER_SECONDS = 30
+# Worker -> horse: interrupt the job now (a second SIGTERM to the worker).
+HAND_BACK_NOW = signal.SIGRTMIN
+
+
 class FalbackWorker(_GivesContext, Worker):
-    """Forks a work horse per job: a job that crashes or leaks takes only its horse."""
+    """Forks a work horse per job: a job that crashes or leaks takes only its horse.
+
+    The horse leads a process group of its own, so a SIGTERM to the worker's group does
+    not reach it: the worker passes it on (warm shutdown), and a second one as
+    HAND_BACK_NOW (cold shutdown) before RQ's SIGKILL."""
+
+    def setup_work_horse_signals(self) -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, _finish_within_grace)
+        signal.signal(HAND_BACK_NOW, _hand_back)
+
+    def handle_warm_shutdown_request(self) -> None:
+        super().handle_warm_shutdown_request()  # type: ignore[no-untyped-call]
+        if self.horse_pid:
+            log.info("shutting down: the current job has %ds to finish", SHUTDOWN_GRACE_SECONDS)
+            _signal(self.horse_pid, signal.SIGTERM)
+
+    def request_force_stop(self, signum: int, frame: FrameType | None) -> None:
+        if self.horse_pid:
+            _signal(self.horse_pid, HAND_BACK_NOW)
+            deadline = time.monotonic() + 5  # recording the retry takes a round trip or two
+            while time.monotonic() < deadline and _alive(self.horse_pid):
+                time.sleep(0.05)
+        super().request_force_stop(signum, frame)
+
+
+_interrupted = False
+
+
+def _finish_within_grace(_signum: int, _frame: FrameType | None) -> None:
+    """In the horse: the job goes on, and is interrupted if still running after the grace.
+    SIGALRM is the job-timeout alarm RQ set; the shutdown's deadline replaces it."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one grace, however many SIGTERMs
+    signal.signal(signal.SIGALRM, _hand_back)
+    signal.alarm(SHUTDOWN_GRACE_SECONDS)
+
+
+def _hand_back(signum: int, _frame: FrameType | None) -> None:
+    """In the horse: interrupt the job once; the backup job records a retry for its row
+    (the exception is a BaseException, so only its shutdown path catches it)."""
+    global _interrupted
+    if _interrupted:
+        return
+    _interrupted = True
+    signal.alarm(0)
+    raise ShutDownImminentException(  # type: ignore[no-untyped-call]
+        f"worker shutting down ({signal.Signals(signum).name})", {}
+    )
+
+
+def _signal(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        finished, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return False
+    return finished == 0
 
 
 class InProcessWorker(_GivesContext, SimpleWorker):
@@ -90,6 +180,12 @@ def make_worker(
     config: Config, redis: Redis, queues: list[Queue], *, fork: bool = True
 ) -> FalbackWorker | InProcessWorker:
     worker_class = FalbackWorker if fork else InProcessWorker
-    worker = worker_class(queues, connection=redis, job_class=ContextJob)
+    worker = worker_class(
+        queues,
+        connection=redis,
+        job_class=ContextJob,
+        maintenance_interval=SCHEDULER_TAKEOVER_SECONDS,
+        worker_ttl=SCHEDULER_TAKEOVER_SECONDS + 15,  # an idle worker wakes this often
+    )
     worker.context = WorkerContext(config, redis)
     return worker

@@ -39,6 +39,7 @@ EVERY_VARIABLE = {
     "FALBACK_FETCH_RESUME_ATTEMPTS": ("0", "fetch_resume_attempts"),
     "FALBACK_BACKUP_DIR": ("/srv/backups", "backup_dir"),
     "FALBACK_DESTINATIONS": ("S3, drive", "destinations"),
+    "FALBACK_DISK_FULL_PAUSE": ("60", "disk_full_pause_seconds"),
     "FALBACK_MAX_ATTEMPTS": ("7", "max_attempts"),
     "FALBACK_RETRY_BASE_SECONDS": ("5", "retry_base_seconds"),
     "FALBACK_JOB_TIMEOUT": ("600", "job_timeout_seconds"),

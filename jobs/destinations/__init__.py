@@ -4,6 +4,8 @@ S3-compatible bucket when configured, else a local folder."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from core.config import DESTINATION_NAMES, Config
 from db.connection import Connection
 from jobs.destinations.base import Destination
@@ -28,7 +30,7 @@ def named(config: Config, conn: Connection, name: str) -> Destination:
 
         return S3Destination(config.s3, conn)
     if name == "local":
-        return LocalFolder(config.backup_dir)
+        return LocalFolder(config.backup_dir, timedelta(seconds=config.disk_full_pause_seconds))
     raise ValueError(f"unknown destination {name!r}: expected one of {', '.join(NAMES)}")
 
 

@@ -3,26 +3,49 @@
 Layout: `<backup_dir>/<kind>/<YYYY-MM>/<ledger id>-<name>`. A file is written under a
 temporary name and renamed into place only after its size and MD5, read back from disk,
 match what was streamed from the source; so a file at its final path is always whole.
+
+A full disk (or quota) pauses the folder for FALBACK_DISK_FULL_PAUSE seconds, as Drive's daily cap pauses
+Drive: every file waits without spending an attempt, instead of each one burning its
+attempts and ending 'failed' while the operator makes room.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from db.ledger import LedgerRow
 from jobs.destinations.base import StoredFile, month_of, readable_name
-from jobs.errors import VerifyError
+from jobs.errors import DestinationPaused, VerifyError
 
 _READ_SIZE = 1024 * 1024
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+@contextmanager
+def _pause_when_full(root: Path, pause: timedelta) -> Iterator[None]:
+    try:
+        yield
+    except OSError as e:
+        if e.errno not in _FULL:
+            raise
+        raise DestinationPaused(
+            f"the local folder {root} is full ({e.strerror}); uploads paused",
+            datetime.now(UTC) + pause,
+        ) from e
 
 
 class LocalFolder:
     name = "local"
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, full_pause: timedelta = timedelta(minutes=5)) -> None:
         self.root = root.resolve()
+        self.full_pause = full_pause
 
     def path_for(self, row: LedgerRow) -> Path:
         return self.root / row.kind / month_of(row) / readable_name(row)
@@ -36,8 +59,9 @@ class LocalFolder:
 
     def open(self, row: LedgerRow, size: int | None) -> LocalUpload:
         path = self.path_for(row)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return LocalUpload(self, path)
+        with _pause_when_full(self.root, self.full_pause):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return LocalUpload(self, path)
 
     def _stored(self, path: Path, size: int, md5: str) -> StoredFile:
         return StoredFile("local", str(path.relative_to(self.root)), path.as_uri(), size, md5)
@@ -53,9 +77,14 @@ class LocalUpload:
         self.file = self.temp.open("wb")
 
     def write(self, chunk: bytes) -> None:
-        self.file.write(chunk)
+        with _pause_when_full(self.folder.root, self.folder.full_pause):
+            self.file.write(chunk)
 
     def finish(self, size: int, md5: str) -> StoredFile:
+        with _pause_when_full(self.folder.root, self.folder.full_pause):
+            return self._finish(size, md5)
+
+    def _finish(self, size: int, md5: str) -> StoredFile:
         self.file.flush()
         os.fsync(self.file.fileno())
         self.file.close()
@@ -70,7 +99,10 @@ class LocalUpload:
         return self.folder._stored(self.path, size, md5)
 
     def abandon(self) -> None:
-        self.file.close()
+        try:
+            self.file.close()  # flushing what is buffered fails again on a full disk
+        except OSError:
+            pass
         self.temp.unlink(missing_ok=True)
 
 
