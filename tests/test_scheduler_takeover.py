@@ -12,15 +12,16 @@ from rq.job import Job, JobStatus
 from rq.scheduler import SCHEDULER_LOCKING_KEY_TEMPLATE
 
 from core.config import Config
-from jobs.queues import MAINTENANCE_QUEUE, QUEUE_NAMES
+from jobs.queues import MAINTENANCE_QUEUE, worker_queues
 from jobs.worker import SCHEDULER_TAKEOVER_SECONDS
 from tests.support.processes import background
 from tests.support.wait import wait_for
 
 
 def test_a_scheduled_job_runs_soon_after_the_scheduler_holder_died(config: Config, redis: Redis) -> None:
-    # The dead worker's locks: still there when the new worker starts, gone soon after.
-    locks = [SCHEDULER_LOCKING_KEY_TEMPLATE % name for name in (MAINTENANCE_QUEUE, *QUEUE_NAMES)]
+    # The dead worker's locks, one per queue it served (all of a worker's queues): still
+    # there when the new worker starts, gone soon after.
+    locks = [SCHEDULER_LOCKING_KEY_TEMPLATE % q.name for q in worker_queues(redis)]
     for lock in locks:
         redis.set(lock, "dead-worker", px=10_000)
     job = Queue(MAINTENANCE_QUEUE, connection=redis).enqueue_in(
