@@ -16,10 +16,12 @@ import logging
 import math
 import os
 import socket
+import time
 from collections.abc import MutableMapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import psycopg2
 from rq import Retry, get_current_job
 
 from core.config import Config
@@ -41,6 +43,9 @@ class _Ids(logging.LoggerAdapter):  # type: ignore[type-arg]
         return f"ledger {self.extra['ledger_id']} job {self.extra['job_id']}: {msg}", kwargs
 
 
+# How long a job waits for Postgres to come back to record its outcome (a restart takes
+# seconds; beyond this the claim's lease and the sweep recover the row).
+_RECONNECT_SECONDS = 30.0
 # RQ counts the Retry objects a job returns and fails it past `max`; the ledger's own
 # attempts are the real bound (a pause spends none), so RQ's is set out of reach.
 _RESCHEDULES = 1_000_000
@@ -76,9 +81,33 @@ def backup_file(context: WorkerContext, ledger_id: int) -> str | Retry:
             return "skipped"
         app_rows.sync_app_row(conn, row.source_table, row.source_id)
         conn.commit()
-        return _settle(conn, config, row, logger)
+        try:
+            return _settle(conn, config, row, logger)
+        except (psycopg2.OperationalError, psycopg2.InterfaceError) as e:
+            # Postgres went away mid-attempt (a restart), so the outcome could not be
+            # recorded: once it answers again, record a retry rather than leave the row
+            # leased for the whole job timeout.
+            return _record_after_reconnect(context, config, row, e, logger)
     finally:
-        conn.rollback()  # the connection stays open for the next job; nothing left pending
+        if not conn.closed:
+            conn.rollback()  # the connection stays open for the next job; nothing left pending
+
+
+def _record_after_reconnect(
+    context: WorkerContext, config: Config, row: ledger.LedgerRow, error: Exception, logger: _Ids
+) -> str | Retry:
+    deadline = time.monotonic() + _RECONNECT_SECONDS
+    delay = 0.5
+    while True:
+        try:
+            conn = context.db()  # a new connection when the old one broke
+            return _retry(conn, config, row, error, logger)
+        except (psycopg2.OperationalError, psycopg2.InterfaceError):
+            if time.monotonic() + delay > deadline:
+                logger.error("Postgres is still unreachable; the row's lease and the sweep recover it")
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 def _settle(conn: Connection, config: Config, row: ledger.LedgerRow, logger: _Ids) -> str | Retry:
@@ -86,8 +115,9 @@ def _settle(conn: Connection, config: Config, row: ledger.LedgerRow, logger: _Id
 
     Everything after the claim happens inside this one try, so whatever it raises ends as
     a recorded outcome, classified: a row never sits in 'copying' until its lease runs
-    out because of an exception. Only when recording itself fails (Postgres gone) is the
-    lease, and the sweep, what recovers the row.
+    out because of an exception. When recording itself fails (Postgres gone), the job
+    records a retry once Postgres is back (`_record_after_reconnect`); only if it stays
+    away are the lease and the sweep what recover the row.
     """
     try:
         logger.info(

@@ -24,10 +24,6 @@ from tests.support.rows import add_image, ledger_rows
 from tests.support.workers import run_worker
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="jobs/backup.py: a failed recording (Postgres gone) leaves the row leased until it expires",
-)
 def test_postgres_lost_between_the_copy_and_its_record_leaves_no_lease_to_expire(
     config: Config, conn: Connection, redis: Redis, cdn: FakeCdn, monkeypatch: pytest.MonkeyPatch
 ) -> None:
