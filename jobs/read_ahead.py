@@ -35,11 +35,17 @@ class ReadAhead:
             raise ValueError(f"limit must be at least 1 byte, got {limit}")
         self._source = source
         self.limit = limit
+        # Each side is woken a quarter of the limit at a time, not for every chunk: a
+        # wake-up is a thread switch (and a wait for the GIL), a quarter keeps both fed.
+        self._batch = max(limit // 4, 1)
         self._tap = tap
         self._interrupt = interrupt
-        self._ready = threading.Condition()
+        lock = threading.Lock()
+        self._filled = threading.Condition(lock)  # the consumer waits on it for chunks
+        self._drained = threading.Condition(lock)  # the reader waits on it for room
         self._chunks: deque[bytes] = deque()
-        self._buffered = 0
+        self._buffered = 0  # bytes in _chunks
+        self._reader_waiting = False  # for room: the consumer wakes it a batch later
         self._done = False  # the reader is finished: end of source, error or stopped
         self._stopping = False
         self._error: BaseException | None = None
@@ -60,27 +66,29 @@ class ReadAhead:
 
     def __iter__(self) -> Iterator[bytes]:
         while True:
-            with self._ready:
-                while not self._chunks and not self._done:
-                    self._ready.wait()
-                if self._chunks:
-                    chunk = self._chunks.popleft()
-                    self._buffered -= len(chunk)
-                    self._ready.notify_all()
-                elif self._error is not None:
-                    raise self._error
-                else:
+            with self._filled:
+                if not self._chunks:
+                    self._filled.wait_for(lambda: self._buffered >= self._batch or self._done)
+                if not self._chunks:
+                    if self._error is not None:
+                        raise self._error
                     return
+                chunk = self._chunks.popleft()
+                self._buffered -= len(chunk)
+                if self._reader_waiting and self._buffered <= self.limit - self._batch:
+                    self._reader_waiting = False
+                    self._drained.notify()
             yield chunk
 
     def stop(self) -> None:
         """Stop the reader (if it is still going) and wait for its thread to end."""
-        with self._ready:
+        with self._filled:
             running = not self._done
             self._stopping = True
             self._chunks.clear()
             self._buffered = 0
-            self._ready.notify_all()
+            self._reader_waiting = False
+            self._drained.notify()
         if running and self._interrupt is not None and self._thread.is_alive():
             self._interrupt()
         if self._thread.ident is not None:
@@ -91,17 +99,21 @@ class ReadAhead:
             for chunk in self._source:
                 if self._tap is not None:
                     self._tap(chunk)
-                with self._ready:
-                    while self._buffered >= self.limit and not self._stopping:
-                        self._ready.wait()
+                with self._filled:
+                    if self._buffered >= self.limit and not self._stopping:
+                        # Full: wait until a batch has gone, not for every chunk taken.
+                        self._reader_waiting = True
+                        self._drained.wait_for(lambda: not self._reader_waiting or self._stopping)
                     if self._stopping:
                         return
+                    before = self._buffered
                     self._chunks.append(chunk)
                     self._buffered += len(chunk)
                     self.chunks_read += 1
-                    self._ready.notify_all()
+                    if before < self._batch <= self._buffered:
+                        self._filled.notify()
         except BaseException as e:  # handed to the consumer, which raises it
-            with self._ready:
+            with self._filled:
                 if not self._stopping:
                     self._error = e
         finally:
@@ -111,6 +123,6 @@ class ReadAhead:
                     close()
                 except Exception:  # noqa: S110 - stopping: the copy's outcome is decided elsewhere
                     pass
-            with self._ready:
+            with self._filled:
                 self._done = True
-                self._ready.notify_all()
+                self._filled.notify()
