@@ -5,8 +5,9 @@ holds a connection open, costs a greenlet rather than one of a few threads. With
 16 such clients took all 8 threads and no webhook was answered (docs/benchmarks.md). Per
 process, WEB_THREADS requests at a time hold a Postgres connection (as many as gthread's
 threads did), and a body still arriving WEB_BODY_TIMEOUT seconds into a request gets 408
-(listener/serving.py). `timeout` (a heartbeat for gevent workers) stays under the 15 s fal
-allows for a first delivery; so does the body deadline.
+(listener/serving.py). The app factory reads WEB_THREADS (core/config.py): the size of
+each worker's Postgres pool. `timeout` (a heartbeat for gevent workers) stays under the
+15 s fal allows for a first delivery; so does the body deadline.
 """
 
 import os
@@ -27,14 +28,13 @@ accesslog = "-"
 # here uses gunicornc.
 control_socket_disable = True
 
-_db_connections = int(os.environ.get("WEB_THREADS", "4"))
 _body_seconds = float(os.environ.get("WEB_BODY_TIMEOUT", "10"))
 
 
 def post_worker_init(worker: Any) -> None:
     from listener.serving import configure
 
-    configure(worker.wsgi, db_connections=_db_connections, body_seconds=_body_seconds)
+    configure(worker.wsgi, body_seconds=_body_seconds)
 
 
 # prometheus-client's multiprocess mode: each process writes its counters to files in one

@@ -35,6 +35,11 @@ from typing import Any
 
 import psycopg2
 
+# This tree's code, not whichever one an editable install of the venv points at (the job's
+# child process runs this script too, so it does the same).
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
 MiB = 1024 * 1024
 
 

@@ -67,6 +67,8 @@ class Config:
     # The web app's public origin: backup_media_url is absolute when set (docs/media.md).
     public_url: str | None = None
     max_backfill_limit: int = 100_000
+    # Postgres connections per web process (WEB_THREADS): its pool's size.
+    web_db_connections: int = 4
 
     # Sources.
     source_hosts: tuple[str, ...] = DEFAULT_SOURCE_HOSTS
@@ -171,6 +173,7 @@ class Config:
             max_backfill_limit=reader.integer(
                 "FALBACK_MAX_BACKFILL_LIMIT", defaults.max_backfill_limit, minimum=1
             ),
+            web_db_connections=reader.integer("WEB_THREADS", defaults.web_db_connections, minimum=1),
             source_hosts=reader.hosts("FALBACK_SOURCE_HOSTS", defaults.source_hosts),
             allow_loopback_sources=reader.boolean("FALBACK_ALLOW_LOOPBACK_SOURCES", False),
             connect_timeout=reader.number("FALBACK_CONNECT_TIMEOUT", defaults.connect_timeout),
@@ -244,6 +247,7 @@ class Config:
         env = {
             "FALBACK_DATA_DIR": str(self.data_dir),
             "FALBACK_MAX_BACKFILL_LIMIT": str(self.max_backfill_limit),
+            "WEB_THREADS": str(self.web_db_connections),
             "FALBACK_SOURCE_HOSTS": ",".join(self.source_hosts),
             "FALBACK_ALLOW_LOOPBACK_SOURCES": str(self.allow_loopback_sources).lower(),
             "FALBACK_CONNECT_TIMEOUT": str(self.connect_timeout),

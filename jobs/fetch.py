@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import logging
 import re
+import socket
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from urllib.parse import urljoin, urlsplit
 
@@ -38,12 +39,20 @@ _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 
 @dataclass
 class SourceStream:
-    """An open source file. `total` is its full size when the server said it."""
+    """An open source file. `total` is its full size when the server said it;
+    `response` is the one being read (a resume replaces it)."""
 
     fetcher: SourceFetcher
     url: str
     response: requests.Response
     total: int | None
+    aborted: bool = field(default=False, init=False)
+
+    def abort(self) -> None:
+        """From another thread, when the copy is over: end a read waiting on the network
+        (a socket shut down wakes it), and let no resume follow."""
+        self.aborted = True
+        _shut_down(self.response)
 
     def chunks(self) -> Iterator[bytes]:
         """Yield the file from byte 0 to the end, resuming with Range when cut off."""
@@ -64,6 +73,8 @@ class SourceStream:
                     requests.exceptions.ConnectionError,
                 ) as e:
                     response.close()
+                    if self.aborted:
+                        raise TransientError("source read stopped: the copy was abandoned") from e
                     if resumes >= self.fetcher.config.fetch_resume_attempts:
                         raise TransientError(
                             f"source body cut off at byte {received} of"
@@ -72,6 +83,7 @@ class SourceStream:
                     resumes += 1
                     log.info("resuming %s at byte %d (resume %d)", loggable_url(self.url), received, resumes)
                     response = self.fetcher.request(self.url, start=received)
+                    self.response = response
                     self._check_resumed(response, received)
         finally:
             response.close()
@@ -218,6 +230,17 @@ def _raise_for_status(response: requests.Response, url: str) -> None:
         raise TransientError(f"source answered {status} from {host}", retry_after=_retry_after(response))
     # 401/403 on fal's CDN is an access rule (ACL), not an expiry; another try won't help.
     raise PermanentError(f"source answered {status} {response.reason or ''} from {host}".strip())
+
+
+def _shut_down(response: requests.Response) -> None:
+    """Shut the response's socket down (not close it: its reader closes that)."""
+    connection = getattr(response.raw, "connection", None)
+    sock = getattr(connection, "sock", None)
+    if isinstance(sock, socket.socket):
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # already closed or never connected
 
 
 def _expiry(value: object) -> float:

@@ -43,7 +43,7 @@ def create_app(config: Config | None = None) -> Flask:
     from listener.context import init_app
     from listener.media import bp as media_bp
 
-    init_app(app)
+    init_app(app, config)
     errors.init_app(app)
     # One key cache per process; the timeout keeps a JWKS outage inside fal's 15 s.
     app.extensions[fal_webhook.JWKS_EXTENSION] = JwksCache(

@@ -1,18 +1,17 @@
-"""Per-request Postgres connection (flaskr's get_db), closed at teardown."""
+"""What a request uses: the config, the Redis client, and a Postgres connection borrowed
+from the process's pool (db/pool.py) on first use and given back, rolled back, at
+teardown."""
 
 from __future__ import annotations
 
-import threading
-
-import psycopg2
 from flask import Flask, current_app, g
 from redis import Redis
 
 from core.config import Config
 from db.connection import Connection, connect
+from db.pool import ConnectionPool
 
-# Set by listener.serving under gevent: a BoundedSemaphore of Postgres connections per process.
-DB_SLOTS_EXTENSION = "falback_db_slots"
+DB_POOL_EXTENSION = "falback_db_pool"
 # Past this, answer 503 (fal retries) rather than outlast fal's 15 s waiting for a slot.
 DB_SLOT_WAIT_SECONDS = 8.0
 
@@ -27,30 +26,32 @@ def get_redis() -> Redis:
     return redis
 
 
+def get_pool() -> ConnectionPool:
+    pool: ConnectionPool = current_app.extensions[DB_POOL_EXTENSION]
+    return pool
+
+
 def get_db() -> Connection:
     if "db" not in g:
-        url = get_config().database_url
-        assert url
-        slots: threading.BoundedSemaphore | None = current_app.extensions.get(DB_SLOTS_EXTENSION)
-        if slots is not None:
-            if not slots.acquire(timeout=DB_SLOT_WAIT_SECONDS):
-                raise psycopg2.OperationalError("every Postgres connection of this process is busy")
-            g.db_slot = slots
-        g.db = connect(url, application_name="falback-web")
+        g.db = get_pool().acquire()
     conn: Connection = g.db
     return conn
 
 
 def close_db(_error: BaseException | None = None) -> None:
     conn = g.pop("db", None)
-    try:
-        if conn is not None:
-            conn.close()
-    finally:
-        slot: threading.BoundedSemaphore | None = g.pop("db_slot", None)
-        if slot is not None:
-            slot.release()
+    if conn is not None:
+        get_pool().release(conn)
 
 
-def init_app(app: Flask) -> None:
+def init_app(app: Flask, config: Config) -> None:
+    """One pool per process: the app is created in each gunicorn worker, after the fork
+    (no preload), so no connection is ever shared across one."""
+    url = config.database_url
+    assert url
+    app.extensions[DB_POOL_EXTENSION] = ConnectionPool(
+        lambda: connect(url, application_name="falback-web"),
+        size=config.web_db_connections,
+        wait_seconds=DB_SLOT_WAIT_SECONDS,
+    )
     app.teardown_appcontext(close_db)

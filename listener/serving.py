@@ -6,15 +6,15 @@ costs a greenlet, not one of a few threads (docs/benchmarks.md, slow clients). T
 things make that safe:
 - psycopg2 waits through gevent (its wait callback), or each query would stall every
   other request of the process;
-- at most ``db_connections`` requests per process hold a Postgres connection at once
-  (they are opened per request, and greenlets are many);
+- at most WEB_THREADS requests per process hold a Postgres connection at once: the
+  pool (db/pool.py, created by the app factory after gevent patched ``threading``) waits
+  for one as a greenlet, and greenlets are many;
 - a request body must arrive within ``body_seconds``, or the client gets 408 and its
   connection is closed: a trickling client cannot hold a connection slot for long.
 """
 
 from __future__ import annotations
 
-import threading
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -22,14 +22,11 @@ import psycopg2
 import psycopg2.extensions
 from flask import Flask
 
-from listener.context import DB_SLOTS_EXTENSION
 from listener.errors import BODY_GUARD_EXTENSION, BodyGuard
 
 
-def configure(app: Flask, *, db_connections: int, body_seconds: float) -> None:
+def configure(app: Flask, *, body_seconds: float) -> None:
     psycopg2.extensions.set_wait_callback(gevent_wait)
-    # Created after gevent patched threading, so waiting for a slot yields to other greenlets.
-    app.extensions[DB_SLOTS_EXTENSION] = threading.BoundedSemaphore(db_connections)
     guard: BodyGuard = app.extensions[BODY_GUARD_EXTENSION]
     guard.limit(body_seconds, gevent_timeout)
 

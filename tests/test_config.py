@@ -31,6 +31,7 @@ EVERY_VARIABLE = {
     "FALBACK_ADMIN_TOKEN": ("t", "admin_token"),
     "FALBACK_PUBLIC_URL": ("https://falback.example.com", "public_url"),
     "FALBACK_MAX_BACKFILL_LIMIT": ("500", "max_backfill_limit"),
+    "WEB_THREADS": ("7", "web_db_connections"),
     "FALBACK_SOURCE_HOSTS": ("v3.fal.media, *.example.com", "source_hosts"),
     "FALBACK_ALLOW_LOOPBACK_SOURCES": ("yes", "allow_loopback_sources"),
     "FALBACK_CONNECT_TIMEOUT": ("2.5", "connect_timeout"),

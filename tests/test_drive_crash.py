@@ -95,7 +95,8 @@ def test_a_1_gib_file_streams_in_flat_memory(
     config: Config, conn: Connection, cdn: FakeCdn, redis: Redis, drive: Drive, sa_key: Key
 ) -> None:
     """The work horse's peak RSS for 1 GiB stays under 150 MiB, and exceeds a 2 MiB file's
-    by about one chunk (16 MiB): memory does not grow with the file."""
+    by about two chunks (16 MiB each: the one being uploaded and the one read ahead of it,
+    jobs/transfer.py): memory does not grow with the file."""
     chunk, bound = 16 * MiB, 150 * MiB
     big_config = config.replace(
         google=drive_env(drive, sa_key, GOOGLE_DRIVE_CHUNK_SIZE="16MiB"), job_timeout_seconds=600
@@ -112,6 +113,6 @@ def test_a_1_gib_file_streams_in_flat_memory(
         f" 1 GiB {big / MiB:.1f} MiB, 2 MiB {small / MiB:.1f} MiB"
     )
     assert big < bound
-    assert big - small < chunk + 8 * MiB
+    assert big - small < 2 * chunk + 8 * MiB
     copy = drive.emulator.file(big_row["destination_id"])
     assert copy.size == 1024 * MiB and copy.md5 == big_row["md5"] == cdn.file(big_row["source_url"]).md5()

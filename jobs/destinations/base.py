@@ -24,6 +24,11 @@ class Upload(Protocol):
     # Bytes the destination already holds from an earlier attempt; the job skips them.
     offset: int
 
+    @property
+    def chunk_size(self) -> int:
+        """Bytes it sends at a time: the copy reads this far ahead of it (jobs/transfer.py)."""
+        ...
+
     def write(self, chunk: bytes) -> None: ...
 
     def finish(self, size: int, md5: str) -> StoredFile:

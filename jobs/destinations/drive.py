@@ -217,6 +217,10 @@ class DriveCopy:
     def file_id(self) -> str:
         return self.upload.file_id
 
+    @property
+    def chunk_size(self) -> int:
+        return self.upload.chunk_size
+
     def write(self, chunk: bytes) -> None:
         with self.dest.classified(self.row):
             self.upload.write(chunk)

@@ -69,6 +69,8 @@ class LocalFolder:
 
 class LocalUpload:
     offset = 0
+    # A local write seldom waits; this much read ahead covers a slow disk's moments.
+    chunk_size = 8 * 1024 * 1024
 
     def __init__(self, folder: LocalFolder, path: Path) -> None:
         self.folder = folder

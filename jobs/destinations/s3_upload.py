@@ -94,6 +94,10 @@ class S3Upload:
 
     # -- the Upload protocol
 
+    @property
+    def chunk_size(self) -> int:
+        return self.part_size
+
     def write(self, chunk: bytes) -> None:
         self.buffer += chunk
         while len(self.buffer) > self.part_size:  # more follows: this part is not the last
