@@ -48,7 +48,8 @@ def insert_from_app(conn: Connection, kinds: Sequence[str], limit: int, expiry_d
     """Create ledger rows for app files that have none, most valuable and oldest first,
     and link unlinked ledger rows to the app files they turn out to be (a relay that was
     down missed the app's write); return the id and kind of the rows created (a row a
-    concurrent relay or webhook created first is not among them). At most `limit` of each."""
+    concurrent relay or webhook created first is not among them), with the expected size.
+    At most `limit` of each."""
     params = {"kinds": list(kinds), "limit": limit, "days": expiry_days}
     with conn.cursor() as cur:
         cur.execute(_LINK_UNLINKED, params)
@@ -62,7 +63,7 @@ def insert_from_app(conn: Connection, kinds: Sequence[str], limit: int, expiry_d
             ORDER BY {PRIORITY_ORDER}, f.created_at, f.source_id
             LIMIT %(limit)s
             ON CONFLICT (source_url) DO NOTHING
-            RETURNING id, kind, source_table, source_id
+            RETURNING id, kind, expected_size, source_table, source_id
             """,
             params,
         )

@@ -89,21 +89,6 @@ def insert_files(conn: Connection, files: Sequence[NewFile], expiry_days: int) -
     return created
 
 
-def pending_rows(conn: Connection, kinds: Sequence[str], limit: int) -> list[dict[str, Any]]:
-    """Rows waiting for a job, highest priority first, closest to expiry first."""
-    with conn.cursor() as cur:
-        cur.execute(
-            f"""
-            SELECT id, kind, expected_size FROM ledger
-            WHERE status = 'pending' AND kind = ANY(%(kinds)s)
-            ORDER BY {PRIORITY_ORDER}, expires_at NULLS LAST, id
-            LIMIT %(limit)s
-            """,
-            {"kinds": list(kinds), "limit": limit},
-        )
-        return list(fetch_all(cur))
-
-
 def mark_queued(conn: Connection, ids: Sequence[int], from_status: str = "pending") -> int:
     """Rows that now have a job: 'pending' (or, for the sweep, due 'retrying') -> 'queued'."""
     assert from_status in ("pending", "retrying")

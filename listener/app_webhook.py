@@ -37,8 +37,8 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from core.kinds import APP_TABLES, columns_of
 from db import app_rows, ledger
 from db.connection import Row
+from jobs.dispatch import top_up_for
 from jobs.fal.plan import storable
-from jobs.intake import enqueue_rows
 from listener.context import get_config, get_db, get_redis
 
 bp = Blueprint("app_webhook", __name__)
@@ -104,7 +104,7 @@ def receive() -> tuple[Response, int]:
         "queued": len(pending),
     }
     try:
-        enqueue_rows(conn, get_redis(), config, pending)
+        top_up_for(conn, get_redis(), config, pending)
     except RedisError as e:
         conn.rollback()
         log.warning(

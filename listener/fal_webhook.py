@@ -23,13 +23,13 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from redis import RedisError
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from jobs.dispatch import top_up_for
 from jobs.fal.api import body_limit
 from jobs.fal.jwks import JwksCache
 from jobs.fal.payload import FalWebhook, MalformedWebhookError, load_body, parse_hints, parse_webhook
 from jobs.fal.record import Recorded, record_webhook
 from jobs.fal.signature import verify_webhook
 from jobs.fal_results import enqueue_fetch
-from jobs.intake import enqueue_rows
 from listener.context import get_config, get_db, get_redis
 
 bp = Blueprint("fal_webhook", __name__)
@@ -116,7 +116,7 @@ def _enqueue(hook: FalWebhook, outcome: Recorded) -> tuple[Response, int]:
     )
     conn = get_db()
     try:
-        enqueue_rows(conn, get_redis(), config, outcome.rows)
+        top_up_for(conn, get_redis(), config, outcome.rows)
         if outcome.fetch:
             enqueue_fetch(get_redis(), outcome.delivery_id)
     except (psycopg2.OperationalError, psycopg2.InterfaceError) as e:
