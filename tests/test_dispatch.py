@@ -10,7 +10,7 @@ import pytest
 from redis import Redis
 
 from core.config import Config
-from db.connection import Connection, connect
+from db.connection import Connection, connect, fetch_one
 from jobs.backfill import backfill
 from jobs.dispatch import top_up, window_sizes
 from jobs.sweep import sweep
@@ -120,7 +120,7 @@ def test_two_dispatchers_never_dispatch_an_id_twice(
             while not stop.is_set():
                 with own.cursor() as cur:
                     cur.execute("SELECT count(*) AS n FROM ledger WHERE status = 'queued'")
-                    queued = cur.fetchone()["n"]  # type: ignore[index]
+                    queued = fetch_one(cur)["n"]  # type: ignore[index]
                     if queued > window:
                         overfilled.append(queued)
                     cur.execute(
@@ -128,7 +128,7 @@ def test_two_dispatchers_never_dispatch_an_id_twice(
                         " (SELECT id FROM ledger WHERE status = 'queued' LIMIT 3 FOR UPDATE SKIP LOCKED)"
                     )
                     cur.execute("SELECT count(*) AS n FROM ledger WHERE status <> 'done'")
-                    left = cur.fetchone()["n"]  # type: ignore[index]
+                    left = fetch_one(cur)["n"]  # type: ignore[index]
                 own.commit()
                 if left == 0:
                     stop.set()
@@ -165,7 +165,8 @@ def test_a_lost_window_is_dispatched_again_by_the_sweep(
     counts = sweep(config, conn, redis)
 
     assert counts is not None and (counts.lost_queued, counts.dispatched) == (2, 0)
-    assert sorted(j.decode() for j in redis.lrange(IMAGES, 0, -1)) == sorted(f"backup-{i}" for i in queued)
+    jobs = sorted(j.decode() if isinstance(j, bytes) else j for j in redis.lrange(IMAGES, 0, -1))
+    assert jobs == sorted(f"backup-{i}" for i in queued)
     run_worker(config)
     assert statuses(conn) == {"done": 8}
 
