@@ -10,7 +10,7 @@ Authentication, with FALBACK_APP_WEBHOOK_SECRET (``whsec_<base64>``):
   space-separated, during a key rotation), keyed with the base64-decoded secret;
 - or, for Supabase (pg_net cannot sign), the header ``X-Falback-Secret: <the secret>``.
 
-INSERT/UPDATE create or link the row's ledger rows and enqueue them; DELETE changes
+INSERT/UPDATE create or link the row's ledger rows and dispatch them; DELETE changes
 nothing (the backup stays). 400 malformed, 401 bad auth, 403 no secret configured, 413 too
 large: none of them writes a row. Postgres down: 503; Redis down: 200, rows stay pending.
 """

@@ -1,12 +1,12 @@
 """POST /webhooks/fal: fal's completion webhook (docs/webhooks.md).
 
 verify the ED25519 signature over the raw body -> parse -> record the delivery (unique by
-request_id) and a ledger row per file in one transaction (jobs.fal.record) -> enqueue.
+request_id) and a ledger row per file in one transaction (jobs.fal.record) -> dispatch.
 Nothing is downloaded here, so fal gets its answer in milliseconds.
 
 Answers: 200 recorded (or a repeat: nothing changes); 400 malformed body; 401 bad
 signature; 413 too large; 503 keys or Postgres unavailable (fal retries). Redis down is
-still 200: the ledger rows stay 'pending' and the sweep enqueues them.
+still 200: the ledger rows stay 'pending' and the sweep dispatches them.
 
 The webhook URL may carry ``?table=gen_videos&id=123&variant=upscale`` (link the file to
 its app row) and ``fal_app=<owner>/<app>`` (where to fetch a result fal left out of the
@@ -120,7 +120,7 @@ def _enqueue(hook: FalWebhook, outcome: Recorded) -> tuple[Response, int]:
         if outcome.fetch:
             enqueue_fetch(get_redis(), outcome.delivery_id)
     except (psycopg2.OperationalError, psycopg2.InterfaceError) as e:
-        # Rows and delivery are committed; a row left 'pending' is the sweep's to enqueue.
+        # Rows and delivery are committed; a row left 'pending' is the sweep's to dispatch.
         log.warning(
             "fal webhook %s: postgres lost after commit (%s); the sweep finishes",
             hook.request_id,
