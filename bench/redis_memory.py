@@ -106,9 +106,9 @@ def main() -> None:
                 delta = used(redis) - before
                 results.append((backlog, len(dispatched), delta))
                 print(
-                    f"backlog {backlog:>9,} pending rows (made in {inserted:.1f} s): top-up {took * 1000:.0f} ms,"
-                    f" {len(dispatched)} jobs in Redis, +{delta:,} bytes"
-                    f" = {delta / backlog:.3f} bytes per backlog file"
+                    f"backlog {backlog:>9,} pending rows (made in {inserted:.1f} s):"
+                    f" top-up {took * 1000:.0f} ms, {len(dispatched)} jobs in Redis,"
+                    f" +{delta:,} bytes = {delta / backlog:.3f} bytes per backlog file"
                 )
                 with conn.cursor() as cur:  # back to the backlog for the next size
                     cur.execute("UPDATE ledger SET status = 'pending' WHERE status = 'queued'")
