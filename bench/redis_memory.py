@@ -110,8 +110,15 @@ def main() -> None:
                     f" top-up {took * 1000:.0f} ms, {len(dispatched)} jobs in Redis,"
                     f" +{delta:,} bytes = {delta / backlog:.3f} bytes per backlog file"
                 )
+                # What a worker pays after each job: one finished, one top-up (warm).
+                with conn.cursor() as cur:
+                    cur.execute("UPDATE ledger SET status = 'done' WHERE id = %s", (dispatched[0][0],))
+                conn.commit()
+                start = time.perf_counter()
+                top_up(conn, redis, config, ["regular"])
+                print(f"  a worker's top-up after a job: {(time.perf_counter() - start) * 1000:.1f} ms")
                 with conn.cursor() as cur:  # back to the backlog for the next size
-                    cur.execute("UPDATE ledger SET status = 'pending' WHERE status = 'queued'")
+                    cur.execute("UPDATE ledger SET status = 'pending' WHERE status IN ('queued', 'done')")
                 conn.commit()
         (small, _, small_bytes), (large, _, large_bytes) = results
         print(f"ratio, Redis bytes at {large:,} vs {small:,} backlog: {large_bytes / small_bytes:.2f}")
