@@ -22,6 +22,10 @@ keepalive = 5
 max_requests = 10000
 max_requests_jitter = 1000
 accesslog = "-"
+# gunicorn's control socket has one default path per user ($HOME/.gunicorn/gunicorn.ctl):
+# a second gunicorn on the machine (another app, a test run) would take it over. Nothing
+# here uses gunicornc.
+control_socket_disable = True
 
 _db_connections = int(os.environ.get("WEB_THREADS", "4"))
 _body_seconds = float(os.environ.get("WEB_BODY_TIMEOUT", "10"))

@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from croniter import croniter
+
 from core.drive_settings import DriveSettings, parse_drive_settings
 from core.env import ConfigError, EnvReader
 from core.kinds import BACKFILL_TYPES
@@ -32,6 +34,8 @@ DEFAULT_FAL_JWKS_URLS = (
 )
 MAX_DATA_URI_BYTES_LIMIT = 64 * 1024 * 1024
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+# What FALBACK_DESTINATIONS may name (jobs/destinations builds each).
+DESTINATION_NAMES = ("local", "drive", "s3")
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,9 @@ class Config:
 
     # Destination: a local folder unless Drive credentials are configured.
     backup_dir: Path = Path("backups")
+    # FALBACK_DESTINATIONS: every destination a file is copied to, first preference first;
+    # None: one destination, Drive if configured, else S3 if configured, else the folder.
+    destinations: tuple[str, ...] | None = None
 
     # Jobs.
     max_attempts: int = 5
@@ -95,6 +102,8 @@ class Config:
     queue_window_per_worker: int = 2
     # The user's note: every day at 02:00, {"type": "upscale", "limit": 50}. None = off.
     daily_backfill: DailyBackfill | None = DailyBackfill(2, 0, "upscale", 50)
+    # `falback verify` run by the cron process: a cron expression (UTC). None = off.
+    verify_schedule: str | None = "0 4 * * 0"
 
     # Webhooks (docs/webhooks.md). Pin the fal account: any fal user can sign a webhook.
     fal_webhook_user_id: str | None = None
@@ -127,6 +136,28 @@ class Config:
     def __post_init__(self) -> None:
         object.__setattr__(self, "drive", parse_drive_settings(self.google))
         object.__setattr__(self, "s3", parse_s3_settings(self.s3_env))
+        for name in self.destinations or ():
+            if name not in DESTINATION_NAMES:
+                raise ConfigError(
+                    f"FALBACK_DESTINATIONS: unknown destination {name!r}"
+                    f" (expected {', '.join(DESTINATION_NAMES)})"
+                )
+            if (name == "drive" and self.drive is None) or (name == "s3" and self.s3 is None):
+                variables = "GOOGLE_DRIVE_*" if name == "drive" else "FALBACK_S3_*"
+                raise ConfigError(
+                    f"FALBACK_DESTINATIONS names {name}, which is not configured: set {variables}"
+                    f" (docs/{'google-drive' if name == 'drive' else 's3'}.md) or leave {name} out"
+                )
+
+    @property
+    def destination_names(self) -> tuple[str, ...]:
+        """Where every file is copied, first preference first (that copy fills the ledger's
+        destination columns)."""
+        if self.destinations:
+            return self.destinations
+        if self.drive is not None:
+            return ("drive",)
+        return ("s3",) if self.s3 is not None else ("local",)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
@@ -153,6 +184,7 @@ class Config:
                 "FALBACK_FETCH_RESUME_ATTEMPTS", defaults.fetch_resume_attempts, minimum=0
             ),
             backup_dir=reader.path("FALBACK_BACKUP_DIR", defaults.backup_dir),
+            destinations=reader.names("FALBACK_DESTINATIONS", DESTINATION_NAMES),
             max_attempts=reader.integer("FALBACK_MAX_ATTEMPTS", defaults.max_attempts, minimum=1),
             retry_base_seconds=reader.integer(
                 "FALBACK_RETRY_BASE_SECONDS", defaults.retry_base_seconds, minimum=1
@@ -172,6 +204,7 @@ class Config:
                 "FALBACK_QUEUE_WINDOW", defaults.queue_window_per_worker, minimum=1
             ),
             daily_backfill=_daily_backfill(reader, "FALBACK_DAILY_BACKFILL", defaults.daily_backfill),
+            verify_schedule=_cron(reader, "FALBACK_VERIFY_SCHEDULE", defaults.verify_schedule),
             fal_webhook_user_id=reader.text("FAL_WEBHOOK_USER_ID"),
             fal_jwks_urls=reader.urls("FAL_JWKS_URLS", defaults.fal_jwks_urls),
             fal_key=reader.text("FAL_KEY"),
@@ -229,6 +262,7 @@ class Config:
             "FALBACK_SWEEP_LIMIT": str(self.sweep_limit),
             "FALBACK_QUEUE_WINDOW": str(self.queue_window_per_worker),
             "FALBACK_DAILY_BACKFILL": str(self.daily_backfill or "off"),
+            "FALBACK_VERIFY_SCHEDULE": self.verify_schedule or "off",
             "FAL_JWKS_URLS": ",".join(self.fal_jwks_urls),
             "FAL_QUEUE_BASE_URL": self.fal_queue_base_url,
             "FAL_REST_BASE_URL": self.fal_rest_base_url,
@@ -247,6 +281,7 @@ class Config:
             ("FAL_WEBHOOK_USER_ID", self.fal_webhook_user_id),
             ("FAL_KEY", self.fal_key),
             ("FALBACK_APP_WEBHOOK_SECRET", self.app_webhook_secret),
+            ("FALBACK_DESTINATIONS", ",".join(self.destinations or ())),
         ):
             if value:
                 env[name] = value
@@ -282,3 +317,20 @@ def _daily_backfill(reader: EnvReader, name: str, default: DailyBackfill | None)
     if limit < 1:
         raise ConfigError(f"{name}: limit must be at least 1, got {limit}")
     return DailyBackfill(hour, minute, type_, limit)
+
+
+def _cron(reader: EnvReader, name: str, default: str | None) -> str | None:
+    """A cron expression of 5 fields (what rq.cron accepts, checked with its croniter), or
+    'off' (None)."""
+    value = reader.text(name)
+    if value is None:
+        return default
+    if value.lower() == "off":
+        return None
+    fields = value.split()
+    if len(fields) != 5 or not croniter.is_valid(" ".join(fields)):
+        raise ConfigError(
+            f"{name} must be a cron expression of 5 fields in UTC (e.g. '0 4 * * 0', Sundays at"
+            f" 04:00) or 'off', got {value!r}"
+        )
+    return " ".join(fields)

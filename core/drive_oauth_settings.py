@@ -17,6 +17,7 @@ OAUTH_NAMES = (
     "GOOGLE_DRIVE_OAUTH_CLIENT_ID",
     "GOOGLE_DRIVE_OAUTH_CLIENT_SECRET",
     "GOOGLE_DRIVE_DEVICE_CODE_URI",
+    "GOOGLE_DRIVE_AUTH_URI",
 )
 SERVICE_ACCOUNT_NAMES = (
     "GOOGLE_DRIVE_PRIVATE_KEY",
@@ -26,6 +27,7 @@ SERVICE_ACCOUNT_NAMES = (
 )
 TOKEN_KEY = "FALBACK_TOKEN_KEY"
 GOOGLE_DEVICE_CODE_URI = "https://oauth2.googleapis.com/device/code"
+GOOGLE_AUTH_URI = "https://accounts.google.com/o/oauth2/v2/auth"
 _CLIENT_ID_SUFFIX = ".apps.googleusercontent.com"
 
 

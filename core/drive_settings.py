@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from core.drive_oauth_settings import (
+    GOOGLE_AUTH_URI,
     GOOGLE_DEVICE_CODE_URI,
     OAUTH_NAMES,
     oauth_fields,
@@ -88,6 +89,7 @@ class DriveSettings:
     oauth_client_secret: str | None = field(default=None, repr=False)
     token_key: str | None = field(default=None, repr=False)  # FALBACK_TOKEN_KEY (Fernet)
     device_code_uri: str = GOOGLE_DEVICE_CODE_URI
+    auth_uri: str = GOOGLE_AUTH_URI  # the consent page, for scopes the device flow refuses
 
     @property
     def personal(self) -> bool:
@@ -156,6 +158,7 @@ def parse_drive_settings(env: Mapping[str, str]) -> DriveSettings | None:
         api_base_url=_test_url(reader, "GOOGLE_DRIVE_API_BASE_URL", GOOGLE_API_BASE_URL, path=False),
         token_uri=_test_url(reader, "GOOGLE_DRIVE_TOKEN_URI", token_uri, path=True),
         device_code_uri=_test_url(reader, "GOOGLE_DRIVE_DEVICE_CODE_URI", GOOGLE_DEVICE_CODE_URI, path=True),
+        auth_uri=_test_url(reader, "GOOGLE_DRIVE_AUTH_URI", GOOGLE_AUTH_URI, path=True),
     )
 
 

@@ -106,6 +106,22 @@ class EnvReader:
             )
         return value
 
+    def names(self, name: str, choices: tuple[str, ...]) -> tuple[str, ...] | None:
+        """A comma-separated list of distinct `choices` (case-insensitive), in its order;
+        None when unset."""
+        value = self.text(name)
+        if value is None:
+            return None
+        names = tuple(n.strip().lower() for n in value.split(",") if n.strip())
+        if not names:
+            raise ConfigError(f"{name} must list at least one of {', '.join(choices)}")
+        for n in names:
+            if n not in choices:
+                raise ConfigError(f"{name}: {n!r} is not one of {', '.join(choices)}")
+        if len(set(names)) != len(names):
+            raise ConfigError(f"{name} names one more than once: {value!r}")
+        return names
+
     def hosts(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
         value = self.text(name)
         if value is None:

@@ -238,10 +238,18 @@ def _sync_bulk(cur: Any, table: str, ids: list[str], public_url: str | None) -> 
     )
 
 
-# Each row's files with their ledger rows, the row's main file (highest priority) first.
+# Each row's files with their ledger rows, the row's main file (highest priority) first,
+# and the links of its Drive copy and of its copy elsewhere (S3 before the local folder)
+# from `copies`; the ledger's own link when no copy row is there (written by a version
+# before the copies table).
+_COPY_LINKS = """
+           coalesce((SELECT c.url FROM copies c WHERE c.ledger_id = l.id AND c.destination = 'drive'),
+                    CASE WHEN l.destination = 'drive' THEN l.destination_url END) AS drive_url,
+           coalesce((SELECT c.url FROM copies c WHERE c.ledger_id = l.id AND c.destination <> 'drive'
+                     ORDER BY c.destination = 's3' DESC LIMIT 1),
+                    CASE WHEN l.destination <> 'drive' THEN l.destination_url END) AS storage_url"""
 _ROW_FILES = f"""
-    SELECT ids.id AS row_id, f.variant, l.status, l.destination, l.destination_url, l.done_at,
-           l.last_error, l.media_id
+    SELECT ids.id AS row_id, f.variant, l.status, l.done_at, l.last_error, l.media_id,{_COPY_LINKS}
     FROM unnest(%s::text[]) WITH ORDINALITY AS ids(id, n)
     CROSS JOIN LATERAL falback_app_row_files(%s, ids.id) f
     LEFT JOIN ledger l ON l.source_url = f.url
@@ -250,8 +258,7 @@ _ROW_FILES = f"""
 # `_ROW_FILES` for many rows: the view joined as a whole (one scan of the app table), since
 # filtering it by source_id one row at a time could not use the primary key.
 _ROW_FILES_BULK = f"""
-    SELECT f.source_id AS row_id, f.variant, l.status, l.destination, l.destination_url,
-           l.done_at, l.last_error, l.media_id
+    SELECT f.source_id AS row_id, f.variant, l.status, l.done_at, l.last_error, l.media_id,{_COPY_LINKS}
     FROM falback_app_files f
     JOIN unnest(%s::text[]) AS ids(id) ON ids.id = f.source_id
     LEFT JOIN ledger l ON l.source_url = f.url
@@ -282,9 +289,10 @@ _UPDATE_COLUMNS_BULK = (
 
 def _columns(files: list[Row], public_url: str | None) -> tuple[Any, ...]:
     """backup_status sums up every file of the row (failed > in_progress > gone > completed;
-    pending while nothing has started); the URLs point at the copy of the row's main file
-    (`files[0]`: the upscaled video when there is one): Drive copies in backup_drive_url,
-    copies elsewhere in backup_storage_url. backup_media_url is the main file's stable
+    pending while nothing has started); the URLs point at the copies of the row's main file
+    (`files[0]`: the upscaled video when there is one), once it is done: its Drive copy in
+    backup_drive_url, its copy elsewhere (S3, else the local folder) in backup_storage_url,
+    both when both exist (FALBACK_DESTINATIONS). backup_media_url is the main file's stable
     link through the media resolver (fal while fresh, then the copy), once it has a
     ledger row."""
     statuses = [f["status"] for f in files]
@@ -303,8 +311,8 @@ def _columns(files: list[Row], public_url: str | None) -> tuple[Any, ...]:
     done = main["status"] == "done"
     return (
         status,
-        main["destination_url"] if done and main["destination"] == "drive" else None,
-        main["destination_url"] if done and main["destination"] != "drive" else None,
+        main["drive_url"] if done else None,
+        main["storage_url"] if done else None,
         max((f["done_at"] for f in files if f["done_at"]), default=None),
         "; ".join(errors) or None,
         media_url(main["media_id"], public_url) if main["media_id"] else None,

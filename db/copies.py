@@ -42,6 +42,10 @@ def record(
             SET location = excluded.location, url = excluded.url,
                 size_bytes = excluded.size_bytes, md5 = excluded.md5,
                 created_at = now(), verified_at = NULL
+            -- The same copy recorded again (the ledger's row once the file is done) keeps
+            -- its age and its last verification.
+            WHERE (copies.location, copies.url, copies.size_bytes, copies.md5)
+                  IS DISTINCT FROM (excluded.location, excluded.url, excluded.size_bytes, excluded.md5)
             """,
             (ledger_id, destination, location, url, size, md5),
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from db import app_rows
 from db.connection import Connection, fetch_one
 
 
@@ -92,7 +93,8 @@ def forget_folders(conn: Connection) -> None:
 
 
 def backlog(conn: Connection) -> tuple[int, int]:
-    """Bytes (as far as known) and files still to back up."""
+    """Bytes (as far as known) and files still to back up: the ledger's unfinished rows
+    and the app's files that have no ledger row yet."""
     with conn.cursor() as cur:
         cur.execute(
             "SELECT coalesce(sum(coalesce(size_bytes, expected_size, 0)), 0) AS bytes,"
@@ -101,4 +103,8 @@ def backlog(conn: Connection) -> tuple[int, int]:
         )
         row = fetch_one(cur)
     assert row is not None
-    return int(row["bytes"]), int(row["files"])
+    unseen = app_rows.not_in_ledger(conn)
+    return (
+        int(row["bytes"]) + sum(int(k["bytes"]) for k in unseen),
+        int(row["files"]) + sum(int(k["files"]) for k in unseen),
+    )

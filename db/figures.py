@@ -5,6 +5,7 @@ twin, `falback status` and the Prometheus metrics, so they always agree.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -40,7 +41,7 @@ class KindProgress:
 class Figures:
     now: datetime
     kinds: list[KindProgress]
-    destinations: dict[str, dict[str, int]]  # destination -> {"files", "bytes"}
+    destinations: dict[str, dict[str, int]]  # destination -> copies held: {"files", "bytes"}
     paused: list[dict[str, Any]]  # destination, paused_until, reason
     at_risk: list[dict[str, Any]]  # not yet safe, soonest expiry first
     failures: list[dict[str, Any]]  # reason, files, bytes
@@ -116,7 +117,23 @@ class Figures:
         }
 
 
-def collect(conn: Connection, *, at_risk_limit: int = 50) -> Figures:
+# Verified copies each destination holds (a file copied to two counts at both, a file still
+# waiting for its second copy at the first). Done rows with no copy row (recorded by a
+# version before the copies table, during a rolling deploy) count by the ledger's columns.
+_COPIES_PER_DESTINATION = """
+    SELECT destination, count(*) AS files, coalesce(sum(size_bytes), 0)::bigint AS bytes
+    FROM (SELECT destination, size_bytes FROM copies
+          UNION ALL
+          SELECT l.destination, l.size_bytes FROM ledger l
+          WHERE l.status = 'done' AND l.destination IS NOT NULL
+            AND NOT EXISTS (SELECT 1 FROM copies c
+                            WHERE c.ledger_id = l.id AND c.destination = l.destination)) held
+    GROUP BY destination ORDER BY destination
+"""
+
+
+def collect(conn: Connection, *, at_risk_limit: int = 50, configured: Sequence[str] = ()) -> Figures:
+    """The figures; every destination in `configured` is listed, with no copies yet too."""
     with conn.cursor() as cur:
         cur.execute("SELECT now() AS now")
         now_row = fetch_one(cur)
@@ -137,12 +154,11 @@ def collect(conn: Connection, *, at_risk_limit: int = 50) -> Figures:
             """
         )
         by_kind = {r["kind"]: KindProgress(**r) for r in fetch_all(cur)}
-        cur.execute(
-            "SELECT destination, count(*) AS files, coalesce(sum(size_bytes), 0)::bigint"
-            " AS bytes FROM ledger WHERE status = 'done' GROUP BY destination"
-            " ORDER BY destination"
+        cur.execute(_COPIES_PER_DESTINATION)
+        destinations = {name: {"files": 0, "bytes": 0} for name in configured}
+        destinations.update(
+            {r["destination"]: {"files": r["files"], "bytes": r["bytes"]} for r in fetch_all(cur)}
         )
-        destinations = {r["destination"]: {"files": r["files"], "bytes": r["bytes"]} for r in fetch_all(cur)}
         cur.execute(
             "SELECT destination, paused_until, reason FROM destination_pauses"
             " WHERE paused_until > now() ORDER BY destination"

@@ -163,6 +163,27 @@ def record_done(
     return True
 
 
+def record_copy(
+    conn: Connection,
+    ledger_id: int,
+    owner: str,
+    *,
+    destination: str,
+    location: str,
+    url: str,
+    size: int,
+    md5: str,
+) -> bool:
+    """One destination's verified copy, recorded while `owner` still holds the claim (the
+    row itself stays 'copying' until every destination has one)."""
+    with conn.cursor() as cur:
+        cur.execute(f"SELECT 1 FROM ledger WHERE {_OWNED} FOR UPDATE", (ledger_id, owner))
+        if fetch_one(cur) is None:
+            return False
+    copies.record(conn, ledger_id, destination, location, url, size, md5)
+    return True
+
+
 def record_retry(
     conn: Connection,
     ledger_id: int,

@@ -1,5 +1,6 @@
 """What the media resolver (listener/media.py) reads from the ledger: one file, found by
-its source URL or by its media id, and whether fal still guarantees it."""
+its source URL or by its media id, whether fal still guarantees it, and where its copies
+are (the copies table: one per destination)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,15 @@ from datetime import datetime
 from typing import Any
 
 from db.connection import Connection, fetch_one
+
+
+@dataclass(frozen=True)
+class CopyAt:
+    """One verified copy: its destination, where the destination holds it, its size."""
+
+    destination: str
+    location: str
+    size_bytes: int | None
 
 
 @dataclass(frozen=True)
@@ -25,23 +35,35 @@ class MediaFile:
     content_type: str | None
     file_name: str | None
     done_at: datetime | None
+    # Every copy, in no particular order (the resolver orders them by preference).
+    copies: tuple[CopyAt, ...] = ()
 
     @property
     def has_copy(self) -> bool:
-        # Set only when a copy was verified (ledger.mark_done); a row marked gone later
-        # (fal lost it early) keeps its copy.
-        return bool(self.destination and self.destination_id)
+        # Copies are recorded only once verified; a row marked gone later (fal lost it
+        # early) keeps them.
+        return bool(self.copies)
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> MediaFile:
-        return cls(**{f: record[f] for f in cls.__dataclass_fields__})
+        found = [CopyAt(c["destination"], c["location"], c["size_bytes"]) for c in record["copies"]]
+        # The ledger's own copy, when a version before the copies table recorded it alone.
+        if record["destination"] and record["destination_id"]:
+            if all(c.destination != record["destination"] for c in found):
+                found.append(CopyAt(record["destination"], record["destination_id"], record["size_bytes"]))
+        fields = {f: record[f] for f in cls.__dataclass_fields__ if f != "copies"}
+        return cls(**fields, copies=tuple(found))
 
 
 _SELECT = """
     SELECT id, media_id, source_url, status, destination, destination_id, size_bytes, md5,
            content_type, file_name, done_at,
            coalesce(expires_at, created_at + make_interval(days => %(days)s)) > now()
-               AS fal_fresh
+               AS fal_fresh,
+           (SELECT coalesce(json_agg(json_build_object('destination', c.destination,
+                                                       'location', c.location,
+                                                       'size_bytes', c.size_bytes)), '[]')
+            FROM copies c WHERE c.ledger_id = ledger.id) AS copies
     FROM ledger
 """
 

@@ -3,12 +3,14 @@
 `seed` is `falback up --demo`'s handful of files. `run_demo` is `falback demo`: the user's
 data set (507 files, shaped as in their note), every process on embedded servers, signed
 fal webhooks through /webhooks/fal, and copies to the Drive emulator through the
-production Drive code (service-account JWT, resumable uploads).
+production Drive code (devkit/demo_drive.py: a personal account signed in with
+`falback drive-login`, or a service account; resumable uploads).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import random
 import secrets
 import shutil
@@ -23,8 +25,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from core.config import Config
@@ -32,8 +32,7 @@ from core.kinds import KIND_NAMES
 from db import figures
 from db.connection import Connection, connection, fetch_all
 from db.migrate import apply_sample_schema, migrate
-from devkit import supervisor
-from devkit.drive_emulator import DriveEmulator
+from devkit import demo_drive, supervisor
 from devkit.fakecdn import FakeCdn
 from devkit.jwks_server import JwksServer, jwks, signed_headers
 from devkit.services import running_services
@@ -80,7 +79,6 @@ def seed(database_url: str, cdn: FakeCdn, videos: int = 10, images: int = 10) ->
 DATASET = (("upscale", 12, 5_500_000_000), ("regular", 85, 340_000_000), ("image", 410, 120_000_000))
 SCALE = 100  # sizes are divided by this unless --full-size
 WORKERS = 3  # worker processes: a job's fixed cost (fork, connections) dwarfs a small file
-SA_EMAIL = "falback-demo@demo-project.iam.gserviceaccount.com"
 FAL_USER = "demo-user"
 # Variables of the operator's environment that must not reach the demo's processes: the
 # demo brings its own servers, Drive, signing keys and settings.
@@ -197,34 +195,6 @@ def send_webhook(base_url: str, key: Ed25519PrivateKey, request_id: str, body: b
         return status
 
 
-def service_account_key() -> tuple[str, bytes]:
-    """A fresh RSA key: the private PEM for GOOGLE_DRIVE_PRIVATE_KEY, the public one for
-    the emulator's token endpoint to check the JWT with."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
-    public = key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return private, public
-
-
-def drive_env(emulator: DriveEmulator, folder_id: str, private_pem: str) -> dict[str, str]:
-    """The GOOGLE_DRIVE_* variables of a service account on a shared drive, as the README
-    sets them up; only the API base URL and token URI point at the emulator."""
-    return {
-        "GOOGLE_DRIVE_PROJECT_ID": "demo-project",
-        "GOOGLE_DRIVE_PRIVATE_KEY_ID": "demo-key",
-        "GOOGLE_DRIVE_PRIVATE_KEY": private_pem.replace("\n", "\\n"),
-        "GOOGLE_DRIVE_CLIENT_EMAIL": SA_EMAIL,
-        "GOOGLE_DRIVE_CLIENT_ID": "1234567890",
-        "GOOGLE_DRIVE_FOLDER_ID": folder_id,
-        "GOOGLE_DRIVE_API_BASE_URL": emulator.url,
-        "GOOGLE_DRIVE_TOKEN_URI": emulator.token_uri,
-    }
-
-
 @dataclass
 class Tally:
     files: dict[str, int] = field(default_factory=dict)  # kind -> expected
@@ -268,34 +238,19 @@ def tally(conn: Connection, files: list[DemoFile]) -> Tally:
     return t
 
 
-def drive_manifest(emulator: DriveEmulator, drive_id: str) -> list[dict[str, Any]]:
-    """Every file the emulator holds in the demo's shared drive."""
-    return [
-        {
-            "id": f.id,
-            "name": f.name,
-            "size": f.size,
-            "md5": f.md5,
-            "parents": f.parents,
-            "trashed": f.trashed,
-            "app_properties": f.app_properties,
-            "content_path": str(f.content_path),
-        }
-        for f in emulator.files()
-        if f.drive_id == drive_id and f.content_path is not None
-    ]
-
-
 def run_demo(
     config: Config,
     port: int,
     *,
     full_size: bool = False,
+    drive_mode: str = "personal",
     exit_when_done: bool = False,
     timeout: float | None = None,
 ) -> int:
     """Everything on embedded servers, files from the stand-in CDN, copies to the Drive
-    emulator through the production Drive code; a fresh data folder every time."""
+    emulator through the production Drive code (a personal account signed in with
+    `falback drive-login`, or a service account on a shared drive: devkit/demo_drive.py);
+    a fresh data folder every time."""
     data_dir = config.data_dir / "demo"
     if (data_dir / "postgres" / "postmaster.pid").exists():
         print(f"a demo seems to be running already ({data_dir}); stop it first", file=sys.stderr)
@@ -312,17 +267,13 @@ def run_demo(
         stack.callback(cdn.stop)
         files = seed_dataset(config.database_url, cdn, scale)
         hooks = webhook_files(cdn, scale)
-        private_pem, public_pem = service_account_key()
-        emulator = DriveEmulator(data_dir / "drive", public_pem, service_account_email=SA_EMAIL)
-        emulator.start()
-        stack.callback(emulator.stop)
-        drive_id = emulator.create_shared_drive("falback demo", members={SA_EMAIL: "fileOrganizer"})
-        folder_id = emulator.create_folder("fal", drive_id)
+        drive = demo_drive.start(drive_mode, data_dir / "drive")
+        stack.callback(drive.emulator.stop)
         fal_key = Ed25519PrivateKey.generate()
         jwks_server = JwksServer(jwks(fal_key)).start()
         stack.callback(jwks_server.stop)
         extra_env = {
-            **drive_env(emulator, folder_id, private_pem),
+            **drive.env,
             "FALBACK_DATA_DIR": str(data_dir),
             "FALBACK_SOURCE_HOSTS": "127.0.0.1",
             "FALBACK_ALLOW_LOOPBACK_SOURCES": "true",
@@ -336,14 +287,23 @@ def run_demo(
         print(
             f"falback demo: {len(files)} files ({figures.size(sum(f.size for f in files))},"
             f" sizes {'as the user has them' if full_size else f'divided by {scale}'}) on a"
-            f" stand-in fal CDN at {cdn.base_url}, backed up to a Google Drive emulator at"
-            f" {emulator.url}\n"
+            f" stand-in fal CDN at {cdn.base_url}, backed up to {drive.where}"
+            f" ({drive.emulator.url})\n"
             f"  status page: {base}/status  (any user name, password = admin token)\n"
             f"  admin token: {token}\n"
             f"  process output: {log_path}\n"
             f"  Ctrl-C stops it",
             flush=True,
         )
+        process_env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(FOREIGN_ENV)},
+            **extra_env,
+            "DATABASE_URL": config.database_url,
+            "REDIS_URL": config.redis_url or "",
+        }
+        code = drive.prepare(process_env, lambda line: print(line, flush=True))
+        if code != 0:
+            return code
         stop = threading.Event()
         outcome: dict[str, int] = {}
         driver = threading.Thread(
@@ -360,7 +320,7 @@ def run_demo(
                 exit_when_done,
                 timeout,
                 outcome,
-                lambda: _finish(emulator, drive_id, data_dir, all_files),
+                lambda: _finish(drive, data_dir, all_files),
             ),
         )
         with log_path.open("a") as log:
@@ -460,14 +420,21 @@ def _healthy(base: str) -> bool:
         return False
 
 
-def _finish(emulator: DriveEmulator, drive_id: str, data_dir: Path, files: list[DemoFile]) -> str:
-    copies = drive_manifest(emulator, drive_id)
+def _finish(drive: demo_drive.DemoDrive, data_dir: Path, files: list[DemoFile]) -> str:
+    copies = drive.manifest()
     manifest = data_dir / "drive.json"
     manifest.write_text(
-        json.dumps({"drive_id": drive_id, "files": copies, "sources": [asdict(f) for f in files]}, indent=1)
+        json.dumps(
+            {
+                "owner": drive.owner,
+                "drive_id": drive.drive_id,
+                "files": copies,
+                "sources": [asdict(f) for f in files],
+            },
+            indent=1,
+        )
     )
     return (
-        f"done: {len(copies)} of {len(files)} files are safe, each a verified copy in the"
-        f' shared drive "falback demo" of the Drive emulator (contents under'
-        f" {data_dir / 'drive' / 'files'}, list in {manifest})."
+        f"done: {len(copies)} of {len(files)} files are safe, each a verified copy in"
+        f" {drive.where} (contents under {data_dir / 'drive' / 'files'}, list in {manifest})."
     )

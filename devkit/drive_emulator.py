@@ -47,7 +47,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from devkit.drive_users import DEVICE_GRANT, Grant, OAuthRefusal, UserAccounts
+from devkit.drive_users import CODE_GRANT, DEVICE_GRANT, Grant, OAuthRefusal, UserAccounts
 
 log = logging.getLogger(__name__)
 
@@ -997,6 +997,16 @@ class DriveEmulator:
         with self._lock:
             self._items[file_id].trashed = True
 
+    def replace_content(self, file_id: str, content: bytes) -> None:
+        """As if the file's bytes changed in Drive (a new version, or damage): Drive's
+        size and md5Checksum follow the new content."""
+        with self._lock:
+            item = self._items[file_id]
+            assert item.content_path is not None, "only files have content"
+            item.content_path.write_bytes(content)
+            item.size, item.md5 = len(content), hashlib.md5(content).hexdigest()
+            item.sha256 = hashlib.sha256(content).hexdigest()
+
     def remove(self, file_id: str) -> None:
         """As if a person deleted the item (and what is in it) for good."""
         with self._lock:
@@ -1079,6 +1089,7 @@ class DriveEmulator:
         return [
             r("POST", "/token", self._token, fixed("token"), auth=False),
             r("POST", "/device/code", self._device_code, fixed("token"), auth=False),
+            r("GET", "/o/oauth2/v2/auth", self._consent, fixed("consent"), auth=False),
             r(
                 "GET",
                 "/discovery/v1/apis/drive/v3/rest",
@@ -1199,6 +1210,15 @@ class DriveEmulator:
         except OAuthRefusal as e:
             raise _OAuthError(e.status, e.error, e.description) from None
 
+    def _consent(self, call: _Call) -> _Response:
+        """The consent page: the browser is redirected back to the loopback address."""
+        if self.users is None:
+            raise _OAuthError(401, "invalid_client", "The OAuth client was not found.")
+        try:
+            return _Response(302, headers={"Location": self.users.consent(call.query)})
+        except OAuthRefusal as e:
+            raise _OAuthError(e.status, e.error, e.description) from None
+
     def _user_token(self, form: dict[str, str]) -> _Response:
         if self.users is None:
             raise _OAuthError(401, "invalid_client", "The OAuth client was not found.")
@@ -1206,6 +1226,8 @@ class DriveEmulator:
             grant: Grant = (
                 self.users.device_grant(form)
                 if form["grant_type"] == DEVICE_GRANT
+                else self.users.code_grant(form)
+                if form["grant_type"] == CODE_GRANT
                 else self.users.refresh_grant(form)
             )
         except OAuthRefusal as e:
@@ -1228,7 +1250,7 @@ class DriveEmulator:
 
     def _token(self, call: _Call) -> _Response:
         form = {k: v[-1] for k, v in parse_qs(call.body.read_all().decode()).items()}
-        if form.get("grant_type") in (DEVICE_GRANT, "refresh_token"):
+        if form.get("grant_type") in (DEVICE_GRANT, CODE_GRANT, "refresh_token"):
             return self._user_token(form)
         if form.get("grant_type") != JWT_BEARER:
             raise _OAuthError(

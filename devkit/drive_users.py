@@ -5,18 +5,27 @@ and each account's storage limit (15 GB free, as Google gives).
 
 A test approves a pending sign-in with `approve(email)`, or scripts it beforehand with
 `script(email, after_polls=n)` so that a `falback drive-login` subprocess is approved
-on its n-th poll.
+on its n-th poll. The authorization-code flow with a loopback redirect (for scopes the
+device flow refuses) is here too: `consent(query)` is the browser's visit to the
+consent page, approved or denied by the same script, and answers where Google would
+redirect the browser; the code is then traded with PKCE (RFC 7636, S256).
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import secrets
 import threading
 import time
 from dataclasses import dataclass, field
+from urllib.parse import urlencode
 
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
+CODE_GRANT = "authorization_code"
 _S = "https://www.googleapis.com/auth/"
+# Drive scopes an installed app may ask for on the consent page.
+CONSENT_SCOPES = {_S + "drive", _S + "drive.file", _S + "drive.appdata"}
 # Google's list of scopes the device flow allows (only these Drive scopes among them).
 DEVICE_SCOPES = {
     _S + "drive.file",
@@ -51,6 +60,16 @@ class Device:
     redeemed: bool = False
 
 
+@dataclass
+class Code:
+    email: str
+    client_id: str
+    scopes: frozenset[str]
+    redirect_uri: str
+    challenge: str
+    expires_at: float
+
+
 @dataclass(frozen=True)
 class Grant:
     email: str
@@ -76,6 +95,7 @@ class UserAccounts:
     devices: dict[str, Device] = field(default_factory=dict)
     refresh_tokens: dict[str, Grant] = field(default_factory=dict)
     refresh_grants: int = 0  # refresh-token grants answered with a token
+    codes: dict[str, Code] = field(default_factory=dict)  # authorization codes not yet traded
     script_next: Script | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -130,6 +150,48 @@ class UserAccounts:
             "interval": self.interval,
             "verification_url": "https://www.google.com/device",
         }
+
+    def consent(self, query: dict[str, str]) -> str:
+        """The user's browser at the consent page: the URL Google redirects it to, with a
+        code (approved by the scripted user) or error=access_denied. Refuses (no redirect)
+        what Google refuses: an unknown client, a redirect that is not loopback, no PKCE."""
+        if query.get("client_id") != self.client_id:
+            raise OAuthRefusal(401, "invalid_client", "The OAuth client was not found.")
+        redirect = query.get("redirect_uri", "")
+        if not redirect.startswith(("http://127.0.0.1:", "http://[::1]:", "http://localhost:")):
+            raise OAuthRefusal(400, "redirect_uri_mismatch", "Invalid redirect_uri for an installed app.")
+        scopes = frozenset(query.get("scope", "").split())
+        if query.get("response_type") != "code" or not scopes or not scopes <= CONSENT_SCOPES:
+            raise OAuthRefusal(400, "invalid_request", "Invalid response_type or scope.")
+        if query.get("code_challenge_method") != "S256" or not query.get("code_challenge"):
+            raise OAuthRefusal(400, "invalid_request", "PKCE with S256 is required.")
+        state = query.get("state", "")
+        script, self.script_next = self.script_next, None
+        if script is None or script.email is None:
+            return f"{redirect}?{urlencode({'error': 'access_denied', 'state': state})}"
+        code = "4/emu-" + secrets.token_urlsafe(24)
+        with self._lock:
+            self.codes[code] = Code(
+                script.email, self.client_id, scopes, redirect, query["code_challenge"], time.time() + 600
+            )
+        return f"{redirect}?{urlencode({'state': state, 'code': code, 'scope': ' '.join(sorted(scopes))})}"
+
+    def code_grant(self, form: dict[str, str]) -> Grant:
+        self._client(form, secret=True)
+        with self._lock:
+            code = self.codes.pop(form.get("code", ""), None)
+            if code is None or time.time() > code.expires_at:
+                raise OAuthRefusal(400, "invalid_grant", "Malformed auth code.")
+            if form.get("redirect_uri") != code.redirect_uri:
+                raise OAuthRefusal(400, "redirect_uri_mismatch", "Bad Request")
+            verifier = form.get("code_verifier", "").encode()
+            challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier).digest()).rstrip(b"=").decode()
+            if challenge != code.challenge:
+                raise OAuthRefusal(400, "invalid_grant", "Invalid code verifier.")
+            refresh = "1//emu-" + secrets.token_urlsafe(32)
+            grant = Grant(code.email, code.client_id, code.scopes, refresh)
+            self.refresh_tokens[refresh] = grant
+            return grant
 
     def device_grant(self, form: dict[str, str]) -> Grant:
         self._client(form, secret=True)

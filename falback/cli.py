@@ -1,4 +1,5 @@
-"""The `falback` command: migrate, backfill, status, worker, relay, sweep, cron, up, demo.
+"""The `falback` command: migrate, backfill, status, worker, relay, sweep, cron, verify,
+restore, up, demo.
 
 Every command but `up` and `demo` runs against the servers that DATABASE_URL / REDIS_URL name and
 stops with exit code 2 when one it needs is unset; only `up` (and the tests) start
@@ -19,6 +20,7 @@ from core.logs import setup_logging
 from db import app_rows, figures, ledger
 from db.connection import connection
 from db.migrate import migrate
+from falback import recovery
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -39,7 +41,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     retry.add_argument("--type", default="all", choices=list(BACKFILL_TYPES))
     commands.add_parser("relay", help="turn Postgres NOTIFYs from the app tables into backup work")
     commands.add_parser("sweep", help="dispatch whatever the queues lost or never got (one pass)")
-    commands.add_parser("cron", help="schedule the periodic sweep and the daily backfill")
+    commands.add_parser("cron", help="schedule the periodic sweep, the daily backfill and the verify")
+    recovery.add_parsers(commands)
     commands.add_parser("drive-check", help="check the Google Drive settings with a test upload")
     commands.add_parser("drive-login", help="sign a personal Google account in (device flow)")
     up = commands.add_parser("up", help="run every Procfile process (embedded servers if unset)")
@@ -55,6 +58,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--full-size",
         action="store_true",
         help="the user's real sizes (5.96 GB, generated on the fly) instead of 1/100",
+    )
+    demo.add_argument(
+        "--drive",
+        choices=("personal", "service-account"),
+        default="personal",
+        help="sign a personal Google account in (drive-login, the default) or use a service account",
     )
     demo.add_argument(
         "--exit-when-done", action="store_true", help="stop once every file is safe (else run until Ctrl-C)"
@@ -79,6 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             config,
             args.port,
             full_size=args.full_size,
+            drive_mode=args.drive,
             exit_when_done=args.exit_when_done,
             timeout=args.timeout,
         )
@@ -126,6 +136,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _worker(config, args.burst, args.fork)
     if args.command == "retry-failed":
         return _retry_failed(config, args.type)
+    if args.command == "verify":
+        return recovery.run_verify(config, args)
+    if args.command == "restore":
+        return recovery.run_restore(config, args)
     return _relay_sweep_cron(config, args.command)
 
 
@@ -141,6 +155,8 @@ _NEEDS: dict[str, tuple[str, ...]] = {
     "retry-failed": _BOTH,
     "relay": _BOTH,
     "sweep": _BOTH,
+    "verify": _BOTH,
+    "restore": ("DATABASE_URL",),
 }
 
 

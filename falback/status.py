@@ -13,6 +13,7 @@ from rich.table import Table
 from core.config import Config
 from db import figures
 from db.connection import connection
+from falback.drive_status import drive_lines
 
 AT_RISK_SHOWN = 5
 
@@ -20,7 +21,7 @@ AT_RISK_SHOWN = 5
 def print_status(config: Config) -> int:
     assert config.database_url
     with connection(config.database_url, application_name="falback-status") as conn:
-        found = figures.collect(conn, at_risk_limit=AT_RISK_SHOWN)
+        found = figures.collect(conn, at_risk_limit=AT_RISK_SHOWN, configured=config.destination_names)
     print(
         f"{'type':<8} {'files':>7} {'backed up':>9} {'failed':>6} {'gone':>5}"
         f" {'active':>6} {'new':>5} {'done %':>7} {'bytes done':>11} {'remaining':>10}"
@@ -33,16 +34,31 @@ def print_status(config: Config) -> int:
             f" {figures.size(k.bytes_done):>11} {figures.size(k.bytes_remaining):>10}"
         )
     print()
+    for line in destination_lines(found):
+        print(line)
+    print()
     for line in at_risk_lines(found):
         print(line)
     for alarm in found.alarms():
         print(f"ALARM: {alarm}")
+    for line in drive_lines(config):
+        print(line)
     if found.unresolved_deliveries:
         print(
             f"unresolved fal deliveries: {found.unresolved_deliveries}"
             " (result not fetched; see fal_deliveries.note)"
         )
     return 0
+
+
+def destination_lines(found: figures.Figures) -> list[str]:
+    """Copies per destination, and whether it takes uploads now."""
+    paused = {p["destination"] for p in found.paused}
+    lines = [f"{'destination':<12} {'copies':>7} {'bytes':>11}  state"]
+    for name, held in found.destinations.items():
+        state = "paused" if name in paused else "ok"
+        lines.append(f"{name or 'unknown':<12} {held['files']:>7} {figures.size(held['bytes']):>11}  {state}")
+    return lines
 
 
 def at_risk_lines(found: figures.Figures) -> list[str]:

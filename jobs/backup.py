@@ -1,9 +1,11 @@
 """The RQ job: back up one ledger row.
 
-claim (conditional UPDATE) -> stream source -> destination -> verify -> record, with the
-app row's backup_* columns updated in the same transaction as the ledger. Transient
-errors are retried with backoff: the ledger's next_attempt_at is the one clock, and the
-job hands RQ a Retry for exactly that moment (the ledger's attempts being the bound).
+claim (conditional UPDATE) -> for each configured destination still without a copy:
+stream source -> destination -> verify -> record the copy (jobs/every_destination.py) ->
+once none is missing, the ledger row done, with the app row's backup_* columns updated in
+the same transaction. Transient errors are retried with backoff: the ledger's
+next_attempt_at is the one clock, and the job hands RQ a Retry for exactly that moment
+(the ledger's attempts being the bound).
 Permanent ones end the row as 'failed' or 'gone' with a readable reason. Whatever is
 raised after the claim ends in one of those outcomes (`_settle`).
 """
@@ -21,15 +23,12 @@ from typing import Any
 from rq import Retry, get_current_job
 
 from core.config import Config
-from core.logs import redact
-from db import app_rows, blobs, drive_state, ledger
+from db import app_rows, blobs, copies, drive_state, ledger
 from db.connection import Connection
+from jobs import every_destination
 from jobs.blob_source import BLOB_PREFIX, is_blob_url
-from jobs.destinations import from_config
-from jobs.destinations.base import Destination, StoredFile
-from jobs.errors import CopyError, DestinationPaused, PermanentError, SourceGone
-from jobs.fetch import SourceFetcher, loggable_url
-from jobs.transfer import copy_file
+from jobs.errors import CopyError, SourceGone, VerifyError
+from jobs.fetch import loggable_url
 from jobs.worker import WorkerContext
 
 log = logging.getLogger(__name__)
@@ -58,12 +57,15 @@ def backup_file(context: WorkerContext, ledger_id: int) -> str | Retry:
     owner = f"{socket.gethostname()}:{os.getpid()}:{job_name}"
     conn = context.db()
     try:
-        destination = from_config(config, conn)
-        paused = drive_state.paused_until(conn, destination.name)
+        names = config.destination_names
+        waiting = copies.missing(conn, ledger_id, names)
+        paused = every_destination.pauses(conn, waiting)
         conn.commit()
-        if paused is not None:
-            logger.info("%s uploads are paused until %s; rescheduled", destination.name, paused)
-            return _later(paused)
+        if waiting and len(paused) == len(waiting):
+            # Every copy still to make is at a paused destination: not even a claim.
+            until = min(paused.values())
+            logger.info("%s paused until %s; rescheduled", " and ".join(paused), until)
+            return _later(until)
         # The lease outlives the job's own timeout (set when it was enqueued, perhaps under
         # another configuration), so a live attempt never loses its row to a sweep.
         timeout = job.timeout if job and job.timeout else config.job_timeout_seconds
@@ -74,14 +76,12 @@ def backup_file(context: WorkerContext, ledger_id: int) -> str | Retry:
             return "skipped"
         app_rows.sync_app_row(conn, row.source_table, row.source_id)
         conn.commit()
-        return _settle(conn, config, row, destination, logger)
+        return _settle(conn, config, row, logger)
     finally:
         conn.rollback()  # the connection stays open for the next job; nothing left pending
 
 
-def _settle(
-    conn: Connection, config: Config, row: ledger.LedgerRow, destination: Destination, logger: _Ids
-) -> str | Retry:
+def _settle(conn: Connection, config: Config, row: ledger.LedgerRow, logger: _Ids) -> str | Retry:
     """Run the attempt on a claimed row and record its outcome.
 
     Everything after the claim happens inside this one try, so whatever it raises ends as
@@ -93,14 +93,10 @@ def _settle(
         logger.info(
             "claimed, attempt %d of %d: %s", row.attempts, config.max_attempts, loggable_url(row.source_url)
         )
-        stored = _copy(config, row, destination)
-        return _done(conn, row, stored, logger)
-    except DestinationPaused as e:
-        return _pause(conn, row, destination.name, e, logger)
+        attempt = every_destination.copy_missing(conn, config, row, _owner(row), logger)
+        return _outcome(conn, config, row, attempt, logger)
     except SourceGone as e:
         return _missing(conn, config, row, e, logger)
-    except PermanentError as e:
-        return _finish(conn, row, "failed", str(e), logger)
     except Exception as e:
         return _retry(conn, config, row, e, logger)
     except BaseException as e:
@@ -110,23 +106,45 @@ def _settle(
         raise
 
 
-def _copy(config: Config, row: ledger.LedgerRow, destination: Destination) -> StoredFile:
-    fetcher = SourceFetcher(config)
-    try:
-        return copy_file(row, fetcher, destination)
-    finally:
-        fetcher.close()
+def _outcome(
+    conn: Connection, config: Config, row: ledger.LedgerRow, attempt: every_destination.Attempt, logger: _Ids
+) -> str | Retry:
+    """A permanent refusal anywhere fails the file; any other error retries it (the copies
+    made stay made); a paused destination makes it wait, spending no attempt; done only
+    once every destination holds a copy."""
+    if attempt.lost:
+        return _lost(conn, logger)
+    several = len(config.destination_names) > 1
+
+    def said(name: str, error: BaseException | str) -> str:
+        message = error if isinstance(error, str) else str(error) or type(error).__name__
+        return f"{name}: {message}" if several else message
+
+    refused = attempt.permanent()
+    if refused is not None:
+        return _finish(conn, row, "failed", said(*refused), logger)
+    if attempt.errors:
+        name, error = attempt.errors[0]
+        return _retry(conn, config, row, error, logger, message=said(name, error))
+    if attempt.paused:
+        name, until = min(attempt.paused.items(), key=lambda p: p[1])
+        reason = drive_state.pause_reason(conn, name)
+        return _pause(conn, row, until, said(name, reason[1] if reason else "paused"), logger)
+    return _done(conn, config, row, logger)
 
 
-def _done(conn: Connection, row: ledger.LedgerRow, stored: StoredFile, logger: _Ids) -> str:
+def _done(conn: Connection, config: Config, row: ledger.LedgerRow, logger: _Ids) -> str:
+    stored = every_destination.first_preference(conn, row.id, config.destination_names)
+    if stored is None:  # every destination held a copy a moment ago: one was forgotten since
+        raise VerifyError("no copy is recorded any more; copying again")
     if not ledger.record_done(
         conn,
         row.id,
         _owner(row),
         destination=stored.destination,
-        destination_id=stored.id,
+        destination_id=stored.location,
         destination_url=stored.url,
-        size=stored.size,
+        size=stored.size_bytes,
         md5=stored.md5,
     ):
         return _lost(conn, logger)
@@ -134,16 +152,29 @@ def _done(conn: Connection, row: ledger.LedgerRow, stored: StoredFile, logger: _
         blobs.delete_blob(conn, row.source_url.removeprefix(BLOB_PREFIX))
     app_rows.sync_app_row(conn, row.source_table, row.source_id)
     conn.commit()
-    logger.info("done: %d bytes, md5 %s, at %s %s", stored.size, stored.md5, stored.destination, stored.id)
+    logger.info(
+        "done: %d bytes, md5 %s, at %s %s (copies at %s)",
+        stored.size_bytes,
+        stored.md5,
+        stored.destination,
+        stored.location,
+        ", ".join(config.destination_names),
+    )
     return "done"
 
 
 def _retry(
-    conn: Connection, config: Config, row: ledger.LedgerRow, error: BaseException, logger: _Ids
+    conn: Connection,
+    config: Config,
+    row: ledger.LedgerRow,
+    error: BaseException,
+    logger: _Ids,
+    *,
+    message: str | None = None,
 ) -> str | Retry:
     """A transient error (or one nobody classified): 'retrying' with backoff, 'failed' once
     the attempts are spent."""
-    message = str(error) or type(error).__name__
+    message = message or str(error) or type(error).__name__
     if row.attempts >= config.max_attempts:
         return _finish(conn, row, "failed", f"gave up after {row.attempts} attempts: {message}", logger)
     conn.rollback()
@@ -183,13 +214,13 @@ def _missing(
         return _lost(conn, logger)
     since, now = seen
     if row.expires_at is None or now >= row.expires_at:
-        return _final(conn, row, "gone", str(error), logger)
+        return _gone(conn, config, row, str(error), logger)
     deadline = min(row.expires_at, since + timedelta(seconds=config.missing_retry_seconds))
     if now >= deadline:
-        return _final(
+        return _gone(
             conn,
+            config,
             row,
-            "gone",
             f"{error}; still missing after {_span(now - since)},"
             f" with fal's window open until {row.expires_at:%Y-%m-%d %H:%M} UTC",
             logger,
@@ -214,22 +245,29 @@ def _missing(
 _MAX_MISSING_WAIT = 6 * 3600.0
 
 
+def _gone(conn: Connection, config: Config, row: ledger.LedgerRow, error: str, logger: _Ids) -> str:
+    """The source is gone for good. A file some destination already holds (another
+    destination failed first) is kept as done with that copy: 'gone' would hide it."""
+    if copies.of_file(conn, row.id):
+        logger.warning("the source is gone; done with the copies already made: %s", error)
+        return _done(conn, config, row, logger)
+    return _final(conn, row, "gone", error, logger)
+
+
 def _span(delta: timedelta) -> str:
     seconds = int(delta.total_seconds())
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds}s"
 
 
-def _pause(
-    conn: Connection, row: ledger.LedgerRow, destination: str, error: DestinationPaused, logger: _Ids
-) -> Retry:
-    """Pause the destination for every job, and give this row its attempt back."""
+def _pause(conn: Connection, row: ledger.LedgerRow, until: datetime, reason: str, logger: _Ids) -> Retry:
+    """A destination still to copy to is paused (its pause already recorded for every
+    job): the row waits for it, and gets this attempt back."""
     conn.rollback()
-    drive_state.pause(conn, destination, error.until, redact(str(error)))
-    ledger.record_paused(conn, row.id, _owner(row), str(error), error.until)
+    ledger.record_paused(conn, row.id, _owner(row), reason, until)
     app_rows.sync_app_row(conn, row.source_table, row.source_id)
     conn.commit()
-    logger.warning("paused: %s", error)
-    return _later(error.until)
+    logger.warning("waiting for a paused destination until %s: %s", until, reason)
+    return _later(until)
 
 
 def _owner(row: ledger.LedgerRow) -> str:

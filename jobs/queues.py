@@ -41,6 +41,9 @@ BACKUP_FUNC = "jobs.backup.backup_file"
 # queues: its jobs only enqueue and take seconds, and under strict priority a backlog of
 # copies would otherwise starve the very sweep that recovers lost or stuck work.
 MAINTENANCE_QUEUE = "falback-maintenance"
+# The weekly `verify` (jobs/verify.py) reads copies back for minutes or hours: served
+# last, so it starts only when no copy waits, and never delays a sweep.
+VERIFY_QUEUE = "falback-verify"
 
 
 # A job in one of these states will still run; anything else (or no job) needs a new one.
@@ -56,8 +59,12 @@ def queues(redis: Redis) -> list[Queue]:
 
 
 def worker_queues(redis: Redis) -> list[Queue]:
-    """What `falback worker` serves, in order: maintenance, then the backup queues."""
-    return [Queue(MAINTENANCE_QUEUE, connection=redis), *queues(redis)]
+    """What `falback worker` serves, in order: maintenance, the backup queues, verify."""
+    return [
+        Queue(MAINTENANCE_QUEUE, connection=redis),
+        *queues(redis),
+        Queue(VERIFY_QUEUE, connection=redis),
+    ]
 
 
 def _job_options(config: Config, ledger_id: int) -> dict[str, object]:

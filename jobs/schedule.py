@@ -1,10 +1,13 @@
 """The cron process: RQ's CronScheduler (rq >= 2.4) puts the periodic sweep and the daily
-backfill on the maintenance queue, which `falback worker` serves first.
+backfill on the maintenance queue, which `falback worker` serves first, and the weekly
+verify on a queue of its own, served last.
 
 Why jobs on a queue rather than running them in this process: RQ's CronScheduler only
 enqueues (that is its whole API in rq 2.12), the results and failures then show in the
 dashboard like any job, and the worker already has the configuration and connections.
-Both jobs only read and write Postgres and dispatch a window, so they take seconds.
+The sweep and the backfill only read and write Postgres and dispatch a window, so they
+take seconds; the verify reads every copy back (jobs/verify.py) and may take hours, hence
+its own timeout.
 
 Why `falback cron` rather than `rq cron <module>`: it reads the one Config (strictly,
 at start-up) and finds the embedded Redis like every other falback command, and its
@@ -26,14 +29,16 @@ from rq.cron import CronScheduler
 from core.config import Config
 from core.lifecycle import Backoff, GracefulStop
 from jobs.backfill import backfill
-from jobs.queues import MAINTENANCE_QUEUE
+from jobs.queues import MAINTENANCE_QUEUE, VERIFY_QUEUE
 from jobs.sweep import scheduled_sweep
+from jobs.verify import scheduled_verify
 from jobs.worker import WorkerContext
 
 log = logging.getLogger(__name__)
 
 SWEEP_TIMEOUT = 900
 BACKFILL_TIMEOUT = 3600
+VERIFY_TIMEOUT = 24 * 3600
 RESULT_TTL = 24 * 3600
 FAILURE_TTL = 7 * 24 * 3600
 
@@ -64,6 +69,17 @@ def build_scheduler(config: Config, redis: Redis) -> CronScheduler:
             result_ttl=RESULT_TTL,
             failure_ttl=FAILURE_TTL,
             ttl=12 * 3600,
+        )
+    if config.verify_schedule is not None:
+        scheduler.register(
+            scheduled_verify,
+            VERIFY_QUEUE,
+            cron=config.verify_schedule,
+            name="falback-verify",
+            job_timeout=VERIFY_TIMEOUT,
+            result_ttl=RESULT_TTL,
+            failure_ttl=FAILURE_TTL,
+            ttl=24 * 3600,
         )
     return scheduler
 

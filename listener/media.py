@@ -1,7 +1,9 @@
 """The media resolver: a link the app can use in place of every fal URL it stores.
 
 - `GET /media?src=<fal URL>`: 302 to fal while fal guarantees the file (inside
-  expires_at, not known gone); after that the best backup, streamed through.
+  expires_at, not known gone); after that the first readable copy in FALBACK_DESTINATIONS
+  order: a 302 to a short-lived signed link for S3, streamed through for Drive and the
+  local folder.
 - `GET /media/<media_id>`: the same for one file by its random id (backup_media_url).
 
 Knowing the fal URL, or the media id, is the right to see the file: both are unguessable,
@@ -23,11 +25,11 @@ from flask import Blueprint, Response, abort, current_app, request
 from core.config import Config
 from core.media_links import MEDIA_ID
 from db import media as media_db
-from db.media import MediaFile
+from db.media import CopyAt, MediaFile
 from jobs.address_guard import host_allowed
 from listener import ranges
 from listener.context import get_config, get_db
-from listener.media_sources import OPENERS, Backup, BackupMissing, BackupUnavailable
+from listener.media_sources import OPENERS, Backup, BackupMissing, BackupUnavailable, Redirect
 
 log = logging.getLogger(__name__)
 bp = Blueprint("media", __name__)
@@ -73,27 +75,52 @@ def _resolve(file: MediaFile, config: Config) -> Response:
     redirectable = host_allowed(urlsplit(file.source_url).hostname or "", config.source_hosts)
     if file.fal_fresh and file.status != "gone" and redirectable:
         return _to_fal(file.source_url)
-    if file.has_copy:
-        opener = OPENERS.get(file.destination or "")
+    unavailable = False
+    for copy in _by_preference(file.copies, config.destination_names):
+        opener = OPENERS.get(copy.destination)
         if opener is None:
-            log.error("ledger %s: no reader for destination %r", file.id, file.destination)
-            abort(502, description="this copy's destination cannot be read by this version")
+            log.error("ledger %s: no reader for destination %r", file.id, copy.destination)
+            unavailable = True
+            continue
         try:
-            backup = opener(file, config, current_app._get_current_object())  # type: ignore[attr-defined]
+            backup = opener(file, copy, config, current_app._get_current_object())  # type: ignore[attr-defined]
+            if isinstance(backup, Redirect):
+                return _to_copy(file, backup)
             if backup is not None:
                 return _serve(file, backup)
         except BackupMissing:
             pass
         except BackupUnavailable as e:
-            log.warning("ledger %s: the %s copy could not be read: %s", file.id, file.destination, e)
-            abort(502, description="the backup could not be read just now; try again")
-        log.warning("ledger %s: the %s copy is missing", file.id, file.destination)
+            # The next copy, if there is one, may be readable.
+            log.warning("ledger %s: the %s copy could not be read: %s", file.id, copy.destination, e)
+            unavailable = True
+            continue
+        log.warning("ledger %s: the %s copy is missing", file.id, copy.destination)
+    if unavailable:
+        abort(502, description="the backup could not be read just now; try again")
     abort(404)
+
+
+def _by_preference(copies: tuple[CopyAt, ...], names: tuple[str, ...]) -> list[CopyAt]:
+    """The configured destinations' copies in FALBACK_DESTINATIONS order, then any other
+    (a destination since dropped from the list)."""
+    rank = {name: n for n, name in enumerate(names)}
+    return sorted(copies, key=lambda c: (rank.get(c.destination, len(rank)), c.destination))
 
 
 def _to_fal(url: str) -> Response:
     response = Response(status=302, headers={"Location": url})
     response.headers["Cache-Control"] = f"private, max-age={REDIRECT_MAX_AGE}"
+    return response
+
+
+def _to_copy(file: MediaFile, copy: Redirect) -> Response:
+    """A redirect to a signed link of the copy's store, which serves ranges itself."""
+    content_type, inline = _content_type(file, None)
+    url = copy.sign(request.method == "HEAD", content_type, _disposition(file, inline))
+    response = Response(status=302, headers={"Location": url})
+    # A cached redirect must not outlive the link.
+    response.headers["Cache-Control"] = f"private, max-age={min(REDIRECT_MAX_AGE, copy.seconds // 3)}"
     return response
 
 
@@ -131,8 +158,9 @@ def _serve(file: MediaFile, backup: Backup) -> Response:
     return response
 
 
-def _content_type(file: MediaFile, backup: Backup) -> tuple[str, bool]:
-    stored = (file.content_type or backup.content_type or "").split(";")[0].strip().lower()
+def _content_type(file: MediaFile, backup: Backup | None) -> tuple[str, bool]:
+    kept = file.content_type or (backup.content_type if backup else None)
+    stored = (kept or "").split(";")[0].strip().lower()
     guessed = mimetypes.guess_type(file.file_name or urlsplit(file.source_url).path)[0]
     content_type = stored if stored and stored != "application/octet-stream" else (guessed or "")
     inline = content_type.startswith(_INLINE_TYPES) and content_type not in _INLINE_EXCEPTIONS

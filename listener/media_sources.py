@@ -1,9 +1,10 @@
-"""Where the media proxy reads a backup from: one opener per destination.
+"""Where the media resolver reads a backup from: one opener per destination.
 
-`OPENERS[destination](file, config, app)` returns a `Backup` (its size and a way to read
-a byte range in chunks), or None when the copy is not there (any more). Adding a
-destination (S3, say) is one function here and one entry in OPENERS; listener/media.py
-does the rest (ranges, validators, headers) the same way for every destination.
+`OPENERS[destination](file, copy, config, app)` returns a `Backup` (its size and a way to
+read a byte range in chunks), a `Redirect` (the store serves the bytes itself, by a
+short-lived signed link: S3), or None when the copy is not there (any more). Adding a
+destination is one function here and one entry in OPENERS; listener/media.py does the
+rest (ranges, validators, headers) the same way for every destination.
 
 Every reader streams: memory stays constant whatever the file's size.
 """
@@ -22,8 +23,8 @@ from flask import Flask
 from google.auth.exceptions import GoogleAuthError
 
 from core.config import Config
-from db.media import MediaFile
-from jobs.destinations import drive_auth
+from db.media import CopyAt, MediaFile
+from jobs.destinations import drive_auth, s3_client
 
 log = logging.getLogger(__name__)
 
@@ -49,18 +50,30 @@ class Backup:
     content_type: str | None = None
 
 
-Opener = Callable[[MediaFile, Config, Flask], "Backup | None"]
+@dataclass(frozen=True)
+class Redirect:
+    """The copy is fetched from its store directly, by a link that works for `seconds`."""
+
+    seconds: int
+    # (a HEAD request?, content type, content disposition) -> the signed URL.
+    sign: Callable[[bool, str, str], str]
 
 
-def open_local(file: MediaFile, config: Config, app: Flask) -> Backup | None:
-    """A file under FALBACK_BACKUP_DIR; a destination_id that resolves outside it (a
-    symlink, `..`) is refused."""
-    assert file.destination_id
+# Presigned S3 links handed to browsers live this long (or FALBACK_S3_PRESIGN_SECONDS when
+# shorter): long enough to play a video through, short enough that a leaked link dies soon.
+S3_LINK_SECONDS = 15 * 60
+
+Opener = Callable[[MediaFile, CopyAt, Config, Flask], "Backup | Redirect | None"]
+
+
+def open_local(file: MediaFile, copy: CopyAt, config: Config, app: Flask) -> Backup | None:
+    """A file under FALBACK_BACKUP_DIR; a location that resolves outside it (a symlink,
+    `..`) is refused."""
     root = config.backup_dir.resolve()
-    path = (root / file.destination_id).resolve()
+    path = (root / copy.location).resolve()
     if not path.is_relative_to(root) or path == root:
         log.warning(
-            "ledger %s: local copy %r is outside the backup folder; not served", file.id, file.destination_id
+            "ledger %s: local copy %r is outside the backup folder; not served", file.id, copy.location
         )
         return None
     try:
@@ -90,17 +103,16 @@ def _read_file(path: Path, first: int, length: int) -> Iterator[bytes]:
                 time.sleep(0)
 
 
-def open_drive(file: MediaFile, config: Config, app: Flask) -> Backup | None:
+def open_drive(file: MediaFile, copy: CopyAt, config: Config, app: Flask) -> Backup | None:
     """files.get?alt=media with the range forwarded, streamed through (reference:
     google-drive.md section 6: a browser cannot play Drive links itself)."""
     settings = config.drive
     if settings is None:
         log.warning("ledger %s: the copy is in Drive but Drive is not configured", file.id)
         return None
-    assert file.destination_id
     session = _drive_session(config, app)
-    url = f"{settings.api_base_url}/drive/v3/files/{file.destination_id}"
-    size = file.size_bytes
+    url = f"{settings.api_base_url}/drive/v3/files/{copy.location}"
+    size = copy.size_bytes
     if size is None:
         meta = _drive_get(
             session, url, {"fields": "size", "supportsAllDrives": "true"}, {}, config, stream=False
@@ -114,7 +126,7 @@ def open_drive(file: MediaFile, config: Config, app: Flask) -> Backup | None:
         headers = {"Range": f"bytes={first}-{first + length - 1}"} if length else {}
         answer = _drive_get(session, url, params, headers, config, stream=True)
         if answer is None:
-            raise BackupMissing(f"Drive has no file {file.destination_id}")
+            raise BackupMissing(f"Drive has no file {copy.location}")
         if answer.status_code == 200 and (first, length) != (0, size):
             answer.close()
             raise BackupUnavailable("Drive ignored the Range header")
@@ -168,5 +180,30 @@ def _drive_session(config: Config, app: Flask) -> Any:
     return session
 
 
-# destination (ledger.destination) -> its opener. S3: add "s3": open_s3 here.
-OPENERS: dict[str, Opener] = {"local": open_local, "drive": open_drive}
+def open_s3(file: MediaFile, copy: CopyAt, config: Config, app: Flask) -> Redirect:
+    """A presigned GetObject (HeadObject for a HEAD) of the copy's key: the browser gets
+    the bytes, ranges included, from the store, and none pass through falback. The link
+    names the content type and disposition the store must answer with."""
+    settings = config.s3
+    if settings is None:
+        raise BackupUnavailable("the copy is in S3 but FALBACK_S3_* is not configured")
+    seconds = min(S3_LINK_SECONDS, settings.presign_seconds)
+
+    def sign(head: bool, content_type: str, disposition: str) -> str:
+        params = {"Bucket": settings.bucket, "Key": copy.location}
+        if not head:
+            params |= {"ResponseContentType": content_type, "ResponseContentDisposition": disposition}
+        try:
+            return str(
+                s3_client.client(settings).generate_presigned_url(
+                    "head_object" if head else "get_object", Params=params, ExpiresIn=seconds
+                )
+            )
+        except Exception as e:  # signing is local: only a broken configuration fails here
+            raise BackupUnavailable(f"S3 link could not be signed: {type(e).__name__}") from None
+
+    return Redirect(seconds, sign)
+
+
+# destination (copies.destination) -> its opener.
+OPENERS: dict[str, Opener] = {"local": open_local, "drive": open_drive, "s3": open_s3}

@@ -59,7 +59,7 @@ def metrics() -> Response:
         MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     else:
         registry.register(WEBHOOKS)
-    configured = ["drive" if get_config().drive is not None else "local"]
+    configured = list(get_config().destination_names)
     registry.register(_ScrapeTime(get_db(), queue_counts(get_redis()), configured))
     return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
 
@@ -73,7 +73,7 @@ class _ScrapeTime(Collector):
         self.destinations = destinations
 
     def collect(self) -> Iterator[Metric]:
-        found = figures.collect(self.conn, at_risk_limit=0)
+        found = figures.collect(self.conn, at_risk_limit=0, configured=self.destinations)
         with self.conn.cursor() as cur:
             cur.execute("SELECT kind, status, count(*) AS n FROM ledger GROUP BY kind, status")
             by_status = fetch_all(cur)
@@ -87,11 +87,18 @@ class _ScrapeTime(Collector):
             files.add_metric([row["kind"], row["status"]], row["n"])
         yield files
         copied = GaugeMetricFamily(
-            "falback_bytes_copied", "Bytes backed up (files done)", labels=["destination"]
+            "falback_bytes_copied",
+            "Bytes of the verified copies each destination holds",
+            labels=["destination"],
+        )
+        held = GaugeMetricFamily(
+            "falback_copies", "Verified copies each destination holds", labels=["destination"]
         )
         for destination, totals in found.destinations.items():
             copied.add_metric([destination or "unknown"], totals["bytes"])
+            held.add_metric([destination or "unknown"], totals["files"])
         yield copied
+        yield held
         depth = GaugeMetricFamily("falback_queue_depth", "Jobs waiting in each RQ queue", labels=["queue"])
         for queue, n in self.queues.items():
             depth.add_metric([queue], n)

@@ -31,14 +31,14 @@ def require_admin() -> Response | None:
 
 @bp.get("/api/status")
 def api_status() -> Response:
-    found = figures.collect(get_db())
+    found = figures.collect(get_db(), configured=get_config().destination_names)
     found.queues = queue_counts(get_redis())
     return jsonify(found.as_dict())
 
 
 @bp.get("/status")
 def status() -> str:
-    found = figures.collect(get_db())
+    found = figures.collect(get_db(), configured=get_config().destination_names)
     found.queues = queue_counts(get_redis())
     return render_template(
         "status.html",

@@ -204,3 +204,9 @@ def s3(moto_server: str) -> Iterator[Bucket]:
 @pytest.fixture
 def s3_config(config: Config, s3: Bucket) -> Config:
     return config.replace(s3_env=s3_env(s3))
+
+
+@pytest.fixture
+def drive_s3_config(drive_config: Config, s3: Bucket) -> Config:
+    """Both destinations at once: FALBACK_DESTINATIONS=drive,s3."""
+    return drive_config.replace(s3_env=s3_env(s3), destinations=("drive", "s3"))

@@ -38,6 +38,7 @@ EVERY_VARIABLE = {
     "FALBACK_FETCH_CHUNK_SIZE": ("65536", "fetch_chunk_size"),
     "FALBACK_FETCH_RESUME_ATTEMPTS": ("0", "fetch_resume_attempts"),
     "FALBACK_BACKUP_DIR": ("/srv/backups", "backup_dir"),
+    "FALBACK_DESTINATIONS": ("S3, drive", "destinations"),
     "FALBACK_MAX_ATTEMPTS": ("7", "max_attempts"),
     "FALBACK_RETRY_BASE_SECONDS": ("5", "retry_base_seconds"),
     "FALBACK_JOB_TIMEOUT": ("600", "job_timeout_seconds"),
@@ -46,6 +47,7 @@ EVERY_VARIABLE = {
     "FALBACK_SWEEP_INTERVAL": ("45", "sweep_interval_seconds"),
     "FALBACK_SWEEP_LIMIT": ("250", "sweep_limit"),
     "FALBACK_DAILY_BACKFILL": ("03:15 images 20", "daily_backfill"),
+    "FALBACK_VERIFY_SCHEDULE": ("30 5 * * 1", "verify_schedule"),
     "FAL_WEBHOOK_USER_ID": ("user-1", "fal_webhook_user_id"),
     "FAL_JWKS_URLS": ("https://a.example/jwks.json, http://127.0.0.1:9/j", "fal_jwks_urls"),
     "FAL_KEY": ("id:secret", "fal_key"),
@@ -117,7 +119,14 @@ def test_it_reads_every_variable_and_round_trips_through_as_env(key_source: str,
     assert config.drive is not None
     drive_defaults = DriveSettings("", "", "")
     # The personal-account (OAuth) fields go with the other mode: tests/test_drive_oauth_settings.py.
-    oauth_only = {"mode", "oauth_client_id", "oauth_client_secret", "token_key", "device_code_uri"}
+    oauth_only = {
+        "mode",
+        "oauth_client_id",
+        "oauth_client_secret",
+        "token_key",
+        "device_code_uri",
+        "auth_uri",
+    }
     assert [
         f.name
         for f in dataclasses.fields(DriveSettings)
@@ -127,6 +136,7 @@ def test_it_reads_every_variable_and_round_trips_through_as_env(key_source: str,
     assert config.source_hosts == ("v3.fal.media", "*.example.com")
     assert config.allow_loopback_sources is True and config.read_timeout == 1.5
     assert config.daily_backfill == DailyBackfill(3, 15, "images", 20)
+    assert config.destinations == config.destination_names == ("s3", "drive")
     assert config.fal_queue_base_url == "https://queue.example"
     assert config.retry_intervals() == [5, 20, 80, 320, 1280, 5120]
     assert (config.drive.chunk_size, config.drive.scope) == (8 * 1024 * 1024, DEFAULT_SCOPE + ".file")
@@ -157,8 +167,40 @@ def test_every_drive_variable_is_covered_above(tmp_path: Path) -> None:
         ("FALBACK_SOURCE_HOSTS", "https://fal.media/x", "is not a host name"),
         ("FALBACK_SOURCE_HOSTS", " , ", "must list at least one host name"),
         ("FALBACK_SOURCE_HOSTS", "*", "is not a host name"),
+        (
+            "FALBACK_DESTINATIONS",
+            "drive,dropbox",
+            "FALBACK_DESTINATIONS: 'dropbox' is not one of local, drive, s3",
+        ),
+        ("FALBACK_DESTINATIONS", " , ", "FALBACK_DESTINATIONS must list at least one of local, drive, s3"),
+        ("FALBACK_DESTINATIONS", "local,LOCAL", "FALBACK_DESTINATIONS names one more than once"),
+        (
+            "FALBACK_DESTINATIONS",
+            "local,s3",
+            "FALBACK_DESTINATIONS names s3, which is not configured: set FALBACK_S3_",
+        ),
+        (
+            "FALBACK_DESTINATIONS",
+            "drive",
+            "FALBACK_DESTINATIONS names drive, which is not configured: set GOOGLE_DRIVE_",
+        ),
     ],
 )
 def test_bad_values_stop_start_up_with_a_clear_message(name: str, value: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
         Config.from_env({name: value})
+
+
+def test_destinations_default_to_the_one_configured(tmp_path: Path) -> None:
+    """Unset, one destination as before: Drive when configured, else S3, else the folder;
+    set, every destination it lists, in its order, each of them configured."""
+    assert Config.from_env({}).destination_names == ("local",)
+    s3_only = Config.from_env(S3_SETTINGS)
+    assert s3_only.destinations is None and s3_only.destination_names == ("s3",)
+    drive = drive_key_variables("variables", tmp_path)
+    assert Config.from_env({**drive, **S3_SETTINGS}).destination_names == ("drive",)
+    listed = Config.from_env({**S3_SETTINGS, "FALBACK_DESTINATIONS": "local, s3"})
+    assert listed.destination_names == ("local", "s3")
+    # Checked however the Config is made, not only from the environment.
+    with pytest.raises(ConfigError, match="names drive, which is not configured"):
+        s3_only.replace(destinations=("s3", "drive"))

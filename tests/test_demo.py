@@ -1,6 +1,7 @@
-"""`falback demo` (python3 dev.py demo) to completion: the user's 507 files (sizes / 100)
-and the webhooked ones end as one verified copy each in the Drive emulator's shared drive,
-through the production Drive code, most valuable first."""
+"""`falback demo` (python3 dev.py demo) to completion: a personal Google account signed in
+with `falback drive-login` and checked with `drive-check`, then the user's 507 files
+(sizes / 100) and the webhooked ones end as one verified copy each in that account's My
+Drive on the Drive emulator, through the production Drive code, most valuable first."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from tests.support.ports import free_port
 
 
 @pytest.mark.slow
-def test_demo_backs_up_every_file_to_the_drive_emulator(tmp_path: Path) -> None:
+def test_demo_signs_in_a_personal_account_and_backs_up_every_file_to_its_drive(tmp_path: Path) -> None:
     tmp_path.chmod(0o755)  # pgserver's own system user must reach the data folder
     env = {
         k: v
@@ -53,6 +54,14 @@ def test_demo_backs_up_every_file_to_the_drive_emulator(tmp_path: Path) -> None:
     assert process.returncode == 0, output[-5000:] + (demo / "processes.log").read_text()[-5000:]
     assert time.monotonic() - started < 300
     assert "done: 511 of 511 files are safe" in output
+    # The personal-account path of docs/google-drive.md: drive-login, then drive-check.
+    login = output.index("falback drive-login")
+    assert "open https://www.google.com/device" in output[login:]
+    assert "signed in as you@gmail.com" in output[login:]
+    check = output.index("falback drive-check:")
+    section = output[check : output.index("drive-check: ok, backups can go to Drive", check)]
+    assert "personal Google account" in section and "account          you@gmail.com" in section
+    assert "PROBLEM" not in section and "WARNING" not in section
     assert "/status" in output and "admin token: " in output
     assert output.count("answered 200") == 3  # the fal webhooks
     assert "Traceback" not in output
@@ -62,9 +71,16 @@ def test_demo_backs_up_every_file_to_the_drive_emulator(tmp_path: Path) -> None:
     assert len(sources) == 511
     kinds = [s["kind"] for s in sources.values() if s["via"] == "app"]
     assert (kinds.count("upscale"), kinds.count("regular"), kinds.count("image")) == (12, 85, 410)
+    assert (manifest["owner"], manifest["drive_id"]) == ("you@gmail.com", None)
     copies = {c["id"]: c for c in manifest["files"]}
-    assert len(copies) == len(sources)  # one copy per file, nothing else in the shared drive
-    assert not any(c["trashed"] for c in copies.values())
+    # One copy per file, nothing else the account keeps (drive-check's probe is trashed).
+    assert len(copies) == len(sources)
+    # falback's own tree at the top of the My Drive: falback/<kind>/<YYYY-MM>/<file>.
+    assert {tuple(c["path"].split("/")[:2]) for c in copies.values()} == {
+        ("falback", "upscale"),
+        ("falback", "regular"),
+        ("falback", "image"),
+    }
 
     postgres = EmbeddedPostgres(demo / "postgres")
     url = postgres.start()

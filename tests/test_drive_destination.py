@@ -156,9 +156,11 @@ def test_impersonation_backs_up_into_the_users_my_drive(
 
 
 def requeue(conn: Connection, row_id: int) -> None:
-    """As if the worker died after the upload but before recording it."""
+    """As if the worker died after the upload but before recording it (the copy too: the
+    job copies only to destinations with no recorded copy)."""
     with conn.cursor() as cur:
         cur.execute("UPDATE ledger SET status = 'queued' WHERE id = %s", (row_id,))
+        cur.execute("DELETE FROM copies WHERE ledger_id = %s", (row_id,))
     conn.commit()
 
 

@@ -37,6 +37,7 @@ def test_the_oauth_client_selects_the_personal_mode_with_drive_file() -> None:
         TOKEN_KEY,
     )
     assert drive.device_code_uri == "https://oauth2.googleapis.com/device/code"
+    assert drive.auth_uri == "https://accounts.google.com/o/oauth2/v2/auth"
     for secret in (SECRET, TOKEN_KEY):
         assert secret not in repr(config) and secret not in repr(drive)
 
@@ -66,6 +67,7 @@ def test_a_service_account_key_keeps_its_mode() -> None:
         (oauth_env(FALBACK_TOKEN_KEY=""), "FALBACK_TOKEN_KEY is missing"),
         (oauth_env(FALBACK_TOKEN_KEY="not-a-key"), "FALBACK_TOKEN_KEY is not a Fernet key"),
         (oauth_env(GOOGLE_DRIVE_CLIENT_EMAIL="a@b.iam.gserviceaccount.com"), "not both"),
+        (oauth_env(GOOGLE_DRIVE_AUTH_URI="http://example.com/auth"), "must be an https URL"),
         (oauth_env(GOOGLE_DRIVE_DEVICE_CODE_URI="http://example.com/device"), "must be an https URL"),
     ],
 )

@@ -44,6 +44,11 @@ def test_drive_check_tells_the_account_quota_and_backlog(
     users.quota[BOB] = 400 * 1024  # nearly full
     for n in range(3):
         add_video(conn, cdn, n, size=200_000)
+    conn.commit()
+    # App files not yet in the ledger count as still to back up, before any backfill.
+    lines = []
+    assert drive_check(oauth, lines.append) == 0
+    assert "to back up       0.6 MiB in 3 file(s)" in "\n".join(lines)
     assert falback(oauth, "backfill", "--type", "all", "--limit", "10").returncode == 0
     lines = []
     code = drive_check(oauth, lines.append)
@@ -58,6 +63,14 @@ def test_drive_check_tells_the_account_quota_and_backlog(
     assert "write probe      created a test file and moved it to the trash: ok" in output
     for secret in personal.secrets():
         assert secret not in output
+    # `falback status` shows the same storage figures and warning.
+    status = falback(oauth, "status")
+    assert status.returncode == 0, status.stderr
+    assert "drive storage          0.0 MiB used of 0.4 MiB" in status.stdout
+    assert "to back up       0.6 MiB in 3 file(s)" in status.stdout
+    assert "WARNING          the files still to back up (0.6 MiB) will not fit" in status.stdout
+    for secret in personal.secrets():
+        assert secret not in status.stdout + status.stderr
 
 
 def test_a_full_drive_pauses_uploads_with_nothing_failed(

@@ -266,7 +266,7 @@ def test_bad_schedule_settings_stop_start_up(name: str, value: str, message: str
 def test_the_schedule_registers_the_sweep_and_the_daily_backfill(redis: Redis) -> None:
     config = Config.from_env({"FALBACK_SWEEP_INTERVAL": "300", "FALBACK_DAILY_BACKFILL": "02:30 upscale 50"})
     jobs = {job.name: job for job in build_scheduler(config, redis).get_jobs()}
-    assert set(jobs) == {"falback-sweep", "falback-daily-backfill"}
+    assert set(jobs) == {"falback-sweep", "falback-daily-backfill", "falback-verify"}
     sweep_job, daily = jobs["falback-sweep"], jobs["falback-daily-backfill"]
     assert (sweep_job.func_name, sweep_job.queue_name, sweep_job.interval) == (
         "jobs.sweep.scheduled_sweep",
@@ -283,7 +283,7 @@ def test_the_schedule_registers_the_sweep_and_the_daily_backfill(redis: Redis) -
     next_run = daily.next_enqueue_time.astimezone(UTC)
     assert (next_run.hour, next_run.minute) == (2, 30)
 
-    off = Config.from_env({"FALBACK_DAILY_BACKFILL": "off"})
+    off = Config.from_env({"FALBACK_DAILY_BACKFILL": "off", "FALBACK_VERIFY_SCHEDULE": "off"})
     assert [job.name for job in build_scheduler(off, redis).get_jobs()] == ["falback-sweep"]
 
 

@@ -1,14 +1,15 @@
-"""Destinations: where a copy goes. Google Drive when configured, else an S3-compatible
-bucket when configured, else a local folder."""
+"""Destinations: where copies go. Every one FALBACK_DESTINATIONS lists (the job makes a
+copy at each, jobs/every_destination.py); unset, Google Drive when configured, else an
+S3-compatible bucket when configured, else a local folder."""
 
 from __future__ import annotations
 
-from core.config import Config
+from core.config import DESTINATION_NAMES, Config
 from db.connection import Connection
 from jobs.destinations.base import Destination
 from jobs.destinations.local import LocalFolder
 
-NAMES = ("local", "drive", "s3")
+NAMES = DESTINATION_NAMES
 
 
 def named(config: Config, conn: Connection, name: str) -> Destination:
@@ -32,11 +33,8 @@ def named(config: Config, conn: Connection, name: str) -> Destination:
 
 
 def from_config(config: Config, conn: Connection) -> Destination:
-    """Drive when `GOOGLE_DRIVE_*` credentials are set (config.drive); else S3 when
-    `FALBACK_S3_*` are (config.s3); else the local folder. Drive and S3 keep their state
+    """The first-preference destination (config.destination_names): Drive when
+    `GOOGLE_DRIVE_*` credentials are set, else S3 when `FALBACK_S3_*` are, else the local
+    folder, unless FALBACK_DESTINATIONS says otherwise. Drive and S3 keep their state
     through `conn` (the job's connection)."""
-    if config.drive is not None:
-        return named(config, conn, "drive")
-    if config.s3 is not None:
-        return named(config, conn, "s3")
-    return LocalFolder(config.backup_dir)
+    return named(config, conn, config.destination_names[0])

@@ -13,14 +13,13 @@ from google.auth.transport.requests import Request
 from core.config import Config
 from core.drive_settings import DriveSettings
 from db import drive_tokens
-from db.connection import connection
+from db.connection import Connection, connection
 from jobs.destinations import drive_auth
 from jobs.destinations.drive_api import DriveApi
 from jobs.destinations.drive_errors import DriveFailure
 from jobs.destinations.drive_oauth import LOGIN_FIX
 from jobs.destinations.drive_probe import CheckFailed, probe
-
-GIB = 1024**3
+from jobs.destinations.drive_quota import quota
 
 
 def personal_check(config: Config, say: Callable[[str], None]) -> int:
@@ -33,8 +32,21 @@ def personal_check(config: Config, say: Callable[[str], None]) -> int:
         return 1
     with connection(config.database_url, application_name="falback-drive-check") as conn:
         sign_in = drive_tokens.current(conn)
-        backlog, files = drive_tokens.backlog(conn)
-    api = DriveApi(settings, config.database_url)
+        conn.rollback()
+        api = DriveApi(settings, config.database_url)
+        try:
+            return _check(api, settings, sign_in, conn, say)
+        finally:
+            api.close()
+
+
+def _check(
+    api: DriveApi,
+    settings: DriveSettings,
+    sign_in: drive_tokens.SignIn | None,
+    conn: Connection,
+    say: Callable[[str], None],
+) -> int:
     try:
         if sign_in is None:
             raise CheckFailed(f"no Google account is signed in: {LOGIN_FIX}")
@@ -46,16 +58,8 @@ def personal_check(config: Config, say: Callable[[str], None]) -> int:
         _token(api, settings)
         about = _call(lambda: api.about("user(emailAddress),storageQuota"))
         say(f"account          {about.get('user', {}).get('emailAddress') or '?'} (token ok)")
-        quota = about.get("storageQuota") or {}
-        used, limit = int(quota.get("usage") or 0), quota.get("limit")
-        say(f"storage          {_size(used)} used of {_size(int(limit)) if limit else 'unlimited'}")
-        say(f"to back up       {_size(backlog)} in {files} file(s)")
-        if limit and used + backlog > int(limit):
-            say(
-                f"WARNING          the files still to back up ({_size(backlog)}) will not fit in the"
-                f" free space ({_size(max(int(limit) - used, 0))}): free space in Google Drive or add"
-                " storage (Google One); uploads pause when Drive is full and resume on their own"
-            )
+        for line in quota(about, conn).lines():
+            say(line)
         where = (
             f"GOOGLE_DRIVE_FOLDER_ID {settings.folder_id}"
             if settings.folder_id
@@ -67,8 +71,6 @@ def personal_check(config: Config, say: Callable[[str], None]) -> int:
         say(f"PROBLEM          {e}")
         say("drive-check: Drive is not usable yet")
         return 1
-    finally:
-        api.close()
     say("drive-check: ok, backups can go to Drive")
     return 0
 
@@ -85,7 +87,3 @@ def _call(request: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         return dict(request())
     except DriveFailure as e:
         raise CheckFailed(str(e)) from None
-
-
-def _size(n: int) -> str:
-    return f"{n / GIB:.2f} GiB" if n >= GIB // 10 else f"{n / 1024**2:.1f} MiB"

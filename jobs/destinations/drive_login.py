@@ -5,6 +5,8 @@ device, enters the code and approves; falback polls the token endpoint meanwhile
 
 The device flow allows only a short list of scopes; among Drive's only drive.file and
 drive.appdata. drive.file, the default, is enough: falback only touches the files it made.
+For the full drive scope (GOOGLE_DRIVE_SCOPE=drive) drive-login uses the installed-app
+flow with a loopback redirect pasted back instead (drive_login_paste.py).
 
 The refresh token is stored encrypted (drive_oauth.Vault); a paused Drive destination
 resumes at once, every file it held back made due again. No token or device code is
@@ -24,11 +26,17 @@ import requests
 from core.drive_settings import DriveSettings
 from db import drive_state, drive_tokens
 from db.connection import Connection, connection
+from jobs.destinations.drive_login_paste import PasteFailed, sign_in_by_paste
 from jobs.destinations.drive_oauth import Vault
 
 log = logging.getLogger(__name__)
 
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
+# The Drive scopes Google allows on the device flow ("Allowed scopes" of its page).
+DEVICE_FLOW_SCOPES = {
+    "https://www.googleapis.com/auth/drive.file",
+    "https://www.googleapis.com/auth/drive.appdata",
+}
 SLOW_DOWN_STEP = 5.0  # RFC 8628 section 3.5: add 5 seconds to the interval on slow_down
 Say = Callable[[str], None]
 
@@ -43,6 +51,7 @@ def drive_login(
     say: Say = print,
     sleep: Callable[[float], None] = time.sleep,
     redis_url: str | None = None,
+    ask: Callable[[str], str] = input,
 ) -> int:
     if not settings.personal:
         say(
@@ -52,9 +61,12 @@ def drive_login(
         return 2
     with requests.Session() as http:
         try:
-            tokens = _sign_in(settings, http, say, sleep)
+            if settings.scope in DEVICE_FLOW_SCOPES:
+                tokens = _sign_in(settings, http, say, sleep)
+            else:
+                tokens = _granted(settings, sign_in_by_paste(settings, http, say, ask))
             email = _account(settings, http, str(tokens["access_token"]))
-        except LoginFailed as e:
+        except (LoginFailed, PasteFailed) as e:
             say(f"drive-login: {e}")
             return 1
         except requests.RequestException as e:

@@ -62,6 +62,7 @@ def oauth_env(emulator: DriveEmulator, **overrides: str) -> dict[str, str]:
         "GOOGLE_DRIVE_API_BASE_URL": emulator.url,
         "GOOGLE_DRIVE_TOKEN_URI": emulator.token_uri,
         "GOOGLE_DRIVE_DEVICE_CODE_URI": f"{emulator.url}/device/code",
+        "GOOGLE_DRIVE_AUTH_URI": f"{emulator.url}/o/oauth2/v2/auth",
     }
     return {**env, **overrides}
 
