@@ -100,6 +100,9 @@ class Config:
     # Relay and sweeps (docs/relay-and-sweeps.md).
     sweep_interval_seconds: int = 120
     sweep_limit: int = 5000
+    # Dispatch (jobs/dispatch.py): each backup queue in Redis holds at most this many jobs
+    # per worker serving it (the rest of the backlog waits in Postgres).
+    queue_window_per_worker: int = 2
     # The user's note: every day at 02:00, {"type": "upscale", "limit": 50}. None = off.
     daily_backfill: DailyBackfill | None = DailyBackfill(2, 0, "upscale", 50)
     # `falback verify` run by the cron process: a cron expression (UTC). None = off.
@@ -204,6 +207,9 @@ class Config:
                 "FALBACK_SWEEP_INTERVAL", defaults.sweep_interval_seconds, minimum=1
             ),
             sweep_limit=reader.integer("FALBACK_SWEEP_LIMIT", defaults.sweep_limit, minimum=1),
+            queue_window_per_worker=reader.integer(
+                "FALBACK_QUEUE_WINDOW", defaults.queue_window_per_worker, minimum=1
+            ),
             daily_backfill=_daily_backfill(reader, "FALBACK_DAILY_BACKFILL", defaults.daily_backfill),
             verify_schedule=_cron(reader, "FALBACK_VERIFY_SCHEDULE", defaults.verify_schedule),
             fal_webhook_user_id=reader.text("FAL_WEBHOOK_USER_ID"),
@@ -263,6 +269,7 @@ class Config:
             "FALBACK_MISSING_RETRY_SECONDS": str(self.missing_retry_seconds),
             "FALBACK_SWEEP_INTERVAL": str(self.sweep_interval_seconds),
             "FALBACK_SWEEP_LIMIT": str(self.sweep_limit),
+            "FALBACK_QUEUE_WINDOW": str(self.queue_window_per_worker),
             "FALBACK_DAILY_BACKFILL": str(self.daily_backfill or "off"),
             "FALBACK_VERIFY_SCHEDULE": self.verify_schedule or "off",
             "FAL_JWKS_URLS": ",".join(self.fal_jwks_urls),

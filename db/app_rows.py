@@ -16,6 +16,8 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import psycopg2.extensions
+import psycopg2.extras
 from psycopg2 import sql
 
 from core.kinds import APP_TABLES, priority_sql
@@ -44,29 +46,35 @@ _INSERT_APP_FILES = """
 """
 
 
+# The statement at the heart of a backfill (bench/backfill.py times it alone).
+BARE_INSERT_FROM_APP = f"""
+    {_INSERT_APP_FILES}
+    FROM falback_app_files f
+    WHERE f.kind = ANY(%(kinds)s)
+      AND NOT EXISTS (SELECT 1 FROM ledger l WHERE l.source_url = f.url)
+    ORDER BY {PRIORITY_ORDER}, f.created_at, f.source_id
+    LIMIT %(limit)s
+    ON CONFLICT (source_url) DO NOTHING
+"""
+
+
 def insert_from_app(conn: Connection, kinds: Sequence[str], limit: int, expiry_days: int) -> list[Row]:
     """Create ledger rows for app files that have none, most valuable and oldest first,
     and link unlinked ledger rows to the app files they turn out to be (a relay that was
     down missed the app's write); return the id and kind of the rows created (a row a
-    concurrent relay or webhook created first is not among them). At most `limit` of each."""
+    concurrent relay or webhook created first is not among them), with the expected size.
+    At most `limit` of each."""
     params = {"kinds": list(kinds), "limit": limit, "days": expiry_days}
     with conn.cursor() as cur:
         cur.execute(_LINK_UNLINKED, params)
         linked = fetch_all(cur)
+    # Plain tuples for what may be a whole table's worth of rows: a dict cursor's rows cost
+    # more to build than the INSERT takes.
+    with conn.cursor(cursor_factory=psycopg2.extensions.cursor) as cur:
         cur.execute(
-            f"""
-            {_INSERT_APP_FILES}
-            FROM falback_app_files f
-            WHERE f.kind = ANY(%(kinds)s)
-              AND NOT EXISTS (SELECT 1 FROM ledger l WHERE l.source_url = f.url)
-            ORDER BY {PRIORITY_ORDER}, f.created_at, f.source_id
-            LIMIT %(limit)s
-            ON CONFLICT (source_url) DO NOTHING
-            RETURNING id, kind, source_table, source_id
-            """,
-            params,
+            BARE_INSERT_FROM_APP + " RETURNING id, kind, expected_size, source_table, source_id", params
         )
-        created = fetch_all(cur)
+        created = _dicts(cur)
     # The query above read falback_app_files: no need to ask whether it exists.
     _sync(conn, [(r["source_table"], r["source_id"]) for r in [*linked, *created]])
     return created
@@ -177,6 +185,9 @@ def _sync(conn: Connection, rows: Iterable[tuple[str | None, str | None]]) -> No
     public_url = public_url_from_env()
     with conn.cursor() as cur:
         for table, ids in by_table.items():
+            if len(ids) >= _BULK_ROWS:
+                _sync_bulk(cur, table, list(ids), public_url)
+                continue
             cur.execute(_ROW_FILES, (list(ids), table))
             files: dict[str, list[Row]] = {}
             for f in fetch_all(cur):
@@ -193,21 +204,66 @@ def _sync(conn: Connection, rows: Iterable[tuple[str | None, str | None]]) -> No
                 cur.execute(b";".join(statements))
 
 
+# From this many rows of one table (a backfill, a first sweep), `_sync_bulk`: one read
+# joining the whole view and one UPDATE ... FROM (VALUES ...) per page, instead of a
+# function call (a subtransaction) and a statement per row.
+_BULK_ROWS = 200
+
+
+def _dicts(cur: Any) -> list[Row]:
+    names = [d.name for d in cur.description]
+    return [dict(zip(names, values, strict=True)) for values in cur.fetchall()]
+
+
+def _sync_bulk(cur: Any, table: str, ids: list[str], public_url: str | None) -> None:
+    with cur.connection.cursor(cursor_factory=psycopg2.extensions.cursor) as plain:
+        plain.execute(_ROW_FILES_BULK, (ids, table))
+        rows = _dicts(plain)
+    files: dict[str, list[Row]] = {}
+    for f in rows:
+        files.setdefault(f["row_id"], []).append(f)
+    cur.execute(
+        "SELECT format_type(atttypid, NULL) AS id_type FROM pg_attribute"
+        " WHERE attrelid = %s::regclass AND attname = 'id'",
+        (f"public.{table}",),
+    )
+    id_type = fetch_one(cur)["id_type"]  # type: ignore[index]
+    update = sql.SQL(_UPDATE_COLUMNS_BULK).format(sql.Identifier(table), sql.SQL(id_type)).as_string(cur)
+    psycopg2.extras.execute_values(
+        cur,
+        update,
+        [(row_id, *_columns(row_files, public_url)) for row_id, row_files in files.items()],
+        template="(%s, %s, %s, %s, %s::timestamptz, %s, %s)",
+        page_size=5000,
+    )
+
+
 # Each row's files with their ledger rows, the row's main file (highest priority) first,
 # and the links of its Drive copy and of its copy elsewhere (S3 before the local folder)
 # from `copies`; the ledger's own link when no copy row is there (written by a version
 # before the copies table).
-_ROW_FILES = f"""
-    SELECT ids.id AS row_id, f.variant, l.status, l.done_at, l.last_error, l.media_id,
+_COPY_LINKS = """
            coalesce((SELECT c.url FROM copies c WHERE c.ledger_id = l.id AND c.destination = 'drive'),
                     CASE WHEN l.destination = 'drive' THEN l.destination_url END) AS drive_url,
            coalesce((SELECT c.url FROM copies c WHERE c.ledger_id = l.id AND c.destination <> 'drive'
                      ORDER BY c.destination = 's3' DESC LIMIT 1),
-                    CASE WHEN l.destination <> 'drive' THEN l.destination_url END) AS storage_url
+                    CASE WHEN l.destination <> 'drive' THEN l.destination_url END) AS storage_url"""
+_ROW_FILES = f"""
+    SELECT ids.id AS row_id, f.variant, l.status, l.done_at, l.last_error, l.media_id,{_COPY_LINKS}
     FROM unnest(%s::text[]) WITH ORDINALITY AS ids(id, n)
     CROSS JOIN LATERAL falback_app_row_files(%s, ids.id) f
     LEFT JOIN ledger l ON l.source_url = f.url
     ORDER BY ids.n, {priority_sql("f.kind")}
+"""
+# `_ROW_FILES` for many rows: the view joined as a whole (one scan of the app table), since
+# filtering it by source_id one row at a time could not use the primary key.
+_ROW_FILES_BULK = f"""
+    SELECT f.source_id AS row_id, f.variant, l.status, l.done_at, l.last_error, l.media_id,{_COPY_LINKS}
+    FROM falback_app_files f
+    JOIN unnest(%s::text[]) AS ids(id) ON ids.id = f.source_id
+    LEFT JOIN ledger l ON l.source_url = f.url
+    WHERE f.source_table = %s
+    ORDER BY f.source_id, {priority_sql("f.kind")}
 """
 # Most calls (every link, every claim) find the row as it was: skipping those spares the
 # user's table a locked, rewritten row.
@@ -217,6 +273,17 @@ _UPDATE_COLUMNS = (
     " (backup_status, backup_drive_url, backup_storage_url, backed_up_at, backup_error,"
     " backup_media_url)"
     " IS DISTINCT FROM (%s::text, %s::text, %s::text, %s::timestamptz, %s::text, %s::text)"
+)
+# The same for many rows; the ids are cast to the key's type ({1}) so the primary key is used.
+_UPDATE_COLUMNS_BULK = (
+    "UPDATE {0} a SET backup_status = v.status, backup_drive_url = v.drive_url,"
+    " backup_storage_url = v.storage_url, backed_up_at = v.at, backup_error = v.error,"
+    " backup_media_url = v.media_url"
+    " FROM (VALUES %s) AS v(id, status, drive_url, storage_url, at, error, media_url)"
+    " WHERE a.id = v.id::{1} AND"
+    " (a.backup_status, a.backup_drive_url, a.backup_storage_url, a.backed_up_at, a.backup_error,"
+    " a.backup_media_url)"
+    " IS DISTINCT FROM (v.status, v.drive_url, v.storage_url, v.at, v.error, v.media_url)"
 )
 
 

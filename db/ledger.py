@@ -3,6 +3,8 @@
 Status machine: pending -> queued -> copying -> done; copying -> retrying -> queued;
 -> failed (gave up, or a permanent error); -> gone (the source answered 404/410 past the
 file's guaranteed window, or for longer than FALBACK_MISSING_RETRY_SECONDS inside it).
+'pending' rows are the backlog; 'queued' ones have a job in Redis's bounded window
+(db/dispatch.py moves rows from the one to the other).
 A worker's writes name the claim's owner, so a worker whose lease ran out changes nothing.
 Every error text stored passes core.logs.redact: no URL query string or token lands here.
 """
@@ -89,23 +91,9 @@ def insert_files(conn: Connection, files: Sequence[NewFile], expiry_days: int) -
     return created
 
 
-def pending_rows(conn: Connection, kinds: Sequence[str], limit: int) -> list[dict[str, Any]]:
-    """Rows waiting for a job, highest priority first, closest to expiry first."""
-    with conn.cursor() as cur:
-        cur.execute(
-            f"""
-            SELECT id, kind, expected_size FROM ledger
-            WHERE status = 'pending' AND kind = ANY(%(kinds)s)
-            ORDER BY {PRIORITY_ORDER}, expires_at NULLS LAST, id
-            LIMIT %(limit)s
-            """,
-            {"kinds": list(kinds), "limit": limit},
-        )
-        return list(fetch_all(cur))
-
-
 def mark_queued(conn: Connection, ids: Sequence[int], from_status: str = "pending") -> int:
-    """Rows that now have a job: 'pending' (or, for the sweep, due 'retrying') -> 'queued'."""
+    """Rows that now have a job: 'pending' (or, for the sweep, due 'retrying') -> 'queued'.
+    The dispatcher's own claim is db/dispatch.claim_window."""
     assert from_status in ("pending", "retrying")
     with conn.cursor() as cur:
         cur.execute(

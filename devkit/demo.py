@@ -369,7 +369,10 @@ def _drive(
                 headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
             )
             with urllib.request.urlopen(req, timeout=30) as response:
-                print(f"POST /backfill {type_}: {json.load(response)['files']} file(s) enqueued", flush=True)
+                print(
+                    f"POST /backfill {type_}: {json.load(response)['files']} file(s) added to the backlog",
+                    flush=True,
+                )
         sent = 0
         interactive = sys.stdout.isatty()
         with connection(config.database_url, application_name="falback-demo") as conn:

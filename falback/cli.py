@@ -27,19 +27,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="falback", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("migrate", help="apply database migrations (safe to run twice)")
-    fill = commands.add_parser("backfill", help="enqueue existing files, most valuable first")
+    fill = commands.add_parser("backfill", help="add existing files to the backlog, most valuable first")
     fill.add_argument("--type", required=True, choices=list(BACKFILL_TYPES))
     fill.add_argument("--limit", required=True, type=int)
-    fill.add_argument("--dry-run", action="store_true", help="show what would be enqueued")
+    fill.add_argument("--dry-run", action="store_true", help="show what would be added")
     status = commands.add_parser("status", help="backup progress, files at risk, alarms")
     status.add_argument("--watch", action="store_true", help="live progress bars until Ctrl-C")
     status.add_argument("--interval", type=float, default=2.0, help="seconds between redraws")
     work = commands.add_parser("worker", help="run an RQ worker on the backup queues")
     work.add_argument("--burst", action="store_true", help="exit when the queues are empty")
+    work.add_argument("--fork", action="store_true", help="run each job in a forked work horse")
     retry = commands.add_parser("retry-failed", help="give failed files new attempts (after a fix)")
     retry.add_argument("--type", default="all", choices=list(BACKFILL_TYPES))
-    commands.add_parser("relay", help="turn Postgres NOTIFYs from the app tables into backup jobs")
-    commands.add_parser("sweep", help="enqueue whatever the queues lost or never got (one pass)")
+    commands.add_parser("relay", help="turn Postgres NOTIFYs from the app tables into backup work")
+    commands.add_parser("sweep", help="dispatch whatever the queues lost or never got (one pass)")
     commands.add_parser("cron", help="schedule the periodic sweep, the daily backfill and the verify")
     recovery.add_parsers(commands)
     commands.add_parser("drive-check", help="check the Google Drive settings with a test upload")
@@ -132,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return watch(config, args.interval) if args.watch else print_status(config)
     if args.command == "worker":
-        return _worker(config, args.burst)
+        return _worker(config, args.burst, args.fork)
     if args.command == "retry-failed":
         return _retry_failed(config, args.type)
     if args.command == "verify":
@@ -160,8 +161,8 @@ _NEEDS: dict[str, tuple[str, ...]] = {
 
 
 def _retry_failed(config: Config, type_: str) -> int:
-    """Failed rows back to 'pending', then a sweep replaces their old jobs with new ones."""
-    from jobs.sweep import sweep
+    """Failed rows back to 'pending' (the backlog), then a top-up dispatches what fits."""
+    from jobs.dispatch import top_up_for
 
     assert config.database_url and config.redis_url
     with connection(config.database_url) as conn:
@@ -170,11 +171,10 @@ def _retry_failed(config: Config, type_: str) -> int:
             app_rows.sync_app_row(conn, row["source_table"], row["source_id"])
         conn.commit()
         print(f"{len(rows)} failed file(s) back to pending")
-        counts = sweep(config, conn, Redis.from_url(config.redis_url))
-    if counts is None:
-        print("another sweep is running; it or the next one enqueues them")
-    else:
-        print(f"enqueued {counts.pending} pending file(s)")
+        dispatched = top_up_for(
+            conn, Redis.from_url(config.redis_url), config, [(r["id"], r["kind"]) for r in rows]
+        )
+    print(f"dispatched {len(dispatched)} file(s) now; the rest wait in the backlog for a free worker")
     return 0
 
 
@@ -192,34 +192,33 @@ def _backfill(config: Config, type_: str, limit: int, dry_run: bool) -> int:
                 type_,
                 limit,
                 dry_run=dry_run,
-                progress=lambda done, total: print(f"enqueued {done}/{total}", flush=True),
             )
     except BackfillError as e:
         print(f"falback backfill: {e}", file=sys.stderr)
         return 2
-    verb = "would enqueue" if dry_run else "enqueued"
+    verb = "would add" if dry_run else "added"
     print(
-        f"{verb} {summary.files} file(s), {figures.size(summary.bytes)}"
-        f" ({summary.new_ledger_rows} new ledger rows)"
+        f"{verb} {summary.files} file(s), {figures.size(summary.bytes)}, to the backlog"
+        + ("" if dry_run else f"; {summary.dispatched} on the queues now, the rest as workers free up")
     )
     for kind, totals in summary.per_kind.items():
         print(f"  {kind:<8} {totals['files']:>8} files {figures.size(totals['bytes']):>10}")
     return 0
 
 
-def _worker(config: Config, burst: bool) -> int:
+def _worker(config: Config, burst: bool, fork: bool) -> int:
     from jobs.queues import worker_queues
     from jobs.worker import make_worker
 
     assert config.redis_url
-    # Import the job code here, once: each job runs in a work horse forked from this
-    # process, which would otherwise import it again (seconds on a busy machine) per file.
+    # Import the job code here, once: with --fork each job runs in a work horse forked from
+    # this process, which would otherwise import it again (seconds on a busy machine) per file.
     import jobs.backup  # noqa: F401
 
     if config.drive is not None:
         import jobs.destinations.drive  # noqa: F401
     redis = Redis.from_url(config.redis_url)
-    worker = make_worker(config, redis, worker_queues(redis))
+    worker = make_worker(config, redis, worker_queues(redis), fork=fork)
     try:
         worker.work(with_scheduler=True, burst=burst)
     finally:

@@ -1,9 +1,11 @@
-"""Backfill: put files that already exist in the app tables on the backup queues.
+"""Backfill: put files that already exist in the app tables in the backlog.
 
-Most valuable first (upscaled videos, then regular videos, then images) and, within a
-type, oldest first (closest to expiry). Ledger rows are created in one INSERT ... SELECT
-and jobs enqueued in Redis pipelines of 1,000, so a large table costs a handful of
-round trips, not one per row. Running it twice enqueues nothing new.
+The ledger is the backlog: one INSERT ... SELECT creates a 'pending' row for each app
+file that has none (at most `limit`, most valuable and oldest first), and a top-up
+(jobs/dispatch.py) starts as many as the queues' windows hold; workers take the rest,
+upscaled videos first, then regular videos, then images, each closest to expiry first.
+Redis sees a window's worth of jobs however large the backlog. Running it twice adds
+nothing new.
 """
 
 from __future__ import annotations
@@ -14,9 +16,9 @@ from redis import Redis
 
 from core.config import Config
 from core.kinds import BACKFILL_TYPES
-from db import app_rows, ledger
+from db import app_rows
 from db.connection import Connection
-from jobs.intake import Progress, enqueue_rows
+from jobs.dispatch import top_up_for
 
 
 class BackfillError(ValueError):
@@ -29,7 +31,8 @@ class BackfillSummary:
     limit: int
     dry_run: bool
     new_ledger_rows: int = 0
-    files: int = 0
+    files: int = 0  # added to the backlog by this call (the new ledger rows)
+    dispatched: int = 0  # of the backlog, put on the queues at once
     bytes: int = 0
     per_kind: dict[str, dict[str, int]] = field(default_factory=dict)
 
@@ -37,6 +40,7 @@ class BackfillSummary:
         return {
             "type": self.type, "limit": self.limit, "dry_run": self.dry_run,
             "new_ledger_rows": self.new_ledger_rows, "files": self.files,
+            "dispatched": self.dispatched,
             "bytes": self.bytes, "per_kind": self.per_kind,
         }  # fmt: skip
 
@@ -59,7 +63,6 @@ def backfill(
     limit: int,
     *,
     dry_run: bool = False,
-    progress: Progress | None = None,
 ) -> BackfillSummary:
     kinds = BACKFILL_TYPES[type_]
     if not app_rows.app_files_exist(conn):
@@ -67,8 +70,8 @@ def backfill(
             "no app tables found (gen_videos / gen_images); run `falback migrate` after they exist"
         )
     summary = BackfillSummary(type_, limit, dry_run)
-    summary.new_ledger_rows = len(app_rows.insert_from_app(conn, kinds, limit, config.expiry_days))
-    rows = ledger.pending_rows(conn, kinds, limit)
+    rows = app_rows.insert_from_app(conn, kinds, limit, config.expiry_days)
+    summary.new_ledger_rows = len(rows)
     for row in rows:
         kind = summary.per_kind.setdefault(row["kind"], {"files": 0, "bytes": 0})
         kind["files"] += 1
@@ -78,5 +81,6 @@ def backfill(
     if dry_run:
         conn.rollback()
         return summary
-    enqueue_rows(conn, redis, config, [(r["id"], r["kind"]) for r in rows], progress)
+    conn.commit()  # the backlog is safe before Redis is asked
+    summary.dispatched = len(top_up_for(conn, redis, config, [(r["id"], r["kind"]) for r in rows]))
     return summary

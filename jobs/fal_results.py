@@ -21,9 +21,9 @@ from rq.job import Job, JobStatus
 from core.config import Config
 from db import deliveries
 from db.connection import Connection
+from jobs.dispatch import top_up_for
 from jobs.fal.api import FetchFailed, ResultUnavailable, request_result, unfetchable_reason
 from jobs.fal.record import record_result
-from jobs.intake import enqueue_rows
 from jobs.queues import MAINTENANCE_QUEUE
 from jobs.worker import WorkerContext
 
@@ -109,7 +109,7 @@ def _fetch(conn: Connection, redis: Redis, config: Config, delivery_id: int) -> 
         [i for i, _ in recorded.rows],
     )
     try:
-        enqueue_rows(conn, redis, config, recorded.rows)
+        top_up_for(conn, redis, config, recorded.rows)
     except RedisError as e:
         conn.rollback()
         log.warning(

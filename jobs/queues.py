@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -44,6 +44,10 @@ MAINTENANCE_QUEUE = "falback-maintenance"
 # The weekly `verify` (jobs/verify.py) reads copies back for minutes or hours: served
 # last, so it starts only when no copy waits, and never delays a sweep.
 VERIFY_QUEUE = "falback-verify"
+
+
+# A job in one of these states will still run; anything else (or no job) needs a new one.
+LIVE = frozenset({JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED, JobStatus.STARTED})
 
 
 def job_id(ledger_id: int) -> str:
@@ -120,11 +124,6 @@ def enqueue_batch(redis: Redis, config: Config, items: Sequence[tuple[int, str]]
 
 def counts(redis: Redis) -> dict[str, int]:
     return {q.name: q.count for q in queues(redis)}
-
-
-def chunked(items: Sequence[tuple[int, str]], size: int) -> Iterable[Sequence[tuple[int, str]]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 @dataclass(frozen=True)

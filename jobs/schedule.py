@@ -5,8 +5,9 @@ verify on a queue of its own, served last.
 Why jobs on a queue rather than running them in this process: RQ's CronScheduler only
 enqueues (that is its whole API in rq 2.12), the results and failures then show in the
 dashboard like any job, and the worker already has the configuration and connections.
-The sweep and the backfill only read Postgres and enqueue, so they take seconds; the
-verify reads every copy back (jobs/verify.py) and may take hours, hence its own timeout.
+The sweep and the backfill only read and write Postgres and dispatch a window, so they
+take seconds; the verify reads every copy back (jobs/verify.py) and may take hours, hence
+its own timeout.
 
 Why `falback cron` rather than `rq cron <module>`: it reads the one Config (strictly,
 at start-up) and finds the embedded Redis like every other falback command, and its
@@ -91,11 +92,11 @@ def daily_backfill(context: WorkerContext, type_: str, limit: int) -> dict[str, 
     finally:
         conn.rollback()
     log.info(
-        "daily backfill %s %d: enqueued %d file(s), %d new ledger rows",
+        "daily backfill %s %d: %d file(s) added to the backlog, %d dispatched at once",
         type_,
         limit,
         summary.files,
-        summary.new_ledger_rows,
+        summary.dispatched,
     )
     return summary.as_dict()
 

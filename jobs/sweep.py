@@ -3,12 +3,14 @@
 One pass, called by cron (every FALBACK_SWEEP_INTERVAL seconds), by the relay after
 every (re)connect, and by `falback sweep`:
 
-  a. created        app files with no ledger row -> create the rows, enqueue
-  b. pending        'pending' rows (Redis was down, or a process died before enqueueing)
-  c. lost_queued    'queued' rows whose RQ job is gone (Redis restarted or was flushed)
-  d. retrying_due   'retrying' rows past next_attempt_at whose retry job is gone
-  e. expired_leases 'copying' rows whose worker died (lease ran out) -> 'queued' again;
+  a. created        app files with no ledger row -> create the rows ('pending': the backlog)
+  b. lost_queued    'queued' rows whose RQ job is gone (Redis restarted or was flushed)
+  c. retrying_due   'retrying' rows past next_attempt_at whose retry job is gone
+  d. expired_leases 'copying' rows whose worker died (lease ran out) -> 'queued' again;
                     rows that had no attempts left end as 'failed' (gave_up)
+  e. dispatched     the windows topped up from the backlog (jobs/dispatch.py), as every
+                    producer and every worker after each job does: this one covers a
+                    top-up that failed (Redis was down, a process died)
   f. fal_results    fal deliveries whose result is still to be fetched from fal's queue
                     (within the hour fal keeps it) and whose fetch job is gone
 
@@ -39,29 +41,28 @@ from core.config import Config
 from core.kinds import KIND_NAMES
 from db import app_rows, deliveries, ledger, sweeps
 from db.connection import Connection, Row, connection
+from jobs.dispatch import top_up
 from jobs.fal_results import enqueue_fetch
-from jobs.intake import BATCH_SIZE, enqueue_rows
-from jobs.queues import delete_jobs, enqueue_batch, job_states
+from jobs.queues import LIVE, delete_jobs, enqueue_batch, job_states
 from jobs.worker import WorkerContext
 
 log = logging.getLogger(__name__)
 
-# A job in one of these states will still run; anything else (or no job) needs a new one.
-_LIVE = frozenset({JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED, JobStatus.STARTED})
+BATCH_SIZE = 1000
 # For a row whose lease expired, a 'started' job is a dead worker's: RQ kills a live
 # worker's job at the job timeout, and the lease is the job timeout + 60 s.
-_LIVE_AFTER_LEASE = _LIVE - {JobStatus.STARTED}
+_LIVE_AFTER_LEASE = LIVE - {JobStatus.STARTED}
 _LOGGED_IDS = 20
 
 
 @dataclass
 class SweepCounts:
     created: int = 0
-    pending: int = 0
     lost_queued: int = 0
     retrying_due: int = 0
     expired_leases: int = 0
     gave_up: int = 0
+    dispatched: int = 0
     fal_results: int = 0
 
     def as_dict(self) -> dict[str, int]:
@@ -94,25 +95,21 @@ def _sweep(config: Config, conn: Connection, redis: Redis, limit: int) -> SweepC
     started = time.monotonic()
     counts = SweepCounts()
 
-    # (b) before (a), so each row is counted once.
-    pending = [(r["id"], r["kind"]) for r in ledger.pending_rows(conn, KIND_NAMES, limit)]
     created: list[tuple[int, str]] = []
     if app_rows.app_files_exist(conn):
         new_rows = app_rows.insert_from_app(conn, KIND_NAMES, limit, config.expiry_days)
         created = [(r["id"], r["kind"]) for r in new_rows]
-    conn.commit()  # new rows are safe as 'pending' before any job exists
-    _delete_finished_jobs(redis, pending, _LIVE)
-    enqueue_rows(conn, redis, config, created + pending)
-    counts.created, counts.pending = len(created), len(pending)
+    conn.commit()  # new rows are safe as 'pending': the backlog the top-up below takes from
+    counts.created = len(created)
     _log_ids("created ledger rows for new app files", created)
 
-    lost = _resubmit(redis, config, _pages(conn, sweeps.queued_page), _LIVE, limit)
+    lost = _resubmit(redis, config, _pages(conn, sweeps.queued_page), LIVE, limit)
     sweeps.touch_queued(conn, [i for i, _ in lost])
     conn.commit()
     counts.lost_queued = len(lost)
     _log_ids("re-enqueued 'queued' rows whose job was lost", lost)
 
-    due = _resubmit(redis, config, _pages(conn, sweeps.retrying_due_page), _LIVE, limit)
+    due = _resubmit(redis, config, _pages(conn, sweeps.retrying_due_page), LIVE, limit)
     ledger.mark_queued(conn, [i for i, _ in due], from_status="retrying")
     conn.commit()
     counts.retrying_due = len(due)
@@ -133,6 +130,9 @@ def _sweep(config: Config, conn: Connection, redis: Redis, limit: int) -> SweepC
         [(r["id"], "") for r in gave_up],
         level=logging.WARNING,
     )
+
+    # Last: the lost and expired rows above count in their windows already.
+    counts.dispatched = len(top_up(conn, redis, config))
 
     if config.fal_key:
         counts.fal_results = sum(
@@ -198,12 +198,6 @@ def _resubmit(
         if len(resubmitted) >= limit:
             break
     return resubmitted
-
-
-def _delete_finished_jobs(redis: Redis, items: Sequence[tuple[int, str]], live: frozenset[JobStatus]) -> None:
-    """Delete the jobs of these rows that exist but will not run again."""
-    if items:
-        delete_jobs(redis, [s for s in job_states(redis, items) if s.exists and s.status not in live])
 
 
 def _log_ids(what: str, rows: Sequence[tuple[int, Any]], level: int = logging.INFO) -> None:

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from redis import Redis
-from rq.job import JobStatus
 
 from core.config import Config
 from core.logs import redact
@@ -25,14 +24,10 @@ from db.connection import Connection
 from db.recovery import FileCopy
 from jobs.destinations.readback import CopyReader
 from jobs.destinations.readers import usable_readers
-from jobs.intake import enqueue_rows
-from jobs.queues import delete_jobs, job_states
+from jobs.dispatch import top_up_for
 from jobs.worker import WorkerContext
 
 log = logging.getLogger(__name__)
-
-# A job in one of these states will still run: it is left alone (jobs/sweep.py does the same).
-_LIVE = frozenset({JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED, JobStatus.STARTED})
 
 
 @dataclass(frozen=True)
@@ -195,10 +190,10 @@ def _requeue(
     app_rows.sync_app_rows(conn, [(r["source_table"], r["source_id"]) for r in reopened])
     conn.commit()
     items = sorted((int(r["id"]), str(r["kind"])) for r in reopened)
-    # A finished job of an earlier copy keeps its id for a while and would block a new one.
-    delete_jobs(redis, [s for s in job_states(redis, items) if s.exists and s.status not in _LIVE])
-    enqueue_rows(conn, redis, config, items)
-    log.info("verify: re-queued ledger %s", ", ".join(str(i) for i, _ in items) or "none")
+    # Back in the backlog; the top-up replaces a finished job of an earlier copy, whose id
+    # would otherwise block the new one.
+    top_up_for(conn, redis, config, items)
+    log.info("verify: ledger %s back in the backlog", ", ".join(str(i) for i, _ in items) or "none")
     return [i for i, _ in items]
 
 

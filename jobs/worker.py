@@ -5,15 +5,19 @@ A job function takes a `WorkerContext` as its first argument; the queue stores o
 other arguments (ledger id, delivery id ...). `ContextJob` puts the context in front when
 the job runs, so no job reads a module global or the environment.
 
-The context opens its connections lazily, in the process that uses them: a forking
-worker's work horse opens its own, never the parent's, and an in-process worker
-(`SimpleWorker`, tests) reuses one connection for job after job.
+The context opens its connections lazily, in the process that uses them: an in-process
+worker (RQ's `SimpleWorker`: `falback worker`) reuses one Postgres connection for job after
+job, and a forking worker's work horse (`falback worker --fork`) opens its own, never the
+parent's.
+
+After each job, and once when it starts, a worker tops up the backup queues it serves
+from the backlog in Postgres (jobs/dispatch.py): the queues hold only a window of work.
 
 Shutdown: a SIGTERM to the worker (or to its work horse) mid-job gives the job
 SHUTDOWN_GRACE_SECONDS to finish; past that, or at a second SIGTERM, the job is
 interrupted and hands its row back (the backup job records a retry), so no row is left
-leased to a process that is gone. RQ's own horse dies at once on SIGTERM, and its cold
-shutdown SIGKILLs it: either way the row waited for its lease (the job timeout + 60 s).
+leased to a process that is gone. (RQ's own horse dies at once on SIGTERM, its cold
+shutdown SIGKILLs it, and its in-process worker lets a job run on without bound.)
 """
 
 from __future__ import annotations
@@ -26,13 +30,18 @@ from types import FrameType
 from typing import Any
 
 import psycopg2
-from redis import Redis
+from redis import Redis, RedisError
 from rq import Queue, SimpleWorker, Worker
 from rq.exceptions import ShutDownImminentException
 from rq.job import Job
+from rq.worker import WorkerStatus
 
 from core.config import Config
 from db.connection import Connection, connect
+from jobs.dispatch import top_up
+from jobs.queues import QUEUE_FOR_KIND
+
+log = logging.getLogger(__name__)
 
 
 class WorkerContext:
@@ -82,11 +91,33 @@ class ContextJob(Job):
 
 class _GivesContext:
     context: WorkerContext
+    queues: list[Queue]
 
     def perform_job(self, job: Job, queue: Queue) -> bool:
         if isinstance(job, ContextJob):
             job.context = self.context
         return super().perform_job(job, queue)  # type: ignore[misc, no-any-return]
+
+    def work(self, *args: Any, **kwargs: Any) -> bool:
+        self.top_up()  # a worker that joins widens the windows: fill them before waiting
+        return super().work(*args, **kwargs)  # type: ignore[misc, no-any-return]
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        super().execute_job(job, queue)  # type: ignore[misc]
+        # In this process (a forking worker's parent, not its horse): a job's slot is free.
+        self.top_up()
+
+    def top_up(self) -> None:
+        """Refill the windows of the backup queues this worker serves; a failure is left to
+        the next job's top-up or the sweep."""
+        served = {q.name for q in self.queues}
+        kinds = [kind for kind, name in QUEUE_FOR_KIND.items() if name in served]
+        if not kinds:
+            return
+        try:
+            top_up(self.context.db(), self.context.redis, self.context.config, kinds)
+        except (psycopg2.Error, RedisError) as e:
+            log.warning("could not top up the queues (%s); the next job or sweep does", type(e).__name__)
 
 
 log = logging.getLogger(__name__)
@@ -107,7 +138,8 @@ HAND_BACK_NOW = signal.SIGRTMIN
 
 
 class FalbackWorker(_GivesContext, Worker):
-    """Forks a work horse per job: a job that crashes or leaks takes only its horse.
+    """Forks a work horse per job (`falback worker --fork`): a job that crashes the
+    interpreter or leaks takes only its horse, at a fork per file.
 
     The horse leads a process group of its own, so a SIGTERM to the worker's group does
     not reach it: the worker passes it on (warm shutdown), and a second one as
@@ -173,11 +205,24 @@ def _alive(pid: int) -> bool:
 
 
 class InProcessWorker(_GivesContext, SimpleWorker):
-    """Runs jobs in this process, reusing its connections (tests, where nothing is killed)."""
+    """Runs jobs in this process, reusing its connections (`falback worker`, tests). RQ
+    still ends a job at its timeout (SIGALRM, as in a work horse); a copy streams in
+    chunks, so memory does not grow with files (tests/test_drive_crash.py measures it).
+
+    A SIGTERM mid-job starts the grace (the job-timeout alarm gives way to the shutdown's
+    deadline); a second one is RQ's cold shutdown, whose SystemExit, raised inside the
+    job, makes the backup job record a retry before the process ends."""
+
+    def handle_warm_shutdown_request(self) -> None:
+        super().handle_warm_shutdown_request()  # type: ignore[no-untyped-call]
+        if self.get_state() == WorkerStatus.BUSY:
+            log.info("shutting down: the current job has %ds to finish", SHUTDOWN_GRACE_SECONDS)
+            signal.signal(signal.SIGALRM, _hand_back)
+            signal.alarm(SHUTDOWN_GRACE_SECONDS)
 
 
 def make_worker(
-    config: Config, redis: Redis, queues: list[Queue], *, fork: bool = True
+    config: Config, redis: Redis, queues: list[Queue], *, fork: bool = False
 ) -> FalbackWorker | InProcessWorker:
     worker_class = FalbackWorker if fork else InProcessWorker
     worker = worker_class(

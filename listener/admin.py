@@ -47,5 +47,12 @@ def post_backfill() -> tuple[Response, int]:
         summary = backfill(config, get_db(), get_redis(), type_, limit, dry_run=dry_run)
     except BackfillError as e:
         return jsonify(error=str(e)), 400
-    log.info("backfill %s limit %d: %d files enqueued (dry run: %s)", type_, limit, summary.files, dry_run)
+    log.info(
+        "backfill %s limit %d: %d files added to the backlog, %d dispatched (dry run: %s)",
+        type_,
+        limit,
+        summary.files,
+        summary.dispatched,
+        dry_run,
+    )
     return jsonify(summary.as_dict()), 200

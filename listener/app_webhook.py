@@ -10,7 +10,7 @@ Authentication, with FALBACK_APP_WEBHOOK_SECRET (``whsec_<base64>``):
   space-separated, during a key rotation), keyed with the base64-decoded secret;
 - or, for Supabase (pg_net cannot sign), the header ``X-Falback-Secret: <the secret>``.
 
-INSERT/UPDATE create or link the row's ledger rows and enqueue them; DELETE changes
+INSERT/UPDATE create or link the row's ledger rows and dispatch them; DELETE changes
 nothing (the backup stays). 400 malformed, 401 bad auth, 403 no secret configured, 413 too
 large: none of them writes a row. Postgres down: 503; Redis down: 200, rows stay pending.
 """
@@ -37,8 +37,8 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from core.kinds import APP_TABLES, columns_of
 from db import app_rows, ledger
 from db.connection import Row
+from jobs.dispatch import top_up_for
 from jobs.fal.plan import storable
-from jobs.intake import enqueue_rows
 from listener.context import get_config, get_db, get_redis
 
 bp = Blueprint("app_webhook", __name__)
@@ -104,7 +104,7 @@ def receive() -> tuple[Response, int]:
         "queued": len(pending),
     }
     try:
-        enqueue_rows(conn, get_redis(), config, pending)
+        top_up_for(conn, get_redis(), config, pending)
     except RedisError as e:
         conn.rollback()
         log.warning(

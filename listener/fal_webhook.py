@@ -1,12 +1,12 @@
 """POST /webhooks/fal: fal's completion webhook (docs/webhooks.md).
 
 verify the ED25519 signature over the raw body -> parse -> record the delivery (unique by
-request_id) and a ledger row per file in one transaction (jobs.fal.record) -> enqueue.
+request_id) and a ledger row per file in one transaction (jobs.fal.record) -> dispatch.
 Nothing is downloaded here, so fal gets its answer in milliseconds.
 
 Answers: 200 recorded (or a repeat: nothing changes); 400 malformed body; 401 bad
 signature; 413 too large; 503 keys or Postgres unavailable (fal retries). Redis down is
-still 200: the ledger rows stay 'pending' and the sweep enqueues them.
+still 200: the ledger rows stay 'pending' and the sweep dispatches them.
 
 The webhook URL may carry ``?table=gen_videos&id=123&variant=upscale`` (link the file to
 its app row) and ``fal_app=<owner>/<app>`` (where to fetch a result fal left out of the
@@ -23,13 +23,13 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from redis import RedisError
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from jobs.dispatch import top_up_for
 from jobs.fal.api import body_limit
 from jobs.fal.jwks import JwksCache
 from jobs.fal.payload import FalWebhook, MalformedWebhookError, load_body, parse_hints, parse_webhook
 from jobs.fal.record import Recorded, record_webhook
 from jobs.fal.signature import verify_webhook
 from jobs.fal_results import enqueue_fetch
-from jobs.intake import enqueue_rows
 from listener.context import get_config, get_db, get_redis
 
 bp = Blueprint("fal_webhook", __name__)
@@ -116,11 +116,11 @@ def _enqueue(hook: FalWebhook, outcome: Recorded) -> tuple[Response, int]:
     )
     conn = get_db()
     try:
-        enqueue_rows(conn, get_redis(), config, outcome.rows)
+        top_up_for(conn, get_redis(), config, outcome.rows)
         if outcome.fetch:
             enqueue_fetch(get_redis(), outcome.delivery_id)
     except (psycopg2.OperationalError, psycopg2.InterfaceError) as e:
-        # Rows and delivery are committed; a row left 'pending' is the sweep's to enqueue.
+        # Rows and delivery are committed; a row left 'pending' is the sweep's to dispatch.
         log.warning(
             "fal webhook %s: postgres lost after commit (%s); the sweep finishes",
             hook.request_id,

@@ -5,7 +5,7 @@ Triggers on the app tables (migrations 0002 + repeatable/notify_triggers.sql) se
 relay LISTENs on its own autocommit connection and, for each notified app row, creates
 or links the ledger rows and brings the app row's backup_* columns up to date
 (`app_rows.upsert_app_rows`: a file linked after it was copied gets no job to do it), then
-enqueues those still 'pending' (`intake.enqueue_rows`, the path every producer shares).
+dispatches those still 'pending' (`dispatch.top_up_for`, the path every producer shares).
 Notifications that arrive together are handled as one batch.
 
 NOTIFY is fire-and-forget: whatever is sent while the relay is not listening is lost.
@@ -36,7 +36,7 @@ from core.kinds import APP_TABLES
 from core.lifecycle import Backoff, GracefulStop
 from db import app_rows
 from db.connection import Connection, connect
-from jobs.intake import enqueue_rows
+from jobs.dispatch import top_up_for
 from jobs.sweep import sweep
 
 log = logging.getLogger(__name__)
@@ -191,15 +191,17 @@ class Relay:
             return
         assert self._redis is not None
         try:
-            enqueue_rows(work, self._redis, self.config, pending)
+            dispatched = top_up_for(work, self._redis, self.config, pending)
         except RedisError as e:
             work.rollback()
             log.warning(
-                "redis unavailable (%s): ledger %s stay pending until a sweep enqueues them", e, _ids(pending)
+                "redis unavailable (%s): ledger %s stay pending until a sweep dispatches them",
+                e,
+                _ids(pending),
             )
             self._schedule_sweep()
             return
-        log.info("enqueued ledger %s", _ids(pending))
+        log.info("ledger %s in the backlog, %d dispatched at once", _ids(pending), len(dispatched))
 
     def _schedule_sweep(self) -> None:
         if not self._sweep_due:

@@ -15,7 +15,7 @@ from flask import Blueprint, Response, jsonify, redirect, render_template, reque
 from werkzeug.wrappers import Response as BaseResponse
 
 from db import app_rows, figures, ledger
-from jobs.intake import enqueue_rows
+from jobs.dispatch import top_up_for
 from jobs.queues import counts as queue_counts
 from listener.auth import admin_denied, same_origin
 from listener.context import get_config, get_db, get_redis
@@ -61,6 +61,6 @@ def retry() -> BaseResponse | tuple[Response, int]:
     for row in rows:
         app_rows.sync_app_row(conn, row["source_table"], row["source_id"])
     conn.commit()
-    enqueue_rows(conn, get_redis(), get_config(), [(r["id"], r["kind"]) for r in rows])
+    top_up_for(conn, get_redis(), get_config(), [(r["id"], r["kind"]) for r in rows])
     log.info("status page: %d failed file(s) back to the queue (reason %r)", len(rows), reason[:200])
     return redirect(url_for("status_page.status", retried=len(rows)), code=303)

@@ -25,8 +25,10 @@ def test_it_backs_up_every_file_most_valuable_first(config: Config, conn: Connec
 
     result = falback(config, "backfill", "--type", "all", "--limit", "1000")
     assert result.returncode == 0, result.stderr
-    assert "enqueued 40 file(s)" in result.stdout
-    assert "enqueued 40/40" in result.stdout
+    assert "added 40 file(s)" in result.stdout
+    # The rest wait in Postgres: each queue's window holds 2 jobs (FALBACK_QUEUE_WINDOW x
+    # at least one worker).
+    assert "; 6 on the queues now" in result.stdout
 
     run_worker(config)
 
@@ -82,23 +84,23 @@ def test_it_backs_up_every_file_most_valuable_first(config: Config, conn: Connec
     assert "at risk: nothing" in status.stdout and "ALARM" not in status.stdout
 
 
-def test_it_enqueues_nothing_new_when_run_twice(config: Config, conn: Connection, cdn: FakeCdn) -> None:
+def test_it_adds_nothing_new_when_run_twice(config: Config, conn: Connection, cdn: FakeCdn) -> None:
     """A second backfill (before or after the worker) adds no ledger rows and no jobs."""
     seed_thirty(conn, cdn)
     first = falback(config, "backfill", "--type", "upscale", "--limit", "4")
-    assert "enqueued 4 file(s)" in first.stdout
+    assert "added 4 file(s)" in first.stdout
     second = falback(config, "backfill", "--type", "upscale", "--limit", "4")
-    assert "enqueued 4 file(s)" in second.stdout, "the next 4 oldest upscales"
+    assert "added 4 file(s)" in second.stdout, "the next 4 oldest upscales"
     rows = ledger_rows(conn)
     assert len(rows) == 8
     # Oldest first: the first eight upscales by age.
     assert sorted(r["source_id"] for r in rows) == sorted(str(i) for i in range(1, 9))
     run_worker(config)
     again = falback(config, "backfill", "--type", "upscale", "--limit", "8")
-    assert "enqueued 2 file(s)" in again.stdout
+    assert "added 2 file(s)" in again.stdout
     run_worker(config)
     last = falback(config, "backfill", "--type", "upscale", "--limit", "100")
-    assert "enqueued 0 file(s)" in last.stdout
+    assert "added 0 file(s)" in last.stdout
     assert sum(r["status"] == "done" for r in ledger_rows(conn)) == 10
 
 
@@ -106,7 +108,7 @@ def test_dry_run_changes_nothing(config: Config, conn: Connection, cdn: FakeCdn)
     seed_thirty(conn, cdn)
     result = falback(config, "backfill", "--type", "images", "--limit", "3", "--dry-run")
     assert result.returncode == 0
-    assert "would enqueue 3 file(s)" in result.stdout
+    assert "would add 3 file(s)" in result.stdout
     assert ledger_rows(conn) == []
 
 

@@ -357,7 +357,7 @@ def test_retry_failed_gives_failed_files_new_attempts(
     assert {r["status"] for r in ledger_rows(conn)} == {"failed"}
     result = falback(config, "retry-failed", "--type", "regular")
     assert result.returncode == 0, result.stderr
-    assert "1 failed file(s) back to pending" in result.stdout and "enqueued 1 pending" in result.stdout
+    assert "1 failed file(s) back to pending" in result.stdout and "dispatched 1 file(s) now" in result.stdout
     run_worker(config)
     by_kind = {r["kind"]: r for r in ledger_rows(conn)}
     assert by_kind["regular"]["status"] == "done" and by_kind["regular"]["attempts"] == 1

@@ -48,6 +48,7 @@ EVERY_VARIABLE = {
     "FALBACK_MISSING_RETRY_SECONDS": ("600", "missing_retry_seconds"),
     "FALBACK_SWEEP_INTERVAL": ("45", "sweep_interval_seconds"),
     "FALBACK_SWEEP_LIMIT": ("250", "sweep_limit"),
+    "FALBACK_QUEUE_WINDOW": ("3", "queue_window_per_worker"),
     "FALBACK_DAILY_BACKFILL": ("03:15 images 20", "daily_backfill"),
     "FALBACK_VERIFY_SCHEDULE": ("30 5 * * 1", "verify_schedule"),
     "FAL_WEBHOOK_USER_ID": ("user-1", "fal_webhook_user_id"),
@@ -163,6 +164,7 @@ def test_every_drive_variable_is_covered_above(tmp_path: Path) -> None:
     [
         ("FALBACK_MAX_ATTEMPTS", "three", "FALBACK_MAX_ATTEMPTS must be a whole number, got 'three'"),
         ("FALBACK_MAX_ATTEMPTS", "0", "FALBACK_MAX_ATTEMPTS must be at least 1, got 0"),
+        ("FALBACK_QUEUE_WINDOW", "0", "FALBACK_QUEUE_WINDOW must be at least 1, got 0"),
         ("FALBACK_READ_TIMEOUT", "-2", "FALBACK_READ_TIMEOUT must be greater than 0"),
         ("FALBACK_READ_TIMEOUT", "soon", "FALBACK_READ_TIMEOUT must be a number of seconds"),
         ("FALBACK_ALLOW_LOOPBACK_SOURCES", "maybe", "must be true or false, got 'maybe'"),

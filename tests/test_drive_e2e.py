@@ -18,7 +18,7 @@ def test_the_backfill_lands_every_file_in_drive_once(
     seed_thirty(conn, cdn)
     result = falback(drive_config, "backfill", "--type", "all", "--limit", "1000")
     assert result.returncode == 0, result.stderr
-    assert "enqueued 40 file(s)" in result.stdout
+    assert "added 40 file(s)" in result.stdout
 
     run_worker(drive_config)
 
@@ -53,6 +53,6 @@ def test_the_backfill_lands_every_file_in_drive_once(
 
     # A second backfill and worker run change nothing in Drive.
     again = falback(drive_config, "backfill", "--type", "all", "--limit", "1000")
-    assert "enqueued 0 file(s)" in again.stdout
+    assert "added 0 file(s)" in again.stdout
     run_worker(drive_config)
     assert len(drive.backups()) == 40

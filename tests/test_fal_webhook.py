@@ -32,9 +32,10 @@ from tests.fakes.fal_queue_server import FalQueueServer
 from tests.fakes.jwks_server import JwksServer, jwks, signed_headers
 from tests.support.app_rows import backup_columns, copied_video, execute
 from tests.support.gunicorn import gunicorn
-from tests.support.processes import falback
+from tests.support.processes import background, falback
 from tests.support.rows import add_video, file_md5, ledger_rows
 from tests.support.servers import Servers
+from tests.support.wait import wait_for
 from tests.support.web import admin_headers, create_app_for
 from tests.support.workers import run_worker
 
@@ -1090,3 +1091,21 @@ def test_an_inline_file_already_copied_is_not_stored_again(
     second = {"request_id": "req-b", "status": "OK", "payload": {"image": {"url": uri}}}
     assert post(hook_client, key, second).status_code == 200
     assert counts(conn) == {"ledger": 1, "deliveries": 2, "blobs": 0}
+
+
+def test_a_webhook_file_starts_at_once_with_an_idle_worker(
+    key: Ed25519PrivateKey, hook_client: FlaskClient, hook_config: Config, conn: Connection, cdn: FakeCdn
+) -> None:
+    """The webhook's own request dispatches the file (no sweep runs here, and the idle
+    worker has finished no job that would top up): by the time fal gets its 200 the row is
+    on its queue, and the waiting worker copies it straight away."""
+    url = cdn.add("/files/b/x/prompt.mp4", 200_000, seed=5)
+    with background(hook_config, "worker") as worker:
+        worker.wait_for_log("Listening on")
+        response = post(hook_client, key, video_webhook(url, "req-prompt"))
+        assert response.status_code == 200, response.json
+        [row] = ledger_rows(conn)
+        assert row["status"] in ("queued", "copying", "done"), "dispatched by the intake path"
+        assert row["queued_at"] is not None
+        wait_for(lambda: ledger_rows(conn)[0]["status"] == "done", 10, "the copy by the idle worker")
+    assert "sweep" not in worker.output

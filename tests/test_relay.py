@@ -139,7 +139,7 @@ def test_new_rows_become_jobs_within_seconds_and_get_backed_up(
             assert Job.exists(job_id(ledger_id), connection=redis)
         relay.wait_for_log(f"gen_images {image}: ledger")
         assert f"gen_videos {video}: ledger" in relay.output
-        assert "enqueued ledger" in relay.output
+        assert "3 dispatched at once" in relay.output
     finally:
         assert relay.stop() == 0
     assert "relay stopped" in relay.output
@@ -148,7 +148,7 @@ def test_new_rows_become_jobs_within_seconds_and_get_backed_up(
     assert set(statuses(conn).values()) == {"done"}
 
 
-def test_a_burst_is_handled_in_batches(config: Config, conn: Connection) -> None:
+def test_a_burst_is_handled_in_batches(config: Config, conn: Connection, redis: Redis) -> None:
     with background(config, "relay") as relay:
         relay.wait_for_log("sweep: ")
         psycopg2.extras.execute_values(
@@ -157,11 +157,14 @@ def test_a_burst_is_handled_in_batches(config: Config, conn: Connection) -> None
             [(f"https://fal.media/files/burst/{i}.png",) for i in range(1200)],
         )
         conn.commit()
-        wait_for(lambda: all_queued(conn, 1200), 15, "1200 queued ledger rows")
-        # 1200 notifications at once: batches of up to 500, one enqueue each.
-        assert 3 <= relay.count("enqueued ledger") <= 6
+        wait_for(lambda: len(statuses(conn)) == 1200, 15, "1200 ledger rows")
+        # 1200 notifications at once: batches of up to 500, one top-up each.
+        wait_for(lambda: 3 <= relay.count("in the backlog") <= 6, 15, "the batches handled")
         assert "and 480 more" in relay.output
         assert relay.count("sweep: ") == 1, "the live path did it all"
+        # The backlog stays in Postgres: Redis holds the window (2 jobs, no worker yet).
+        assert sorted(statuses(conn).values()).count("queued") == 2
+        assert redis.llen("rq:queue:backup-images") == 2
 
 
 def test_rows_added_while_the_relay_is_down_are_caught_up_on_start(
@@ -170,6 +173,7 @@ def test_rows_added_while_the_relay_is_down_are_caught_up_on_start(
     for n in range(3):
         add_video(conn, cdn, n)
     add_image(conn, cdn, 9)
+    config = config.replace(queue_window_per_worker=10)  # room for all: this is about catching up
     with background(config, "relay") as relay:
         wait_for(lambda: all_queued(conn, 4), 10, "4 queued ledger rows")
         relay.wait_for_log("sweep: created=4 ")
@@ -263,7 +267,7 @@ def test_rows_arriving_while_redis_is_down_stay_pending_then_get_backed_up(
             servers.redis.start()  # same port, empty
         # Nobody has to step in: the relay sweeps again once Redis answers.
         wait_for(lambda: all_queued(conn, 3), 20, "the pending rows queued by the relay's sweep")
-        relay.wait_for_log("sweep: created=0 pending=3 ")
+        relay.wait_for_log("gave_up=0 dispatched=3 ")
     finally:
         assert relay.stop() == 0
     run_worker(config)

@@ -57,7 +57,7 @@ def test_up_runs_web_and_worker_on_embedded_servers(tmp_path: Path) -> None:
         # The demo has 5 upscaled videos. The relay's catch-up sweep (and cron's first
         # sweep) may have queued any number of them before this call, so its count says
         # little; what must hold is that all 5 are in the ledger now, once each, and that
-        # the same call again finds nothing left to enqueue.
+        # the same call again finds nothing left to add.
         status = requests.get(f"{base}/api/status", headers=admin, timeout=10).json()
         [upscale] = [k for k in status["kinds"] if k["kind"] == "upscale"]
         assert (upscale["files"], upscale["not_in_ledger"]) == (5, 0)

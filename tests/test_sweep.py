@@ -76,7 +76,7 @@ def test_each_category_with_exact_counts(
     def set_rows(numbers: list[int], sql: str) -> None:
         execute(conn, f"UPDATE ledger SET {sql} WHERE id = ANY(%s)", [ids[n] for n in numbers])
 
-    # (b) images 2-3 stay 'pending'.
+    # (b) images 2-3 stay 'pending' (the backlog, with 0-1 once created).
     # (c) 'queued': 4-5 have live jobs; 6-7 lost theirs; 8's job failed.
     set_rows([4, 5, 6, 7, 8], "status = 'queued', queued_at = now()")
     put_job(redis, ids[4], JobStatus.QUEUED)
@@ -105,10 +105,12 @@ def test_each_category_with_exact_counts(
     )
     put_job(redis, ids[16], JobStatus.STARTED)
 
+    # A window wide enough for every pending row: this test is about the categories.
+    config = config.replace(queue_window_per_worker=100)
     counts = sweep(config, conn, redis)
 
     assert counts == SweepCounts(
-        created=2, pending=2, lost_queued=3, retrying_due=2, expired_leases=2, gave_up=1
+        created=2, lost_queued=3, retrying_due=2, expired_leases=2, gave_up=1, dispatched=4
     )
     by_source = {int(r["source_id"]): r for r in ledger_rows(conn)}
     status = {n: by_source[images[n]]["status"] for n in range(17)}
@@ -151,7 +153,7 @@ def test_passes_never_overlap(config: Config, conn: Connection, redis: Redis, da
         assert sweep(config, conn, redis) is None
         assert ledger_rows(conn) == []
         sweeps.unlock(other)
-        assert sweep(config, conn, redis) == SweepCounts(created=1)
+        assert sweep(config, conn, redis) == SweepCounts(created=1, dispatched=1)
         assert sweeps.try_lock(other), "released after the pass"
     finally:
         other.close()
@@ -195,15 +197,16 @@ def test_it_is_bounded_and_batched(
     first = one_pass(config.replace(sweep_limit=2000), conn, redis)
 
     assert first.created == 2000, "bounded by FALBACK_SWEEP_LIMIT"
+    assert first.dispatched == 2, "the window: FALBACK_QUEUE_WINDOW x at least one worker"
     assert trips.redis < 20 and trips.sql < 20, f"{trips.redis} Redis and {trips.sql} SQL round trips"
-    # Flushing Redis loses every job: the next pass re-enqueues the queued rows, still
-    # bounded, and creates the rest.
+    # Flushing Redis loses every job: the next pass re-enqueues the queued rows (the
+    # window) and creates the rest, which wait in Postgres.
     redis.flushall()
     second = one_pass(config.replace(sweep_limit=2000), conn, redis)
-    assert (second.created, second.lost_queued) == (500, 2000)
+    assert (second.created, second.lost_queued, second.dispatched) == (500, 2, 0)
     third = one_pass(config, conn, redis)
-    assert (third.created, third.lost_queued) == (0, 0)
-    assert Queue(IMAGES, connection=redis).count == n
+    assert (third.created, third.lost_queued, third.dispatched) == (0, 0, 0)
+    assert Queue(IMAGES, connection=redis).count == 2
     assert trips.redis < 60 and trips.sql < 60, f"{trips.redis} Redis and {trips.sql} SQL round trips"
 
 
@@ -213,7 +216,7 @@ def test_the_sweep_command(config: Config, conn: Connection, cdn: FakeCdn) -> No
     result = falback(config, "sweep")
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1] == (
-        "sweep: created=2 pending=0 lost_queued=0 retrying_due=0 expired_leases=0 gave_up=0 fal_results=0"
+        "sweep: created=2 lost_queued=0 retrying_due=0 expired_leases=0 gave_up=0 dispatched=2 fal_results=0"
     )
     add_image(conn, cdn, 3)
     down = falback(config.replace(redis_url="redis://127.0.0.1:9/0"), "sweep")

@@ -58,7 +58,7 @@ def test_healthz_503_when_postgres_is_down(config: Config) -> None:
     assert response.json == {"status": "unavailable", "postgres": "down", "redis": "ok"}
 
 
-def test_the_users_backfill_call_enqueues_by_priority(
+def test_the_users_backfill_call_dispatches_by_priority(
     client: FlaskClient, conn: Connection, cdn: FakeCdn, redis: Redis
 ) -> None:
     for n in range(12):
@@ -70,10 +70,14 @@ def test_the_users_backfill_call_enqueues_by_priority(
     assert response.json["files"] == 10 and response.json["per_kind"] == {
         "upscale": {"files": 10, "bytes": 500_000}
     }
+    assert response.json["dispatched"] == 2
     rows = ledger_rows(conn)
-    assert [r["status"] for r in rows] == ["queued"] * 10
+    # The backlog is in Postgres; the queue holds its window (2: no worker yet), the two
+    # closest to expiry.
+    by_expiry = sorted(rows, key=lambda r: r["expires_at"])
+    assert [r["status"] for r in by_expiry] == ["queued"] * 2 + ["pending"] * 8
     assert queued_job_ids(redis) == {
-        "backup-upscale": [f"backup-{r['id']}" for r in sorted(rows, key=lambda r: r["expires_at"])],
+        "backup-upscale": [f"backup-{r['id']}" for r in by_expiry[:2]],
         "backup-regular": [],
         "backup-images": [],
     }

@@ -132,7 +132,7 @@ def plan_files(scan: MediaScan, *, request_id: str, link: AppLink | None, fal_ap
 def record_files(conn: Connection, plan: Plan, expiry_days: int) -> list[tuple[int, str]]:
     """Store the plan's blobs and create its ledger rows (in the caller's transaction),
     and bring the app row they are linked to up to date; return (ledger id, kind) of the
-    rows created, for `jobs.intake.enqueue_rows`."""
+    rows created, for `jobs.dispatch.top_up_for`."""
     for blob in plan.blobs:
         blobs.insert_blob(conn, blob.sha256, blob.content_type, blob.data)
     rows = ledger.insert_files(conn, plan.files, expiry_days)

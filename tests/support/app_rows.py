@@ -7,7 +7,7 @@ from redis import Redis
 from core.config import Config
 from db import app_rows, ledger
 from db.connection import Connection, fetch_one
-from jobs.intake import enqueue_rows
+from jobs.dispatch import top_up_for
 from tests.fakes.cdn import FakeCdn
 from tests.support.rows import add_video, ledger_rows
 from tests.support.workers import run_worker
@@ -33,7 +33,7 @@ def copied_unlinked(conn: Connection, config: Config, redis: Redis, url: str) ->
     rows = ledger.insert_files(
         conn, [ledger.NewFile(url, "upscale", fal_request_id="r-up")], config.expiry_days
     )
-    enqueue_rows(conn, redis, config, [(r["id"], r["kind"]) for r in rows])
+    top_up_for(conn, redis, config, [(r["id"], r["kind"]) for r in rows])
     run_worker(config)
     [row] = [r for r in ledger_rows(conn) if r["source_url"] == url]
     assert row["status"] == "done" and row["source_table"] is None
@@ -44,7 +44,7 @@ def copied_video(conn: Connection, config: Config, redis: Redis, cdn: FakeCdn, n
     """A gen_videos row (regular file only) whose file is backed up: 'completed'."""
     video = add_video(conn, cdn, n)
     rows = app_rows.upsert_app_row(conn, "gen_videos", str(video), config.expiry_days)
-    enqueue_rows(conn, redis, config, [(r["id"], r["kind"]) for r in rows])
+    top_up_for(conn, redis, config, [(r["id"], r["kind"]) for r in rows])
     run_worker(config)
     assert backup_columns(conn, video)["backup_status"] == "completed"
     return video
