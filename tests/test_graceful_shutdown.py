@@ -60,15 +60,24 @@ def _stopped(worker: subprocess.Popen[str], within: float) -> float:
     return time.monotonic() - started
 
 
-@pytest.mark.parametrize("who", ["worker", "worker and horse"])
+# `falback worker` runs jobs in process; `--fork` gives each job a work horse.
+MODES = [pytest.param((), id="in process"), pytest.param(("--fork",), id="fork")]
+
+
+@pytest.mark.parametrize(
+    ("options", "who"),
+    [((), "worker"), (("--fork",), "worker"), (("--fork",), "worker and horse")],
+    ids=["in process", "fork", "fork, worker and horse"],
+)
 def test_sigterm_mid_upload_hands_the_row_back_after_the_grace(
-    config: Config, conn: Connection, redis: Redis, cdn: FakeCdn, who: str
+    config: Config, conn: Connection, redis: Redis, cdn: FakeCdn, options: tuple[str, ...], who: str
 ) -> None:
     # "worker and horse": a platform that signals every process of the container.
     _start_slow_copy(config, conn, redis, cdn, seconds=120)
-    worker = worker_process(config)
+    worker = worker_process(config, *options)
     wait_for(lambda: _copying(conn), 20, "the copy to start")
-    horse = _horse(worker)
+    if options:
+        horse = _horse(worker)
     os.kill(worker.pid, signal.SIGTERM)
     if who == "worker and horse":
         os.kill(horse, signal.SIGTERM)
@@ -80,13 +89,15 @@ def test_sigterm_mid_upload_hands_the_row_back_after_the_grace(
     assert "shutting down" in row["last_error"]
 
 
+@pytest.mark.parametrize("options", MODES)
 def test_a_second_sigterm_hands_the_row_back_at_once(
-    config: Config, conn: Connection, redis: Redis, cdn: FakeCdn
+    config: Config, conn: Connection, redis: Redis, cdn: FakeCdn, options: tuple[str, ...]
 ) -> None:
     _start_slow_copy(config, conn, redis, cdn, seconds=120)
-    worker = worker_process(config)
+    worker = worker_process(config, *options)
     wait_for(lambda: _copying(conn), 20, "the copy to start")
-    _horse(worker)
+    if options:
+        _horse(worker)
     os.kill(worker.pid, signal.SIGTERM)
     time.sleep(1.5)  # RQ ignores a repeat within a second (a pool's duplicate)
     os.kill(worker.pid, signal.SIGTERM)
@@ -95,13 +106,15 @@ def test_a_second_sigterm_hands_the_row_back_at_once(
     assert row["status"] == "retrying" and row["lease_expires_at"] is None, row
 
 
+@pytest.mark.parametrize("options", MODES)
 def test_sigterm_lets_a_job_that_ends_within_the_grace_finish(
-    config: Config, conn: Connection, redis: Redis, cdn: FakeCdn
+    config: Config, conn: Connection, redis: Redis, cdn: FakeCdn, options: tuple[str, ...]
 ) -> None:
     _start_slow_copy(config, conn, redis, cdn, seconds=3)
-    worker = worker_process(config)
+    worker = worker_process(config, *options)
     wait_for(lambda: _copying(conn), 20, "the copy to start")
-    _horse(worker)
+    if options:
+        _horse(worker)
     os.kill(worker.pid, signal.SIGTERM)
     assert _stopped(worker, SHUTDOWN_GRACE_SECONDS + 5) < SHUTDOWN_GRACE_SECONDS
     [row] = [r for r in ledger_rows(conn) if r["kind"] == "upscale"]

@@ -71,10 +71,11 @@ def run_worker_process(config: Config, timeout: float = 120) -> subprocess.Compl
     return result
 
 
-def worker_process(config: Config) -> subprocess.Popen[str]:
-    """A real `falback worker --burst` in its own process group (so it can be killed whole)."""
+def worker_process(config: Config, *options: str) -> subprocess.Popen[str]:
+    """A real `falback worker --burst` in its own process group (so it can be killed whole);
+    `options` such as --fork."""
     return subprocess.Popen(
-        [sys.executable, "-m", "falback", "worker", "--burst"],
+        [sys.executable, "-m", "falback", "worker", "--burst", *options],
         env=command_env(config),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
