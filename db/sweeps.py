@@ -41,14 +41,15 @@ def queued_page(conn: Connection, after_id: int, size: int) -> list[Row]:
         return fetch_all(cur)
 
 
-def retrying_due_page(conn: Connection, after_id: int, size: int) -> list[Row]:
-    """One page (by id) of rows whose backoff is over."""
+def retrying_due_page(conn: Connection, after_id: int, size: int, overdue_seconds: float = 0) -> list[Row]:
+    """One page (by id) of rows whose backoff is over (by at least `overdue_seconds`)."""
     with conn.cursor() as cur:
         cur.execute(
             "SELECT id, kind FROM ledger"
-            " WHERE status = 'retrying' AND coalesce(next_attempt_at, '-infinity') <= now()"
+            " WHERE status = 'retrying'"
+            " AND coalesce(next_attempt_at, '-infinity') <= now() - make_interval(secs => %s)"
             " AND id > %s ORDER BY id LIMIT %s",
-            (after_id, size),
+            (overdue_seconds, after_id, size),
         )
         return fetch_all(cur)
 

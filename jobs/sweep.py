@@ -5,7 +5,8 @@ every (re)connect, and by `falback sweep`:
 
   a. created        app files with no ledger row -> create the rows ('pending': the backlog)
   b. lost_queued    'queued' rows whose RQ job is gone (Redis restarted or was flushed)
-  c. retrying_due   'retrying' rows past next_attempt_at whose retry job is gone
+  c. retrying_due   'retrying' rows past next_attempt_at whose retry job is gone, or is
+                    still scheduled 5 minutes after it was due (no scheduler runs)
   d. expired_leases 'copying' rows whose worker died (lease ran out) -> 'queued' again;
                     rows that had no attempts left end as 'failed' (gave_up)
   e. dispatched     the windows topped up from the backlog (jobs/dispatch.py), as every
@@ -53,6 +54,8 @@ BATCH_SIZE = 1000
 # worker's job at the job timeout, and the lease is the job timeout + 60 s.
 _LIVE_AFTER_LEASE = LIVE - {JobStatus.STARTED}
 _LOGGED_IDS = 20
+# A scheduler takes over within about 90 s of its holder's death (jobs/worker.py).
+_OVERDUE_SECONDS = 300.0
 
 
 @dataclass
@@ -110,10 +113,21 @@ def _sweep(config: Config, conn: Connection, redis: Redis, limit: int) -> SweepC
     _log_ids("re-enqueued 'queued' rows whose job was lost", lost)
 
     due = _resubmit(redis, config, _pages(conn, sweeps.retrying_due_page), LIVE, limit)
+    # A retry still scheduled in RQ this long after it was due means no scheduler runs
+    # (its worker died and none took over): the job counts as lost.
+    overdue = _resubmit(
+        redis,
+        config,
+        _pages(conn, lambda c, after, size: sweeps.retrying_due_page(c, after, size, _OVERDUE_SECONDS)),
+        LIVE - {JobStatus.SCHEDULED},
+        limit - len(due),
+    )
+    due += overdue
     ledger.mark_queued(conn, [i for i, _ in due], from_status="retrying")
     conn.commit()
     counts.retrying_due = len(due)
     _log_ids("re-enqueued due 'retrying' rows whose retry job was gone", due)
+    _log_ids("re-enqueued retries still scheduled long after they were due", overdue, logging.WARNING)
 
     gave_up = sweeps.fail_expired_leases(conn, config.max_attempts, limit)
     for row in gave_up:

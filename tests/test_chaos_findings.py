@@ -1,6 +1,4 @@
-"""Defects the chaos run (bench/chaos.py) found in modules under change elsewhere, each
-pinned by a test marked xfail(strict=True): it documents the defect now and fails, so
-that the mark is removed, once the fix lands."""
+"""Defects the chaos run (bench/chaos.py) found, each pinned by a test of its fix."""
 
 from __future__ import annotations
 
@@ -54,10 +52,6 @@ def test_postgres_lost_between_the_copy_and_its_record_leaves_no_lease_to_expire
     assert row["status"] != "copying" and row["lease_expires_at"] is None, row
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="jobs/sweep.py: a retry whose scheduled RQ job is long overdue (no scheduler) is never requeued",
-)
 def test_the_sweep_requeues_a_retry_whose_scheduled_job_is_long_overdue(
     config: Config, conn: Connection, redis: Redis, cdn: FakeCdn
 ) -> None:
