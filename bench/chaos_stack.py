@@ -23,7 +23,7 @@ import redis
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from db.migrate import migrate
-from devkit.demo import SA_EMAIL, drive_env, service_account_key
+from devkit.demo_drive import SA_EMAIL, service_account_env, service_account_key
 from devkit.drive_emulator import DriveEmulator
 from devkit.embedded import EmbeddedPostgres, EmbeddedRedis
 from devkit.fakecdn import FakeCdn
@@ -82,7 +82,7 @@ class Stack:
         self.port = _free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith(_FOREIGN_ENV)}
-        env.update(drive_env(self.drive, folder_id, private_pem))
+        env.update(service_account_env(self.drive, folder_id, private_pem))
         env.update(
             DATABASE_URL=self.database_url,
             REDIS_URL=self.redis_url,
