@@ -4,7 +4,7 @@
     python3 dev.py run [--demo] [--port N]   run every process (embedded servers if unset)
     python3 dev.py test [pytest args]        run the test suite
     python3 dev.py demo [--full-size]        offline demo: 507 files to a Drive emulator
-    python3 dev.py lint                      ruff, mypy (product and tests), import contracts
+    python3 dev.py lint                      ruff, mypy (product, tests, bench), import contracts
 
 The first call creates `.venv/` and installs requirements-dev.txt; later calls reinstall
 only when a requirements file changed.
@@ -80,7 +80,7 @@ def main(argv: list[str]) -> int:
         return 1 if code == 5 else code
     lint = subprocess.call([python, "-m", "ruff", "check", "."], cwd=ROOT)
     lint = subprocess.call([python, "-m", "ruff", "format", "--check", "."], cwd=ROOT) or lint
-    types = subprocess.call([python, "-m", "mypy", *PACKAGES, "tests"], cwd=ROOT)
+    types = subprocess.call([python, "-m", "mypy", *PACKAGES, "tests", "bench"], cwd=ROOT)
     # The import directions in pyproject.toml's [tool.importlinter] contracts.
     layers = subprocess.call([str(BIN / "lint-imports")], cwd=ROOT)
     return lint or types or layers

@@ -80,8 +80,8 @@ def verify(stack: Stack, load: Load) -> Verdict:
     for info in stack.drive.files():
         if info.drive_id != stack.drive_id or info.trashed or info.content_path is None:
             continue
-        ledger_id = info.app_properties.get("falback_ledger_id", "?")
-        copies.setdefault(ledger_id, []).append(info.content_path)
+        copy_of = info.app_properties.get("falback_ledger_id", "?")
+        copies.setdefault(copy_of, []).append(info.content_path)
         v.bytes_stored += info.size
     v.duplicates = sum(len(paths) - 1 for paths in copies.values())
     v.bytes_received = stack.drive.bytes_received
