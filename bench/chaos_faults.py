@@ -68,11 +68,11 @@ class FaultRunner:
         s = self.stack
         if kind == "kill -9 worker mid-upload":
             name = self._busy_worker()
-            leased = _leased_by(s.database_url, horses_of(s.processes[name].pid))
+            leased = _leased_by(s.database_url, _job_pids(s.processes[name].pid))
             s.kill_hard(name)
             time.sleep(1.0)
             s.start(name)
-            return f"{name} and its work horse killed holding {leased} row(s); restarted"
+            return f"{name} (and a work horse, if any) killed holding {leased} row(s); restarted"
         if kind == "SIGTERM worker mid-upload":
             return self._sigterm_worker()
         if kind == "SIGTERM web (gunicorn)":
@@ -116,14 +116,14 @@ class FaultRunner:
         raise AssertionError(kind)
 
     def _busy_worker(self, wait: float = 15.0) -> str:
-        """A worker whose horse holds a ledger row (a copy, not a sweep) right now."""
+        """A worker that holds a ledger row (a copy, not a sweep) right now, in process or
+        in its work horse."""
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
             for name, process in list(self.stack.processes.items()):
                 if not name.startswith("worker") or process.poll() is not None:
                     continue
-                horses = horses_of(process.pid)
-                if horses and _leased_by(self.stack.database_url, horses):
+                if _leased_by(self.stack.database_url, _job_pids(process.pid)):
                     return name
             time.sleep(0.05)
         return "worker.1"  # no copy under way: the fault still hits a worker, between jobs
@@ -133,13 +133,14 @@ class FaultRunner:
         exit within the bound, leaving no row leased to a process that is gone."""
         s = self.stack
         name = self._busy_worker()
-        horses = horses_of(s.processes[name].pid)
+        pids = _job_pids(s.processes[name].pid)
+        busy = _leased_by(s.database_url, pids) > 0
         took = s.stop(name, timeout=60)
         s.start(name)
-        leased = _leased_by(s.database_url, horses)
+        leased = _leased_by(s.database_url, pids)
         return (
             f"{name} exited {took:.1f}s after SIGTERM"
-            f"{' mid-job' if horses else ' (idle)'}; rows left leased to its work horse: {leased}"
+            f"{' mid-job' if busy else ' (idle)'}; rows left leased to it: {leased}"
         )
 
     def _wipe_redis(self) -> str:
@@ -181,6 +182,11 @@ def schedule(rng: random.Random, window: float, repeats: int) -> list[Fault]:
             end = window * 0.3 if kind.startswith("kill -9") and n == 0 else window
             faults.append(Fault(rng.uniform(3.0, end), kind))
     return faults
+
+
+def _job_pids(worker_pid: int) -> list[int]:
+    """Where a worker runs its jobs: its work horse (`--fork`), else the worker itself."""
+    return horses_of(worker_pid) or [worker_pid]
 
 
 def _leased_by(database_url: str, pids: list[int]) -> int:
