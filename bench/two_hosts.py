@@ -329,7 +329,7 @@ def main() -> None:
             print("hosts: a UTS namespace each (unshare --uts --fork), hostname " + " / ".join(HOSTS))
         else:
             print(
-                f"hosts: unshare refused here; both groups keep hostname {socket.gethostname()!r}"
+                f"hosts: no unshare here (missing or refused); both keep hostname {socket.gethostname()!r}"
                 " and differ by HOSTNAME and process group only"
             )
         runs = [
