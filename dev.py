@@ -2,7 +2,7 @@
 """Set up and run falback from a fresh clone; needs only Python 3.11+ (no root).
 
     python3 dev.py run [--demo] [--port N]   run every process (embedded servers if unset)
-    python3 dev.py test [pytest args]        run the test suite
+    python3 dev.py test [pytest args]        run the test suite (a process per core; -n 0: one)
     python3 dev.py demo [--full-size]        offline demo: 507 files to a Drive emulator
     python3 dev.py lint                      ruff, mypy (product, tests, bench), import contracts
 
@@ -75,7 +75,11 @@ def main(argv: list[str]) -> int:
     if command == "demo":
         return foreground([python, "-m", "falback", "demo", *rest])
     if command == "test":
-        code = foreground([python, "-m", "pytest", *rest])
+        # One pytest process per core (pytest-xdist), each with its own embedded servers:
+        # most tests wait on servers and subprocesses, so two run in about the time of one.
+        chosen = any(a.startswith(("-n", "--numprocesses")) for a in rest)
+        spread = [] if chosen else ["-n", "auto"]
+        code = foreground([python, "-m", "pytest", *spread, *rest])
         # pytest's 5 means "no tests collected": a broken suite, not a pass.
         return 1 if code == 5 else code
     lint = subprocess.call([python, "-m", "ruff", "check", "."], cwd=ROOT)
