@@ -8,6 +8,7 @@ relay, cron), run without a shell so that a signal reaches the program itself.
 
 from __future__ import annotations
 
+import atexit
 import os
 import shlex
 import signal
@@ -71,6 +72,9 @@ class Stack:
         self.database_url = self.postgres.start()
         self.redis_server = EmbeddedRedis(data_dir / "redis")
         self.redis_url = self.redis_server.start()
+        # Should the rest of the set-up fail, Redis must not outlive the run (stop() twice
+        # is harmless); pgserver stops its Postgres at exit by itself.
+        atexit.register(self.redis_server.stop)
         migrate(self.database_url)
         self.cdn = FakeCdn().start()
         private_pem, public_pem = service_account_key()
