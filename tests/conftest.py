@@ -21,11 +21,13 @@ from redis import Redis
 from core.config import Config
 from db.connection import Connection, connect
 from db.migrate import apply_sample_schema
+from devkit.drive_users import UserAccounts
 from devkit.embedded import EmbeddedPostgres, EmbeddedRedis
 from tests.fakes.cdn import FakeCdn
 from tests.fakes.drive_emulator import DriveEmulator
 from tests.fakes.s3_server import S3Proxy
 from tests.support.drive import ALICE, SA_EMAIL, Drive, Key, drive_env, make_key
+from tests.support.drive_oauth import CLIENT_ID, CLIENT_SECRET, Personal
 from tests.support.s3 import Bucket, moto_admin, moto_post, s3_env
 from tests.support.servers import Servers
 from tests.support.web import ADMIN_TOKEN, create_app_for
@@ -169,6 +171,15 @@ def drive(tmp_path: Path, sa_key: Key) -> Iterator[Drive]:
             "Backups", members={SA_EMAIL: "fileOrganizer", ALICE: "organizer"}
         )
         yield Drive(emulator, drive_id, emulator.create_folder("fal", drive_id))
+
+
+@pytest.fixture
+def personal(tmp_path: Path, sa_key: Key) -> Iterator[Personal]:
+    """The Drive emulator with personal Google accounts and falback's OAuth client."""
+    with DriveEmulator(
+        tmp_path / "drive", sa_key.public_pem, users=UserAccounts(CLIENT_ID, CLIENT_SECRET)
+    ) as emulator:
+        yield Personal(emulator)
 
 
 @pytest.fixture

@@ -4,35 +4,21 @@ scripted; the refresh token lands encrypted in Postgres and nothing secret is pr
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 import requests
 
 from core.config import Config
 from db.connection import Connection
-from devkit.drive_users import UserAccounts
 from jobs.destinations.drive_login import drive_login
-from tests.fakes.drive_emulator import DriveEmulator
-from tests.support.drive import Key
 from tests.support.drive_oauth import (
     BOB,
-    CLIENT_ID,
-    CLIENT_SECRET,
     Personal,
     personal_config,
     sign_in_row,
 )
 from tests.support.processes import falback
-
-
-@pytest.fixture
-def personal(tmp_path: Path, sa_key: Key) -> Iterator[Personal]:
-    with DriveEmulator(
-        tmp_path / "drive", sa_key.public_pem, users=UserAccounts(CLIENT_ID, CLIENT_SECRET)
-    ) as emulator:
-        yield Personal(emulator)
 
 
 def login(config: Config) -> tuple[int, list[str]]:

@@ -8,9 +8,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 from flask.testing import FlaskClient
@@ -18,16 +16,11 @@ from google.auth.transport.requests import Request
 
 from core.config import Config
 from db.connection import Connection
-from devkit.drive_users import UserAccounts
 from jobs.destinations.drive_oauth import SharedCredentials
 from jobs.sweep import run_sweep
 from tests.fakes.cdn import FakeCdn
-from tests.fakes.drive_emulator import DriveEmulator
-from tests.support.drive import Key
 from tests.support.drive_oauth import (
     BOB,
-    CLIENT_ID,
-    CLIENT_SECRET,
     Personal,
     personal_config,
     sign_in,
@@ -37,14 +30,6 @@ from tests.support.processes import falback
 from tests.support.rows import add_image, add_video, ledger_rows, query
 from tests.support.web import create_app_for
 from tests.support.workers import run_worker
-
-
-@pytest.fixture
-def personal(tmp_path: Path, sa_key: Key) -> Iterator[Personal]:
-    with DriveEmulator(
-        tmp_path / "drive", sa_key.public_pem, users=UserAccounts(CLIENT_ID, CLIENT_SECRET)
-    ) as emulator:
-        yield Personal(emulator)
 
 
 @pytest.fixture

@@ -4,30 +4,14 @@ limit and the bytes still to back up (warning when they will not fit); a full Dr
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
-
 from core.config import Config
 from db.connection import Connection
-from devkit.drive_users import UserAccounts
 from jobs.destinations.drive_check import drive_check
 from tests.fakes.cdn import FakeCdn
-from tests.fakes.drive_emulator import DriveEmulator
-from tests.support.drive import Key
-from tests.support.drive_oauth import BOB, CLIENT_ID, CLIENT_SECRET, Personal, personal_config, sign_in
+from tests.support.drive_oauth import BOB, CLIENT_ID, Personal, personal_config, sign_in
 from tests.support.processes import falback
 from tests.support.rows import add_video, ledger_rows, query
 from tests.support.workers import run_worker
-
-
-@pytest.fixture
-def personal(tmp_path: Path, sa_key: Key) -> Iterator[Personal]:
-    with DriveEmulator(
-        tmp_path / "drive", sa_key.public_pem, users=UserAccounts(CLIENT_ID, CLIENT_SECRET)
-    ) as emulator:
-        yield Personal(emulator)
 
 
 def test_drive_check_tells_the_account_quota_and_backlog(

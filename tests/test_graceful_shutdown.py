@@ -44,10 +44,16 @@ def _horse(worker: subprocess.Popen[str]) -> int:
     return horse
 
 
-def _start_slow_copy(config: Config, conn: Connection, redis: Redis, cdn: FakeCdn, seconds: float) -> None:
-    """One 4 MiB upscale whose source takes about `seconds` to send."""
+def _copying_worker(
+    config: Config, conn: Connection, redis: Redis, cdn: FakeCdn, seconds: float, options: tuple[str, ...]
+) -> tuple[subprocess.Popen[str], int | None]:
+    """A worker (and its work horse, with --fork) copying one 4 MiB upscale whose source
+    takes about `seconds` to send."""
     add_video(conn, cdn, 1, size=1000, upscale_size=4 * MiB, slow_delay=seconds / 64)
     backfill(config, conn, redis, "upscale", 10)
+    worker = worker_process(config, *options)
+    wait_for(lambda: _copying(conn), 20, "the copy to start")
+    return worker, _horse(worker) if "--fork" in options else None
 
 
 def _stopped(worker: subprocess.Popen[str], within: float) -> float:
@@ -73,13 +79,10 @@ def test_sigterm_mid_upload_hands_the_row_back_after_the_grace(
     config: Config, conn: Connection, redis: Redis, cdn: FakeCdn, options: tuple[str, ...], who: str
 ) -> None:
     # "worker and horse": a platform that signals every process of the container.
-    _start_slow_copy(config, conn, redis, cdn, seconds=120)
-    worker = worker_process(config, *options)
-    wait_for(lambda: _copying(conn), 20, "the copy to start")
-    if options:
-        horse = _horse(worker)
+    worker, horse = _copying_worker(config, conn, redis, cdn, 120, options)
     os.kill(worker.pid, signal.SIGTERM)
     if who == "worker and horse":
+        assert horse is not None
         os.kill(horse, signal.SIGTERM)
     took = _stopped(worker, SHUTDOWN_GRACE_SECONDS + 10)
     assert SHUTDOWN_GRACE_SECONDS - 1 <= took <= SHUTDOWN_GRACE_SECONDS + 5
@@ -93,11 +96,7 @@ def test_sigterm_mid_upload_hands_the_row_back_after_the_grace(
 def test_a_second_sigterm_hands_the_row_back_at_once(
     config: Config, conn: Connection, redis: Redis, cdn: FakeCdn, options: tuple[str, ...]
 ) -> None:
-    _start_slow_copy(config, conn, redis, cdn, seconds=120)
-    worker = worker_process(config, *options)
-    wait_for(lambda: _copying(conn), 20, "the copy to start")
-    if options:
-        _horse(worker)
+    worker, _ = _copying_worker(config, conn, redis, cdn, 120, options)
     os.kill(worker.pid, signal.SIGTERM)
     time.sleep(1.5)  # RQ ignores a repeat within a second (a pool's duplicate)
     os.kill(worker.pid, signal.SIGTERM)
@@ -110,11 +109,7 @@ def test_a_second_sigterm_hands_the_row_back_at_once(
 def test_sigterm_lets_a_job_that_ends_within_the_grace_finish(
     config: Config, conn: Connection, redis: Redis, cdn: FakeCdn, options: tuple[str, ...]
 ) -> None:
-    _start_slow_copy(config, conn, redis, cdn, seconds=3)
-    worker = worker_process(config, *options)
-    wait_for(lambda: _copying(conn), 20, "the copy to start")
-    if options:
-        _horse(worker)
+    worker, _ = _copying_worker(config, conn, redis, cdn, 3, options)
     os.kill(worker.pid, signal.SIGTERM)
     assert _stopped(worker, SHUTDOWN_GRACE_SECONDS + 5) < SHUTDOWN_GRACE_SECONDS
     [row] = [r for r in ledger_rows(conn) if r["kind"] == "upscale"]
