@@ -64,8 +64,8 @@ def test_a_256_mib_file_streams_in_flat_memory(
     config: Config, conn: Connection, cdn: FakeCdn, redis: Redis, s3: Bucket
 ) -> None:
     """The worker runs its jobs in process: its peak RSS for 256 MiB stays far under the
-    file's size, and exceeds that of a worker that copied a 2 MiB file by about one part:
-    memory does not grow with the file."""
+    file's size, and exceeds that of a worker that copied a 2 MiB file by about two parts
+    (the one uploading and the one read ahead): memory does not grow with the file."""
     part = 8 * MiB
     big_config = config.replace(s3_env=s3_env(s3, FALBACK_S3_PART_SIZE="8MiB"), job_timeout_seconds=600)
     add_video(conn, cdn, 1, size=2 * MiB, upscale_size=256 * MiB + 1)
