@@ -6,8 +6,10 @@ WEB_CONCURRENCY workers, a pool of WEB_THREADS Postgres connections each) on a f
 loopback port. Then a few client threads post pre-signed fal webhooks (distinct request
 ids, one or two media URLs each: a video, and an upscaled video for every other request),
 and the same number of requests goes to `GET /ping` (no I/O) on the same server, the two
-alternating in `--rounds` rounds. Prints requests/s and p50/p99 latency for both, and the
-ratio: what verifying, recording and enqueueing costs next to the bare HTTP + Flask path.
+alternating in `--rounds` rounds. Prints requests/s and p50/p99 latency for both, the
+CPU the servers spent per request (gunicorn, Postgres, Redis: read from /proc for the
+processes this run started, so other work on a shared machine is left out), and the
+ratio: what verifying, recording and dispatching costs next to the bare HTTP + Flask path.
 
     .venv/bin/python bench/ingest.py [--requests 2000] [--clients 4] [--rounds 5] [--max-seconds 60]
 """
@@ -68,10 +70,55 @@ def webhooks(key: Ed25519PrivateKey, n: int, prefix: str = "bench") -> list[Requ
     return out
 
 
+def _processes() -> dict[int, tuple[int, float, str]]:
+    """{pid: (parent pid, CPU seconds, command line)} of every process (/proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    found = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                command = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        found[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick, command)
+    return found
+
+
+def server_seconds(root: Path) -> dict[str, float]:
+    """CPU seconds used so far by the servers this run started: the processes below this
+    one other than itself (gunicorn, Redis) and below the postmaster serving `root`.
+    Other work on a shared machine is left out."""
+    procs = _processes()
+    tops = {os.getpid()} | {pid for pid, (_, _, command) in procs.items() if f"-D {root}" in command}
+    changed = True
+    tree = set(tops)
+    while changed:  # every descendant of the tops
+        grown = tree | {pid for pid, (parent, _, _) in procs.items() if parent in tree}
+        changed, tree = grown != tree, grown
+    split = {"postgres": 0.0, "redis": 0.0, "web": 0.0}
+    for pid in tree - {os.getpid()}:
+        command = procs[pid][2]
+        name = "postgres" if "postgres" in command else "redis" if "redis" in command else "web"
+        split[name] += procs[pid][1]
+    return split
+
+
+Run = tuple[float, list[float], int, dict[str, float]]
+
+
 def fire(
-    clients: int, items: list[Request], max_seconds: float, send: Callable[[requests.Session, Request], int]
-) -> tuple[float, list[float], int]:
-    """Send `items` from `clients` threads; return (seconds, latencies, non-200 count)."""
+    clients: int,
+    items: list[Request],
+    max_seconds: float,
+    send: Callable[[requests.Session, Request], int],
+    root: Path,
+) -> Run:
+    """Send `items` from `clients` threads; return (seconds, latencies, non-200 count, CPU
+    seconds the servers spent meanwhile: gunicorn, Postgres, Redis)."""
     latencies: list[float] = []
     errors = 0
     lock = threading.Lock()
@@ -98,29 +145,37 @@ def fire(
         session.close()
 
     threads = [threading.Thread(target=client) for _ in range(clients)]
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), server_seconds(root)
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    return time.perf_counter() - start, latencies, errors
+    took = time.perf_counter() - start
+    after = server_seconds(root)
+    return took, latencies, errors, {name: after[name] - cpu[name] for name in after}
 
 
-def combined(runs: list[tuple[float, list[float], int]]) -> tuple[float, list[float], int]:
+def combined(runs: list[Run]) -> Run:
     return (
-        sum(seconds for seconds, _, _ in runs),
-        [latency for _, latencies, _ in runs for latency in latencies],
-        sum(errors for _, _, errors in runs),
+        sum(run[0] for run in runs),
+        [latency for run in runs for latency in run[1]],
+        sum(run[2] for run in runs),
+        {name: sum(run[3][name] for run in runs) for name in runs[0][3]},
     )
 
 
-def report(name: str, seconds: float, latencies: list[float], errors: int) -> float:
+def report(
+    name: str, seconds: float, latencies: list[float], errors: int, server_cpu: dict[str, float]
+) -> float:
     rate = len(latencies) / seconds
     cuts = statistics.quantiles(latencies, n=100)
     print(
         f"{name:<14} {len(latencies):>6} requests in {seconds:6.2f} s  {rate:8.1f}/s"
         f"  p50 {cuts[49] * 1000:6.2f} ms  p99 {cuts[98] * 1000:6.2f} ms  non-200: {errors}"
     )
+    per = {part: cpu / len(latencies) * 1000 for part, cpu in server_cpu.items()}
+    split = ", ".join(f"{part} {ms:.2f}" for part, ms in per.items())
+    print(f"{'':<14} server CPU per request: {sum(per.values()):.2f} ms ({split})")
     return rate
 
 
@@ -171,17 +226,19 @@ def main() -> None:
                     return session.get(ping_url, timeout=30).status_code
 
                 # Warm up: every worker loads the JWKS and imports lazily-loaded modules.
-                fire(args.clients, webhooks(key, 40, "warmup"), 10, post)
-                fire(args.clients, [(b"", {})] * 40, 10, ping)
+                fire(args.clients, webhooks(key, 40, "warmup"), 10, post, root)
+                fire(args.clients, [(b"", {})] * 40, 10, ping, root)
                 # Alternated in rounds, so that the other load of a shared machine, which
                 # comes and goes, falls on both routes alike.
-                hook_runs: list[tuple[float, list[float], int]] = []
-                ping_runs: list[tuple[float, list[float], int]] = []
+                hook_runs: list[Run] = []
+                ping_runs: list[Run] = []
                 size = -(-len(items) // args.rounds)
                 for start in range(0, len(items), size):
                     batch = items[start : start + size]
-                    hook_runs.append(fire(args.clients, batch, args.max_seconds, post))
-                    ping_runs.append(fire(args.clients, [(b"", {})] * len(batch), args.max_seconds, ping))
+                    hook_runs.append(fire(args.clients, batch, args.max_seconds, post, root))
+                    ping_runs.append(
+                        fire(args.clients, [(b"", {})] * len(batch), args.max_seconds, ping, root)
+                    )
                 hooks = report("POST webhook", *combined(hook_runs))
                 pings = report("GET /ping", *combined(ping_runs))
         with psycopg2.connect(url) as conn, conn.cursor() as cur:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
+from db import ledger
 from db.connection import Connection, Row, fetch_all, fetch_one
 
 
@@ -24,24 +26,35 @@ class Delivery:
     note: str | None
 
 
-def insert_delivery(conn: Connection, d: Delivery) -> int | None:
-    """Record a delivery; return its id, or None when this request id was seen before."""
+def insert_delivery(
+    conn: Connection, d: Delivery, files: Sequence[ledger.NewFile], expiry_days: int
+) -> tuple[int | None, list[Row]]:
+    """Record a delivery and, if its request id is new, a ledger row per file, in one
+    statement (one round trip per webhook); return the delivery's id, or None when this
+    request id was seen before (nothing is written then), and the ledger rows created as
+    db/ledger.insert_files returns them."""
     with conn.cursor() as cur:
         cur.execute(
-            """
-            INSERT INTO fal_deliveries (request_id, gateway_request_id, fal_user_id, status, error,
-                                        payload_error, source_table, source_id, variant, fal_app,
-                                        files, resolved, note, resolved_at)
-            VALUES (%(request_id)s, %(gateway_request_id)s, %(fal_user_id)s, %(status)s, %(error)s,
-                    %(payload_error)s, %(source_table)s, %(source_id)s, %(variant)s, %(fal_app)s,
-                    %(files)s, %(resolved)s, %(note)s, CASE WHEN %(resolved)s THEN now() END)
-            ON CONFLICT (request_id) DO NOTHING
-            RETURNING id
+            f"""
+            WITH d AS (
+                INSERT INTO fal_deliveries (request_id, gateway_request_id, fal_user_id, status, error,
+                                            payload_error, source_table, source_id, variant, fal_app,
+                                            files, resolved, note, resolved_at)
+                VALUES (%(request_id)s, %(gateway_request_id)s, %(fal_user_id)s, %(status)s, %(error)s,
+                        %(payload_error)s, %(source_table)s, %(source_id)s, %(variant)s, %(fal_app)s,
+                        %(files)s, %(resolved)s, %(note)s, CASE WHEN %(resolved)s THEN now() END)
+                ON CONFLICT (request_id) DO NOTHING
+                RETURNING id
+            ), f AS ({ledger.files_insert(only_if="EXISTS (SELECT 1 FROM d)")})
+            SELECT d.id AS delivery_id, f.id, f.kind, f.waiting FROM d LEFT JOIN f ON true
             """,
-            asdict(d),
+            {**asdict(d), **ledger.files_params(files, expiry_days)},
         )
-        row = fetch_one(cur)
-    return int(row["id"]) if row else None
+        rows = fetch_all(cur)
+    if not rows:
+        return None, []
+    created = sorted((r for r in rows if r["id"] is not None), key=lambda r: r["id"])
+    return int(rows[0]["delivery_id"]), created
 
 
 def get_delivery(conn: Connection, delivery_id: int) -> Row | None:

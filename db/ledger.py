@@ -77,18 +77,47 @@ NEW_FILE_INSERT = """
 """
 
 
+# New files in one statement, in the order given (parameters `files_<field of NewFile>`, and
+# `days`). `waiting`: whether the kind's queue already holds a job no worker has taken (read
+# in the statement's snapshot), which lets the caller skip a top-up (jobs/dispatch.top_up_for).
+# `only_if` guards the whole insert (db/deliveries: only for a delivery not seen before).
+def files_insert(only_if: str = "true") -> str:
+    return f"""
+    INSERT INTO ledger (source_url, kind, source_table, source_id, variant, fal_request_id,
+                        file_name, content_type, expected_size, source_created_at, expires_at)
+    SELECT f.source_url, f.kind, f.source_table, f.source_id, f.variant, f.fal_request_id,
+           f.file_name, f.content_type, f.expected_size, c.at, c.at + make_interval(days => %(days)s)
+    FROM unnest(%(files_source_url)s::text[], %(files_kind)s::text[], %(files_source_table)s::text[],
+                %(files_source_id)s::text[], %(files_variant)s::text[], %(files_fal_request_id)s::text[],
+                %(files_file_name)s::text[], %(files_content_type)s::text[],
+                %(files_expected_size)s::bigint[], %(files_source_created_at)s::timestamptz[])
+         WITH ORDINALITY AS f(source_url, kind, source_table, source_id, variant, fal_request_id,
+                              file_name, content_type, expected_size, source_created_at, n)
+    CROSS JOIN LATERAL (SELECT coalesce(f.source_created_at, now()) AS at) c
+    WHERE {only_if}
+    ORDER BY f.n
+    ON CONFLICT (source_url) DO NOTHING
+    RETURNING id, kind,
+              EXISTS (SELECT 1 FROM ledger q WHERE q.status = 'queued' AND q.kind = ledger.kind) AS waiting
+    """
+
+
+def files_params(files: Sequence[NewFile], expiry_days: int) -> dict[str, Any]:
+    return {
+        **{f"files_{name}": [getattr(f, name) for f in files] for name in NewFile.__dataclass_fields__},
+        "days": expiry_days,
+    }
+
+
 def insert_files(conn: Connection, files: Sequence[NewFile], expiry_days: int) -> list[Row]:
-    """Create ledger rows for new URLs (a URL already in the ledger is left as it is);
-    return the id and kind of the rows created."""
-    created: list[Row] = []
+    """Create ledger rows for new URLs (a URL already in the ledger is left as it is), one
+    statement for all; return the id, kind and `waiting` (see above) of the rows created,
+    in the order given."""
+    if not files:
+        return []
     with conn.cursor() as cur:
-        for f in files:
-            cur.execute(
-                NEW_FILE_INSERT + " ON CONFLICT (source_url) DO NOTHING RETURNING id, kind",
-                {**f.__dict__, "days": expiry_days},
-            )
-            created.extend(fetch_all(cur))
-    return created
+        cur.execute(files_insert(), files_params(files, expiry_days))
+        return sorted(fetch_all(cur), key=lambda r: r["id"])  # ids follow the insert's order
 
 
 def mark_queued(conn: Connection, ids: Sequence[int], from_status: str = "pending") -> int:

@@ -18,7 +18,7 @@ accepts; a 'queued' row whose job Redis lost is the sweep's (`lost_queued`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 
 from redis import Redis
 from rq import worker_registration
@@ -75,11 +75,23 @@ def top_up(
 
 
 def top_up_for(
-    conn: Connection, redis: Redis, config: Config, rows: Sequence[tuple[int, str]]
+    conn: Connection,
+    redis: Redis,
+    config: Config,
+    rows: Sequence[tuple[int, str]],
+    waiting: Collection[str] = (),
 ) -> list[tuple[int, str]]:
     """After intake: new (or reset) 'pending' rows, as (ledger id, kind), start at once
-    when their queue's window has room. Nothing to do for no rows."""
+    when their queue's window has room. Nothing to do for no rows.
+
+    `waiting`: kinds whose queue held a job no worker had taken yet when the rows were
+    written (db/ledger.insert_files reads it in the same statement). Those rows are left
+    to the workers: a waiting job means no worker serving that queue is idle, and the
+    worker that takes it tops up when it finishes, after these rows are committed. A busy
+    intake (a burst of webhooks) then costs no lock, claim or Redis round trip per request.
+    """
     conn.commit()
-    if not rows:
+    kinds = sorted({kind for _, kind in rows if kind not in waiting}, key=KIND_NAMES.index)
+    if not kinds:
         return []
-    return top_up(conn, redis, config, sorted({kind for _, kind in rows}, key=KIND_NAMES.index))
+    return top_up(conn, redis, config, kinds)

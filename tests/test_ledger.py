@@ -59,3 +59,24 @@ def test_an_id_of_the_wrong_type_or_an_unknown_table_matches_nothing(conn: Conne
     assert app_rows.upsert_app_row(conn, "gen_videos", "99999999999999999999", 7) == []
     assert app_rows.upsert_app_row(conn, "other_table", "1", 7) == []
     assert len(app_rows.upsert_app_row(conn, "gen_videos", "1", 7)) == 1
+
+
+def test_new_files_are_one_statement_in_their_order_and_a_url_counts_once(conn: Connection) -> None:
+    urls = [f"https://v3.fal.media/files/b/order/{n}.png" for n in (3, 1, 2)]
+    files = [ledger.NewFile(source_url=u, kind="image") for u in [*urls, urls[0]]]
+    created = ledger.insert_files(conn, files, 7)
+    conn.commit()
+    by_id = {r["id"]: r["source_url"] for r in ledger_rows(conn)}
+    assert [by_id[r["id"]] for r in created] == urls  # the repeat made no row
+    assert [r["waiting"] for r in created] == [False] * 3  # no job was queued
+    assert ledger.insert_files(conn, files, 7) == []  # all known already
+    ledger.mark_queued(conn, [created[0]["id"]])
+    [image, video] = ledger.insert_files(
+        conn,
+        [
+            ledger.NewFile(source_url="https://v3.fal.media/files/b/order/4.png", kind="image"),
+            ledger.NewFile(source_url="https://v3.fal.media/files/b/order/5.mp4", kind="regular"),
+        ],
+        7,
+    )
+    assert (image["waiting"], video["waiting"]) == (True, False)  # an image job waits; no video job

@@ -12,7 +12,7 @@ from db import deliveries
 from db.connection import Connection, Row
 from jobs.fal.api import unfetchable_reason
 from jobs.fal.payload import AppLink, FalWebhook, UrlHints, WebhookKind
-from jobs.fal.plan import NOTE_LIMIT, Plan, clip, optional, plan_files, record_files
+from jobs.fal.plan import NOTE_LIMIT, Plan, clip, optional, plan_files, record_files, recorded
 from jobs.fal.walker import find_media
 
 
@@ -20,10 +20,11 @@ from jobs.fal.walker import find_media
 class Recorded:
     delivery_id: int
     duplicate: bool
-    rows: list[tuple[int, str]]  # (ledger id, kind) of the rows created, to enqueue
+    rows: list[tuple[int, str]]  # (ledger id, kind) of the rows created, to dispatch
     files: int
     fetch: bool  # a result to fetch from fal's queue API
     note: str | None
+    waiting: frozenset[str] = frozenset()  # kinds whose queue held a job no worker had taken
 
 
 def record_webhook(
@@ -61,7 +62,8 @@ def record_webhook(
         resolved=hook.kind is not WebhookKind.PAYLOAD_ERROR,
         note=clip("; ".join(notes), NOTE_LIMIT) if notes else None,
     )
-    delivery_id = deliveries.insert_delivery(conn, delivery)
+    files = plan.files if plan else []
+    delivery_id, created = deliveries.insert_delivery(conn, delivery, files, config.expiry_days)
     if delivery_id is None:
         existing = deliveries.get_delivery_by_request(conn, hook.request_id)
         conn.commit()
@@ -74,9 +76,9 @@ def record_webhook(
             and unfetchable_reason(config, existing["fal_app"]) is None
         )
         return Recorded(int(existing["id"]), True, [], int(existing["files"]), refetch, None)
-    rows = record_files(conn, plan, config.expiry_days) if plan else []
+    rows, waiting = recorded(conn, plan, created) if plan else ([], frozenset[str]())
     conn.commit()
-    return Recorded(delivery_id, False, rows, delivery.files, fetch, delivery.note)
+    return Recorded(delivery_id, False, rows, delivery.files, fetch, delivery.note, waiting)
 
 
 def record_result(conn: Connection, config: Config, delivery: Row, result: object) -> Recorded | None:
@@ -89,9 +91,9 @@ def record_result(conn: Connection, config: Config, delivery: Row, result: objec
     if not deliveries.resolve(conn, int(delivery["id"]), len(plan.files), plan.note()):
         conn.rollback()
         return None
-    rows = record_files(conn, plan, config.expiry_days)
+    rows, waiting = record_files(conn, plan, config.expiry_days)
     conn.commit()
-    return Recorded(int(delivery["id"]), False, rows, len(plan.files), False, plan.note())
+    return Recorded(int(delivery["id"]), False, rows, len(plan.files), False, plan.note(), waiting)
 
 
 def stored_link(delivery: Row) -> AppLink | None:
