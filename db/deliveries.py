@@ -46,7 +46,7 @@ def insert_delivery(
                 ON CONFLICT (request_id) DO NOTHING
                 RETURNING id
             ), f AS ({ledger.files_insert(only_if="EXISTS (SELECT 1 FROM d)")})
-            SELECT d.id AS delivery_id, f.id, f.kind, f.waiting FROM d LEFT JOIN f ON true
+            SELECT d.id AS delivery_id, f.id, f.kind FROM d LEFT JOIN f ON true
             """,
             {**asdict(d), **ledger.files_params(files, expiry_days)},
         )

@@ -78,9 +78,8 @@ NEW_FILE_INSERT = """
 
 
 # New files in one statement, in the order given (parameters `files_<field of NewFile>`, and
-# `days`). `waiting`: whether the kind's queue already holds a job no worker has taken (read
-# in the statement's snapshot), which lets the caller skip a top-up (jobs/dispatch.top_up_for).
-# `only_if` guards the whole insert (db/deliveries: only for a delivery not seen before).
+# `days`). `only_if` guards the whole insert (db/deliveries: only for a delivery not seen
+# before).
 def files_insert(only_if: str = "true") -> str:
     return f"""
     INSERT INTO ledger (source_url, kind, source_table, source_id, variant, fal_request_id,
@@ -97,8 +96,7 @@ def files_insert(only_if: str = "true") -> str:
     WHERE {only_if}
     ORDER BY f.n
     ON CONFLICT (source_url) DO NOTHING
-    RETURNING id, kind,
-              EXISTS (SELECT 1 FROM ledger q WHERE q.status = 'queued' AND q.kind = ledger.kind) AS waiting
+    RETURNING id, kind
     """
 
 
@@ -111,8 +109,7 @@ def files_params(files: Sequence[NewFile], expiry_days: int) -> dict[str, Any]:
 
 def insert_files(conn: Connection, files: Sequence[NewFile], expiry_days: int) -> list[Row]:
     """Create ledger rows for new URLs (a URL already in the ledger is left as it is), one
-    statement for all; return the id, kind and `waiting` (see above) of the rows created,
-    in the order given."""
+    statement for all; return the id and kind of the rows created, in the order given."""
     if not files:
         return []
     with conn.cursor() as cur:

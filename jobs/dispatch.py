@@ -18,10 +18,10 @@ accepts; a 'queued' row whose job Redis lost is the sweep's (`lost_queued`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from redis import Redis
-from rq import worker_registration
+from rq import Queue, worker_registration
 
 from core.config import Config
 from core.kinds import KIND_NAMES
@@ -75,23 +75,23 @@ def top_up(
 
 
 def top_up_for(
-    conn: Connection,
-    redis: Redis,
-    config: Config,
-    rows: Sequence[tuple[int, str]],
-    waiting: Collection[str] = (),
+    conn: Connection, redis: Redis, config: Config, rows: Sequence[tuple[int, str]]
 ) -> list[tuple[int, str]]:
     """After intake: new (or reset) 'pending' rows, as (ledger id, kind), start at once
     when their queue's window has room. Nothing to do for no rows.
 
-    `waiting`: kinds whose queue held a job no worker had taken yet when the rows were
-    written (db/ledger.insert_files reads it in the same statement). Those rows are left
-    to the workers: a waiting job means no worker serving that queue is idle, and the
-    worker that takes it tops up when it finishes, after these rows are committed. A busy
-    intake (a burst of webhooks) then costs no lock, claim or Redis round trip per request.
+    A kind whose queue still holds a job is left out: no worker serving that queue is
+    idle (an idle one would have taken the job), and every worker tops up after each job,
+    by when these rows are committed. So through a burst of intake a request costs one
+    Redis round trip, not the dispatch lock, claim and commit.
     """
     conn.commit()
-    kinds = sorted({kind for _, kind in rows if kind not in waiting}, key=KIND_NAMES.index)
+    kinds = sorted({kind for _, kind in rows}, key=KIND_NAMES.index)
     if not kinds:
         return []
-    return top_up(conn, redis, config, kinds)
+    with redis.pipeline(transaction=False) as pipe:
+        for kind in kinds:
+            pipe.llen(Queue.redis_queue_namespace_prefix + QUEUE_FOR_KIND[kind])
+        waiting: list[int] = pipe.execute()
+    idle = [kind for kind, jobs in zip(kinds, waiting, strict=True) if not jobs]
+    return top_up(conn, redis, config, idle) if idle else []

@@ -109,7 +109,7 @@ def _fetch(conn: Connection, redis: Redis, config: Config, delivery_id: int) -> 
         [i for i, _ in recorded.rows],
     )
     try:
-        top_up_for(conn, redis, config, recorded.rows, recorded.waiting)
+        top_up_for(conn, redis, config, recorded.rows)
     except RedisError as e:
         conn.rollback()
         log.warning(

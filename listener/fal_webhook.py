@@ -116,7 +116,7 @@ def _enqueue(hook: FalWebhook, outcome: Recorded) -> tuple[Response, int]:
     )
     conn = get_db()
     try:
-        top_up_for(conn, get_redis(), config, outcome.rows, outcome.waiting)
+        top_up_for(conn, get_redis(), config, outcome.rows)
         if outcome.fetch:
             enqueue_fetch(get_redis(), outcome.delivery_id)
     except (psycopg2.OperationalError, psycopg2.InterfaceError) as e:

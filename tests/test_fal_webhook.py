@@ -1115,11 +1115,10 @@ def test_a_webhook_leaves_its_file_to_the_worker_of_a_job_still_waiting(
     key: Ed25519PrivateKey, hook_config: Config, conn: Connection, redis: Redis, cdn: FakeCdn
 ) -> None:
     """While a queue holds a job no worker has taken, a webhook for that queue only
-    commits its row: no worker is idle, and the one that takes the waiting job tops up
-    when it finishes, which starts this file (the window is one job here, so nothing else
-    would)."""
-    config = hook_config.replace(queue_window_per_worker=1)
-    client = create_app_for(config).test_client()
+    commits its row, though the window has room: no worker is idle, and the one that
+    takes the waiting job tops up when it finishes. That top-up is what starts the file
+    here (the worker's window is one job, so its start-up top-up finds no room)."""
+    client = create_app_for(hook_config.replace(queue_window_per_worker=2)).test_client()
     first = cdn.add("/files/b/w/first.mp4", 50_000, seed=1)
     second = cdn.add("/files/b/w/second.mp4", 50_000, seed=2)
     assert post(client, key, video_webhook(first, "req-first")).status_code == 200
@@ -1127,5 +1126,5 @@ def test_a_webhook_leaves_its_file_to_the_worker_of_a_job_still_waiting(
     by_url = {r["source_url"]: r for r in ledger_rows(conn)}
     assert (by_url[first]["status"], by_url[second]["status"]) == ("queued", "pending")
     assert queued(redis, "backup-regular") == [f"backup-{by_url[first]['id']}"]
-    assert run_worker(config)
+    assert run_worker(hook_config.replace(queue_window_per_worker=1))
     assert {r["source_url"]: r["status"] for r in ledger_rows(conn)} == {first: "done", second: "done"}

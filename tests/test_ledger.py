@@ -68,15 +68,4 @@ def test_new_files_are_one_statement_in_their_order_and_a_url_counts_once(conn: 
     conn.commit()
     by_id = {r["id"]: r["source_url"] for r in ledger_rows(conn)}
     assert [by_id[r["id"]] for r in created] == urls  # the repeat made no row
-    assert [r["waiting"] for r in created] == [False] * 3  # no job was queued
     assert ledger.insert_files(conn, files, 7) == []  # all known already
-    ledger.mark_queued(conn, [created[0]["id"]])
-    [image, video] = ledger.insert_files(
-        conn,
-        [
-            ledger.NewFile(source_url="https://v3.fal.media/files/b/order/4.png", kind="image"),
-            ledger.NewFile(source_url="https://v3.fal.media/files/b/order/5.mp4", kind="regular"),
-        ],
-        7,
-    )
-    assert (image["waiting"], video["waiting"]) == (True, False)  # an image job waits; no video job

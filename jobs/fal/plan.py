@@ -129,27 +129,20 @@ def plan_files(scan: MediaScan, *, request_id: str, link: AppLink | None, fal_ap
     return plan
 
 
-def record_files(
-    conn: Connection, plan: Plan, expiry_days: int
-) -> tuple[list[tuple[int, str]], frozenset[str]]:
-    """Create the plan's ledger rows, its blobs, and bring the app row they are linked to up
-    to date, in the caller's transaction; see `recorded`."""
+def record_files(conn: Connection, plan: Plan, expiry_days: int) -> list[tuple[int, str]]:
+    """Create the plan's ledger rows, then the rest (`recorded`)."""
     return recorded(conn, plan, ledger.insert_files(conn, plan.files, expiry_days))
 
 
-def recorded(
-    conn: Connection, plan: Plan, created: Sequence[Row]
-) -> tuple[list[tuple[int, str]], frozenset[str]]:
+def recorded(conn: Connection, plan: Plan, created: Sequence[Row]) -> list[tuple[int, str]]:
     """The rest of recording the plan once its ledger rows are `created` (as
-    db/ledger.insert_files returns them): store its blobs and bring the app row they are
-    linked to up to date (in the caller's transaction); return (ledger id, kind) of the
-    rows created, and the kinds among them whose queue already holds a job waiting for a
-    worker, for `jobs.dispatch.top_up_for`."""
+    db/ledger.insert_files returns them), in the caller's transaction: store its blobs and
+    bring the app row they are linked to up to date; return (ledger id, kind) of the rows
+    created, for `jobs.dispatch.top_up_for`."""
     for blob in plan.blobs:
         blobs.insert_blob(conn, blob.sha256, blob.content_type, blob.data)
     _sync_linked(conn, plan)
-    rows = [(int(r["id"]), str(r["kind"])) for r in created]
-    return rows, frozenset(str(r["kind"]) for r in created if r["waiting"])
+    return [(int(r["id"]), str(r["kind"])) for r in created]
 
 
 def _sync_linked(conn: Connection, plan: Plan) -> None:

@@ -24,7 +24,6 @@ class Recorded:
     files: int
     fetch: bool  # a result to fetch from fal's queue API
     note: str | None
-    waiting: frozenset[str] = frozenset()  # kinds whose queue held a job no worker had taken
 
 
 def record_webhook(
@@ -76,9 +75,9 @@ def record_webhook(
             and unfetchable_reason(config, existing["fal_app"]) is None
         )
         return Recorded(int(existing["id"]), True, [], int(existing["files"]), refetch, None)
-    rows, waiting = recorded(conn, plan, created) if plan else ([], frozenset[str]())
+    rows = recorded(conn, plan, created) if plan else []
     conn.commit()
-    return Recorded(delivery_id, False, rows, delivery.files, fetch, delivery.note, waiting)
+    return Recorded(delivery_id, False, rows, delivery.files, fetch, delivery.note)
 
 
 def record_result(conn: Connection, config: Config, delivery: Row, result: object) -> Recorded | None:
@@ -91,9 +90,9 @@ def record_result(conn: Connection, config: Config, delivery: Row, result: objec
     if not deliveries.resolve(conn, int(delivery["id"]), len(plan.files), plan.note()):
         conn.rollback()
         return None
-    rows, waiting = record_files(conn, plan, config.expiry_days)
+    rows = record_files(conn, plan, config.expiry_days)
     conn.commit()
-    return Recorded(int(delivery["id"]), False, rows, len(plan.files), False, plan.note(), waiting)
+    return Recorded(int(delivery["id"]), False, rows, len(plan.files), False, plan.note())
 
 
 def stored_link(delivery: Row) -> AppLink | None:
