@@ -34,6 +34,20 @@ def connection(database_url: str, *, application_name: str = "falback") -> Itera
         conn.close()
 
 
+@contextmanager
+def statement_alone(conn: Connection, alone: bool = True) -> Iterator[None]:
+    """Run the block's one statement as a transaction of its own (autocommit): no BEGIN
+    and COMMIT round trips. `alone=False` leaves the caller's transaction as it is."""
+    if not alone or conn.info.transaction_status != psycopg2.extensions.TRANSACTION_STATUS_IDLE:
+        yield
+        return
+    conn.autocommit = True
+    try:
+        yield
+    finally:
+        conn.autocommit = False
+
+
 # Rows come back as dicts (RealDictCursor); the psycopg2 stubs only know tuples.
 Row = dict[str, Any]
 

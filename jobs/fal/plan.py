@@ -52,6 +52,10 @@ class Plan:
     blobs: list[Blob] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
+    def needs_more(self) -> bool:
+        """Whether recording takes statements beyond the ledger rows' (`recorded`)."""
+        return bool(self.blobs) or any(f.source_table for f in self.files)
+
     def note(self) -> str | None:
         return clip("; ".join(self.notes), NOTE_LIMIT) if self.notes else None
 

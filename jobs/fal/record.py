@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from core.config import Config
 from db import deliveries
-from db.connection import Connection, Row
+from db.connection import Connection, Row, statement_alone
 from jobs.fal.api import unfetchable_reason
 from jobs.fal.payload import AppLink, FalWebhook, UrlHints, WebhookKind
 from jobs.fal.plan import NOTE_LIMIT, Plan, clip, optional, plan_files, record_files, recorded
@@ -62,7 +62,10 @@ def record_webhook(
         note=clip("; ".join(notes), NOTE_LIMIT) if notes else None,
     )
     files = plan.files if plan else []
-    delivery_id, created = deliveries.insert_delivery(conn, delivery, files, config.expiry_days)
+    # With nothing else to write, the delivery and its ledger rows are one statement, its
+    # own transaction: the webhook is recorded in one round trip.
+    with statement_alone(conn, alone=not (plan and plan.needs_more())):
+        delivery_id, created = deliveries.insert_delivery(conn, delivery, files, config.expiry_days)
     if delivery_id is None:
         existing = deliveries.get_delivery_by_request(conn, hook.request_id)
         conn.commit()
