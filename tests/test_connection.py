@@ -6,7 +6,7 @@ import psycopg2
 import psycopg2.extensions
 import pytest
 
-from db.connection import Connection, statement_alone
+from db.connection import Connection, fetch_one, statement_alone
 
 IDLE = psycopg2.extensions.TRANSACTION_STATUS_IDLE
 
@@ -14,7 +14,7 @@ IDLE = psycopg2.extensions.TRANSACTION_STATUS_IDLE
 def count(conn: Connection) -> int:
     with conn.cursor() as cur:
         cur.execute("SELECT count(*) AS n FROM ledger")
-        row = cur.fetchone()
+        row = fetch_one(cur)
     conn.rollback()
     assert row is not None
     return int(row["n"])
