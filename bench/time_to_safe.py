@@ -235,7 +235,7 @@ def report(
         p50, p90, top = cuts(values)
         print(f"  {name:<22} p50 {p50 * 1000:7.1f} ms  p90 {p90 * 1000:7.1f} ms  max {top * 1000:7.1f} ms")
     print(f"  ratio p50(falback) / p50(curl): {statistics.median(safe) / statistics.median(curls):.2f}")
-    print("  where the time goes: p50 of each moment (ms after the webhook was sent), and of the step to it")
+    print("  where the time goes: each moment in ms after the webhook was sent, p50 and max; p50 of the step")
     previous: list[float] = []
     for stage, source, meaning in STAGES:
         moments = [_moment(stage, source, s, logged) for s in ours]
@@ -249,7 +249,8 @@ def report(
         step = ""
         if chained and previous:
             step = f"+{statistics.median(b - a for a, b in zip(previous, known, strict=True)) * 1000:.1f}"
-        print(f"    {stage:<11} {statistics.median(known) * 1000:7.1f} {step:>7}  {meaning}")
+        at = f"{statistics.median(known) * 1000:7.1f} {max(known) * 1000:7.1f}"
+        print(f"    {stage:<11} {at} {step:>7}  {meaning}")
         if chained:
             previous = known
     slow = [s for s in ours if s.seen - s.sent > 1.0]
