@@ -114,7 +114,7 @@ def plan(cdn: FakeCdn, rng: random.Random, count: int, expire_at: float, started
         for f in (main, up):
             if f is not None:
                 f.via = "insert"
-    deliveries = [_delivery(n, group) for n, group in enumerate(hooks)]
+    deliveries = [delivery_for(n, group) for n, group in enumerate(hooks)]
     sent = deliveries + [d for d in deliveries if rng.random() < 0.3]  # repeats
     rng.shuffle(sent)  # out of order
     return Load(files, backlog, inserts, sent, expire_at)
@@ -142,7 +142,7 @@ def _at_least_one_expiry(
             cdn.expire(rows[n][1].url)
 
 
-def _delivery(n: int, files: list[SourceFile]) -> Delivery:
+def delivery_for(n: int, files: list[SourceFile]) -> Delivery:
     request_id = f"c4a05{n:03d}-0000-4000-8000-{random.Random(n).getrandbits(48):012x}"
     refs = [{"url": f.url, "content_type": "video/mp4" if f.kind != "image" else "image/png",
              "file_size": f.size} for f in files]  # fmt: skip
@@ -222,7 +222,7 @@ class Traffic:
         """Retried on 5xx or no answer with fal's kind of backoff, for up to 90 s."""
         wait, deadline = 1.0, time.monotonic() + 90
         while not self.stop.is_set():
-            status = self._post(delivery)
+            status = self.post(delivery)
             delivery.answers.append(status)
             if 200 <= status < 300:
                 for f in delivery.files:
@@ -233,7 +233,7 @@ class Traffic:
             self.stop.wait(wait)
             wait = min(wait * 2, 15)
 
-    def _post(self, delivery: Delivery) -> int:
+    def post(self, delivery: Delivery) -> int:
         headers = signed_headers(
             self.stack.fal_key, delivery.body, timestamp=int(time.time()),
             request_id=delivery.request_id, user_id=FAL_USER,

@@ -46,7 +46,7 @@ from rq import worker_registration
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from chaos_load import Load, SourceFile, Traffic, _delivery  # noqa: E402
+from chaos_load import Load, SourceFile, Traffic, delivery_for  # noqa: E402
 from chaos_stack import Stack  # noqa: E402
 
 from jobs.queues import QUEUE_NAMES  # noqa: E402
@@ -179,9 +179,9 @@ class Sender:
 
     def time_to_safe(self, watch: psycopg2.extensions.connection, poll: float) -> Sample:
         url = self.fresh(".mp4")
-        delivery = _delivery(self.n, [SourceFile(url, "regular", SIZE, "webhook")])
+        delivery = delivery_for(self.n, [SourceFile(url, "regular", SIZE, "webhook")])
         sent = time.time()
-        status = self.traffic._post(delivery)
+        status = self.traffic.post(delivery)
         answered = time.time()
         if status != 200:
             raise RuntimeError(f"webhook answered {status}")
