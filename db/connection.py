@@ -45,7 +45,8 @@ def statement_alone(conn: Connection, alone: bool = True) -> Iterator[None]:
     try:
         yield
     finally:
-        conn.autocommit = False
+        if not conn.closed:  # a broken connection keeps its own error
+            conn.autocommit = False
 
 
 # Rows come back as dicts (RealDictCursor); the psycopg2 stubs only know tuples.
