@@ -333,3 +333,10 @@ def not_in_ledger(conn: Connection) -> list[dict[str, Any]]:
             """
         )
         return [dict(r) for r in fetch_all(cur)]
+
+
+def sync_app_row_seen(conn: Connection, source_table: str | None, source_id: str | None) -> None:
+    """`sync_app_row` for a caller whose own statement has just seen falback_app_files
+    exist (the backup job's claim and done): one round trip fewer."""
+    if source_table is not None:
+        _sync(conn, [(source_table, source_id)])

@@ -1,8 +1,9 @@
-"""The copies table: one row per verified copy of a ledger file at one destination."""
+"""The copies table: one row per verified copy of a ledger file at one destination.
+
+Copies are recorded by db/ledger.py, in the statements that check the row's claim."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -29,38 +30,33 @@ class Copy:
 _COLUMNS = ", ".join(Copy.__dataclass_fields__)
 
 
-def record(
-    conn: Connection, ledger_id: int, destination: str, location: str, url: str, size: int, md5: str
-) -> None:
-    """Record (or replace, after a re-copy) the verified copy at one destination."""
-    with conn.cursor() as cur:
-        cur.execute(
-            """
-            INSERT INTO copies (ledger_id, destination, location, url, size_bytes, md5)
-            VALUES (%s, %s, %s, %s, %s, %s)
-            ON CONFLICT (ledger_id, destination) DO UPDATE
-            SET location = excluded.location, url = excluded.url,
-                size_bytes = excluded.size_bytes, md5 = excluded.md5,
-                created_at = now(), verified_at = NULL
-            -- The same copy recorded again (the ledger's row once the file is done) keeps
-            -- its age and its last verification.
-            WHERE (copies.location, copies.url, copies.size_bytes, copies.md5)
-                  IS DISTINCT FROM (excluded.location, excluded.url, excluded.size_bytes, excluded.md5)
-            """,
-            (ledger_id, destination, location, url, size, md5),
-        )
+@dataclass(frozen=True)
+class NewCopy:
+    """A verified copy about to be recorded."""
+
+    destination: str
+    location: str
+    url: str
+    size: int
+    md5: str
+
+
+# The INSERT's conflict clause, for every statement that records a copy (db/ledger.py too).
+UPSERT = """
+    ON CONFLICT (ledger_id, destination) DO UPDATE
+    SET location = excluded.location, url = excluded.url,
+        size_bytes = excluded.size_bytes, md5 = excluded.md5,
+        created_at = now(), verified_at = NULL
+    -- The same copy recorded again keeps its age and its last verification.
+    WHERE (copies.location, copies.url, copies.size_bytes, copies.md5)
+          IS DISTINCT FROM (excluded.location, excluded.url, excluded.size_bytes, excluded.md5)
+"""
 
 
 def of_file(conn: Connection, ledger_id: int) -> list[Copy]:
     with conn.cursor() as cur:
         cur.execute(f"SELECT {_COLUMNS} FROM copies WHERE ledger_id = %s ORDER BY destination", (ledger_id,))
         return [Copy.from_record(r) for r in fetch_all(cur)]
-
-
-def missing(conn: Connection, ledger_id: int, destinations: Sequence[str]) -> list[str]:
-    """The destinations, in the order given, that hold no copy of this file yet."""
-    held = {c.destination for c in of_file(conn, ledger_id)}
-    return [d for d in destinations if d not in held]
 
 
 def mark_verified(conn: Connection, ledger_id: int, destination: str) -> None:

@@ -2,7 +2,9 @@
 hold one yet (FALBACK_DESTINATIONS, first preference first).
 
 Each copy is recorded (db/copies.py) and committed the moment it is verified, so a
-failure at one destination is retried later without redoing the others. A paused
+failure at one destination is retried later without redoing the others; the last one,
+when every other destination holds a copy already, is left to the statement that marks
+the file done (jobs/outcomes.py `done`), which records it. A paused
 destination (Drive's daily cap, an expired sign-in) is skipped and does not stop the
 others. Each destination reads the source again: nothing is kept between two uploads.
 """
@@ -10,7 +12,6 @@ others. Each destination reads the source again: nothing is kept between two upl
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -35,39 +36,33 @@ class Attempt:
     # Destination and what it raised, in the order tried.
     errors: list[tuple[str, Exception]] = field(default_factory=list)
     lost: bool = False  # the claim ran out: nothing more may be recorded
+    # The last copy, verified but not recorded yet: every other destination holds one, so
+    # it is recorded along with the file's done (one statement instead of two).
+    last: copies.NewCopy | None = None
 
     def permanent(self) -> tuple[str, Exception] | None:
         return next(((n, e) for n, e in self.errors if isinstance(e, PermanentError)), None)
 
 
-def pauses(conn: Connection, names: Sequence[str]) -> dict[str, datetime]:
-    """The destinations among `names` that refuse uploads now, and until when."""
-    found = {}
-    for name in names:
-        until = drive_state.paused_until(conn, name)
-        if until is not None:
-            found[name] = until
-    return found
-
-
 def copy_missing(
     conn: Connection,
     config: Config,
-    row: ledger.LedgerRow,
+    claim: ledger.Claim,
     owner: str,
     logger: logging.LoggerAdapter,  # type: ignore[type-arg]
 ) -> Attempt:
-    """Copy `row` (claimed by `owner`) to each configured destination that holds no copy.
+    """Copy the claimed row (claimed by `owner`) to each configured destination that held
+    no copy at the claim, except those paused then.
 
     A source answering 404/410 (SourceGone) ends the attempt at once: no destination can
     get the file then; so does the job's timeout. Anything else one destination raises is
     kept in `errors` and the next destination is tried; an interruption (BaseException)
     goes up as it is.
     """
-    attempt = Attempt()
-    todo = copies.missing(conn, row.id, config.destination_names)
-    attempt.paused = pauses(conn, todo)
-    conn.commit()
+    row = claim.row
+    assert row is not None
+    todo = claim.missing
+    attempt = Attempt(paused=dict(claim.paused))
     fetcher = SourceFetcher(config)
     try:
         for name in todo:
@@ -89,31 +84,17 @@ def copy_missing(
                 conn.rollback()
                 attempt.errors.append((name, e))
                 continue
-            if not ledger.record_copy(
-                conn,
-                row.id,
-                owner,
-                destination=stored.destination,
-                location=stored.id,
-                url=stored.url,
-                size=stored.size,
-                md5=stored.md5,
-            ):
+            copy = copies.NewCopy(stored.destination, stored.id, stored.url, stored.size, stored.md5)
+            logger.info("copy verified at %s: %s (%d bytes)", name, stored.id, stored.size)
+            if name == todo[-1] and not attempt.errors and not attempt.paused:
+                attempt.last = copy  # the file is done: recorded with it
+            elif ledger.record_copy(conn, row.id, owner, copy):
+                conn.commit()
+            else:
                 conn.rollback()
                 attempt.lost = True
                 return attempt
-            conn.commit()
             attempt.made.append(name)
-            logger.info("copy verified at %s: %s (%d bytes)", name, stored.id, stored.size)
     finally:
         fetcher.close()
     return attempt
-
-
-def first_preference(conn: Connection, ledger_id: int, names: Sequence[str]) -> copies.Copy | None:
-    """The copy the ledger's own destination columns keep: the first configured
-    destination's, else (a destination since dropped from the list) any."""
-    held = copies.of_file(conn, ledger_id)
-    rank = {name: n for n, name in enumerate(names)}
-    held.sort(key=lambda c: rank.get(c.destination, len(rank)))
-    return held[0] if held else None

@@ -299,21 +299,15 @@ def test_a_worker_that_lost_its_claim_cannot_record(
     with conn.cursor() as cur:
         cur.execute("UPDATE ledger SET lease_expires_at = now() - interval '1 second'")
     assert ledger.claim(conn, row_id, "worker-b", 60) is not None
-    assert not ledger.record_done(
-        conn,
-        row_id,
-        "worker-a",
-        destination="local",
-        destination_id="x",
-        destination_url="file:///x",
-        size=1,
-        md5="0" * 32,
-    )
+    late_copy = copies.NewCopy("local", "x", "file:///x", 1, "0" * 32)
+    assert not ledger.record_copy(conn, row_id, "worker-a", late_copy)
+    assert ledger.record_done(conn, row_id, "worker-a", ["local"], last=late_copy).kept is None
     assert not ledger.record_final(conn, row_id, "worker-a", "failed", "late")
     assert ledger.record_retry(conn, row_id, "worker-a", "late", 10) is None
     conn.commit()
     [row] = ledger_rows(conn)
     assert (row["status"], row["claimed_by"], row["last_error"]) == ("copying", "worker-b", None)
+    assert copies.of_file(conn, row_id) == []
 
 
 def test_a_retry_is_not_claimed_before_its_backoff_ends(
