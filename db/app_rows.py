@@ -216,26 +216,16 @@ def _dicts(cur: Any) -> list[Row]:
 
 
 def _sync_bulk(cur: Any, table: str, ids: list[str], public_url: str | None) -> None:
-    with cur.connection.cursor(cursor_factory=psycopg2.extensions.cursor) as plain:
-        plain.execute(_ROW_FILES_BULK, (ids, table))
-        rows = _dicts(plain)
-    files: dict[str, list[Row]] = {}
-    for f in rows:
-        files.setdefault(f["row_id"], []).append(f)
+    """`_columns` for many rows of one table, computed and written by Postgres in one
+    statement: nothing read back, no values built here."""
     cur.execute(
         "SELECT format_type(atttypid, NULL) AS id_type FROM pg_attribute"
         " WHERE attrelid = %s::regclass AND attname = 'id'",
         (f"public.{table}",),
     )
     id_type = fetch_one(cur)["id_type"]  # type: ignore[index]
-    update = sql.SQL(_UPDATE_COLUMNS_BULK).format(sql.Identifier(table), sql.SQL(id_type)).as_string(cur)
-    psycopg2.extras.execute_values(
-        cur,
-        update,
-        [(row_id, *_columns(row_files, public_url)) for row_id, row_files in files.items()],
-        template="(%s, %s, %s, %s, %s::timestamptz, %s, %s)",
-        page_size=5000,
-    )
+    update = sql.SQL(_SYNC_BULK).format(sql.Identifier(table), sql.SQL(id_type))
+    cur.execute(update, {"ids": ids, "table": table, "media": media_url("", public_url)})
 
 
 # Each row's files with their ledger rows, the row's main file (highest priority) first,
@@ -255,16 +245,6 @@ _ROW_FILES = f"""
     LEFT JOIN ledger l ON l.source_url = f.url
     ORDER BY ids.n, {priority_sql("f.kind")}
 """
-# `_ROW_FILES` for many rows: the view joined as a whole (one scan of the app table), since
-# filtering it by source_id one row at a time could not use the primary key.
-_ROW_FILES_BULK = f"""
-    SELECT f.source_id AS row_id, f.variant, l.status, l.done_at, l.last_error, l.media_id,{_COPY_LINKS}
-    FROM falback_app_files f
-    JOIN unnest(%s::text[]) AS ids(id) ON ids.id = f.source_id
-    LEFT JOIN ledger l ON l.source_url = f.url
-    WHERE f.source_table = %s
-    ORDER BY f.source_id, {priority_sql("f.kind")}
-"""
 # Most calls (every link, every claim) find the row as it was: skipping those spares the
 # user's table a locked, rewritten row.
 _UPDATE_COLUMNS = (
@@ -274,17 +254,58 @@ _UPDATE_COLUMNS = (
     " backup_media_url)"
     " IS DISTINCT FROM (%s::text, %s::text, %s::text, %s::timestamptz, %s::text, %s::text)"
 )
-# The same for many rows; the ids are cast to the key's type ({1}) so the primary key is used.
-_UPDATE_COLUMNS_BULK = (
-    "UPDATE {0} a SET backup_status = v.status, backup_drive_url = v.drive_url,"
-    " backup_storage_url = v.storage_url, backed_up_at = v.at, backup_error = v.error,"
-    " backup_media_url = v.media_url"
-    " FROM (VALUES %s) AS v(id, status, drive_url, storage_url, at, error, media_url)"
-    " WHERE a.id = v.id::{1} AND"
-    " (a.backup_status, a.backup_drive_url, a.backup_storage_url, a.backed_up_at, a.backup_error,"
-    " a.backup_media_url)"
-    " IS DISTINCT FROM (v.status, v.drive_url, v.storage_url, v.at, v.error, v.media_url)"
-)
+# `_columns` in SQL, for many rows of one table ({0}, its key of type {1}): the view joined
+# as a whole (one scan of the app table; filtering it by source_id one row at a time could
+# not use the primary key), each row's files aggregated, main file (highest priority)
+# first, and the row written only when a value changed. The copy links are looked up for
+# a main file that is done only.
+_SYNC_BULK = f"""
+    WITH f AS (
+        SELECT f.source_id, f.variant, {priority_sql("f.kind")} AS priority,
+               l.id, l.status, l.done_at, l.last_error, l.media_id
+        FROM falback_app_files f
+        JOIN unnest(%(ids)s::text[]) AS ids(id) ON ids.id = f.source_id
+        LEFT JOIN ledger l ON l.source_url = f.url
+        WHERE f.source_table = %(table)s
+    ), r AS (
+        SELECT source_id,
+               (array_agg(id ORDER BY priority))[1] AS main_id,
+               (array_agg(status ORDER BY priority))[1] AS main_status,
+               (array_agg(media_id ORDER BY priority))[1] AS main_media_id,
+               CASE WHEN bool_or(status = 'failed') THEN 'failed'
+                    WHEN bool_and(status IS NULL OR status = 'pending') THEN 'pending'
+                    WHEN bool_or(status IS NULL OR status NOT IN ('done', 'gone')) THEN 'in_progress'
+                    WHEN bool_or(status = 'gone') THEN 'gone'
+                    ELSE 'completed' END AS status,
+               max(done_at) AS at,
+               string_agg(variant || ': ' || coalesce(last_error, 'None'), '; ' ORDER BY priority)
+                   FILTER (WHERE status IN ('failed', 'gone')) AS error
+        FROM f GROUP BY source_id
+    ), v AS (
+        SELECT r.source_id AS id, r.status, r.at, r.error,
+               CASE WHEN r.main_status = 'done' THEN (
+                   SELECT coalesce(
+                       (SELECT c.url FROM copies c WHERE c.ledger_id = l.id AND c.destination = 'drive'),
+                       CASE WHEN l.destination = 'drive' THEN l.destination_url END)
+                   FROM ledger l WHERE l.id = r.main_id) END AS drive_url,
+               CASE WHEN r.main_status = 'done' THEN (
+                   SELECT coalesce(
+                       (SELECT c.url FROM copies c WHERE c.ledger_id = l.id AND c.destination <> 'drive'
+                        ORDER BY c.destination = 's3' DESC LIMIT 1),
+                       CASE WHEN l.destination <> 'drive' THEN l.destination_url END)
+                   FROM ledger l WHERE l.id = r.main_id) END AS storage_url,
+               %(media)s || r.main_media_id AS media_url
+        FROM r
+    )
+    UPDATE {{0}} a SET backup_status = v.status, backup_drive_url = v.drive_url,
+                       backup_storage_url = v.storage_url, backed_up_at = v.at,
+                       backup_error = v.error, backup_media_url = v.media_url
+    FROM v
+    WHERE a.id = v.id::{{1}}
+      AND (a.backup_status, a.backup_drive_url, a.backup_storage_url, a.backed_up_at,
+           a.backup_error, a.backup_media_url)
+          IS DISTINCT FROM (v.status, v.drive_url, v.storage_url, v.at, v.error, v.media_url)
+"""
 
 
 def _columns(files: list[Row], public_url: str | None) -> tuple[Any, ...]:
