@@ -80,7 +80,7 @@ def synced_both_ways(conn: Connection, ids: list[str]) -> tuple[dict[str, tuple[
         app_rows.sync_app_row(conn, "gen_videos", row_id)
     conn.commit()
     one_by_one = columns(conn, "gen_videos")
-    execute(conn, "UPDATE gen_videos SET backup_status = NULL, backup_media_url = 'stale', backup_error = 'x'")
+    execute(conn, "UPDATE gen_videos SET backup_status = NULL, backup_media_url = 'old', backup_error = 'x'")
     app_rows.sync_app_rows(conn, [("gen_videos", row_id) for row_id in ids])
     conn.commit()
     return one_by_one, columns(conn, "gen_videos")
@@ -156,7 +156,9 @@ def test_text_and_uuid_ids(text_id_database: str) -> None:
 
         uuids = [f"00000000-0000-0000-0000-{i:012d}" for i in range(app_rows._BULK_ROWS + 1)]
         for n, row_id in enumerate(uuids):
-            execute(conn, "INSERT INTO gen_images (id, image_url) VALUES (%s, %s)", row_id, f"https://cdn/{n}.png")
+            execute(
+                conn, "INSERT INTO gen_images (id, image_url) VALUES (%s, %s)", row_id, f"https://cdn/{n}.png"
+            )
             add_file(conn, f"https://cdn/{n}.png", n, "pending" if n % 2 else None, ())
         app_rows.sync_app_rows(conn, [("gen_images", row_id) for row_id in [*uuids, "not-a-uuid"]])
         conn.commit()
