@@ -225,7 +225,14 @@ def _sync_bulk(cur: Any, table: str, ids: list[str], public_url: str | None) -> 
     )
     id_type = fetch_one(cur)["id_type"]  # type: ignore[index]
     update = sql.SQL(_SYNC_BULK).format(sql.Identifier(table), sql.SQL(id_type))
-    cur.execute(update, {"ids": ids, "table": table, "media": media_url("", public_url)})
+    # The ids as one array literal: a list would go in as ARRAY['1', '2', ...], 100,000
+    # constants for Postgres to parse and plan.
+    cur.execute(update, {"ids": _text_array(ids), "table": table, "media": media_url("", public_url)})
+
+
+def _text_array(values: Iterable[str]) -> str:
+    """A text[] literal ('{"a","b"}') of any strings."""
+    return "{" + ",".join('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values) + "}"
 
 
 # Each row's files with their ledger rows, the row's main file (highest priority) first,

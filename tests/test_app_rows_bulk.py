@@ -149,7 +149,7 @@ def text_id_database(servers: Servers) -> Iterator[str]:
 
 def test_text_and_uuid_ids(text_id_database: str) -> None:
     with connection(text_id_database) as conn:
-        ids = [f"v-{i}" for i in range(len(STATES) ** 2 * 4)]
+        ids = [f"v-{i}" for i in range(len(STATES) ** 2 * 4)] + ['a,"b\\c}', "{d} e"]
         fill_videos(conn, ids)
         one_by_one, all_at_once = synced_both_ways(conn, ids)
         assert all_at_once == one_by_one and len(all_at_once) == len(ids)
