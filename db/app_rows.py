@@ -17,10 +17,9 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import psycopg2.extensions
-import psycopg2.extras
 from psycopg2 import sql
 
-from core.kinds import APP_TABLES, priority_sql
+from core.kinds import APP_TABLES, columns_of, priority_sql
 from core.media_links import media_url, public_url_from_env
 from db.connection import Connection, Row, fetch_all, fetch_one
 from db.ledger import NEW_FILE_INSERT, PRIORITY_ORDER, NewFile
@@ -218,16 +217,12 @@ def _dicts(cur: Any) -> list[Row]:
 def _sync_bulk(cur: Any, table: str, ids: list[str], public_url: str | None) -> None:
     """`_columns` for many rows of one table, computed and written by Postgres in one
     statement: nothing read back, no values built here."""
-    cur.execute(
-        "SELECT format_type(atttypid, NULL) AS id_type FROM pg_attribute"
-        " WHERE attrelid = %s::regclass AND attname = 'id'",
-        (f"public.{table}",),
-    )
-    id_type = fetch_one(cur)["id_type"]  # type: ignore[index]
-    update = sql.SQL(_SYNC_BULK).format(sql.Identifier(table), sql.SQL(id_type))
+    cur.execute("SELECT to_regclass(%s) IS NOT NULL AS present", (f"public.{table}",))
+    if not fetch_one(cur)["present"]:  # type: ignore[index]
+        return  # a link to an app table this database does not have
     # The ids as one array literal: a list would go in as ARRAY['1', '2', ...], 100,000
     # constants for Postgres to parse and plan.
-    cur.execute(update, {"ids": _text_array(ids), "table": table, "media": media_url("", public_url)})
+    cur.execute(_sync_bulk_sql(table), {"ids": _text_array(ids), "media": media_url("", public_url)})
 
 
 def _text_array(values: Iterable[str]) -> str:
@@ -261,35 +256,69 @@ _UPDATE_COLUMNS = (
     " backup_media_url)"
     " IS DISTINCT FROM (%s::text, %s::text, %s::text, %s::timestamptz, %s::text, %s::text)"
 )
-# `_columns` in SQL, for many rows of one table ({0}, its key of type {1}): the view joined
-# as a whole (one scan of the app table; filtering it by source_id one row at a time could
-# not use the primary key), each row's files aggregated, main file (highest priority)
-# first, and the row written only when a value changed. The copy links are looked up for
-# a main file that is done only.
-_SYNC_BULK = f"""
-    WITH f AS (
-        SELECT f.source_id, f.variant, {priority_sql("f.kind")} AS priority,
-               l.id, l.status, l.done_at, l.last_error, l.media_id
-        FROM falback_app_files f
-        JOIN unnest(%(ids)s::text[]) AS ids(id) ON ids.id = f.source_id
-        LEFT JOIN ledger l ON l.source_url = f.url
-        WHERE f.source_table = %(table)s
-    ), r AS (
-        SELECT source_id,
-               (array_agg(id ORDER BY priority))[1] AS main_id,
-               (array_agg(status ORDER BY priority))[1] AS main_status,
-               (array_agg(media_id ORDER BY priority))[1] AS main_media_id,
-               CASE WHEN bool_or(status = 'failed') THEN 'failed'
-                    WHEN bool_and(status IS NULL OR status = 'pending') THEN 'pending'
-                    WHEN bool_or(status IS NULL OR status NOT IN ('done', 'gone')) THEN 'in_progress'
-                    WHEN bool_or(status = 'gone') THEN 'gone'
-                    ELSE 'completed' END AS status,
-               max(done_at) AS at,
-               string_agg(variant || ': ' || coalesce(last_error, 'None'), '; ' ORDER BY priority)
-                   FILTER (WHERE status IN ('failed', 'gone')) AS error
-        FROM f GROUP BY source_id
+
+
+def _sync_bulk_sql(table: str) -> sql.Composed:
+    """`_columns` in SQL for many rows of `table`, and the UPDATE that writes them where a
+    value changed. Each row is read once with its file columns (core.kinds, in order of
+    importance: the main file is the first with a URL), each file's ledger row joined by
+    URL; no view, no grouping. The copy links are looked up for a main file that is done.
+    """
+    files = columns_of(table)
+    urls = [sql.SQL("a.{}").format(sql.Identifier(c.url_column)) for c in files]
+    ledgers = [sql.Identifier(f"l{n}") for n in range(len(files))]
+
+    def each(template: str, **extra: sql.Composable) -> list[sql.Composed]:
+        return [
+            sql.SQL(template).format(url=url, l=led, variant=sql.Literal(f"{c.kind}: "), **extra)
+            for url, led, c in zip(urls, ledgers, files, strict=True)
+        ]
+
+    def main(column: str) -> sql.Composed:
+        cases = each("WHEN {url} IS NOT NULL THEN {l}.{column}", column=sql.Identifier(column))
+        return sql.SQL("CASE {} END").format(sql.SQL(" ").join(cases))
+
+    return sql.SQL(_SYNC_BULK).format(
+        table=sql.Identifier(table),
+        statuses=sql.SQL(", ").join(
+            each("CASE WHEN {url} IS NOT NULL THEN coalesce({l}.status, 'none') END")
+        ),
+        main_id=main("id"),
+        main_status=main("status"),
+        main_media_id=main("media_id"),
+        done_at=sql.SQL(", ").join(each("CASE WHEN {url} IS NOT NULL THEN {l}.done_at END")),
+        errors=sql.SQL(", ").join(
+            each(
+                "CASE WHEN {url} IS NOT NULL AND {l}.status IN ('failed', 'gone')"
+                " THEN {variant} || coalesce({l}.last_error, 'None') END"
+            )
+        ),
+        joins=sql.SQL(" ").join(each("LEFT JOIN ledger {l} ON {l}.source_url = {url}::text")),
+        any_url=sql.SQL(" OR ").join(sql.SQL("{} IS NOT NULL").format(url) for url in urls),
+    )
+
+
+# The rules of `_columns`; a file with no ledger row counts as 'none'. The ids are
+# matched as text (an id not of the key's type matches nothing).
+_SYNC_BULK = """
+    WITH r AS (
+        SELECT a.id,
+               array_remove(ARRAY[{statuses}], NULL) AS statuses,
+               {main_id} AS main_id, {main_status} AS main_status, {main_media_id} AS main_media_id,
+               greatest({done_at}) AS at,
+               nullif(array_to_string(ARRAY[{errors}], '; '), '') AS error
+        FROM public.{table} a
+        JOIN unnest(%(ids)s::text[]) AS ids(id) ON ids.id = a.id::text
+        {joins}
+        WHERE {any_url}
     ), v AS (
-        SELECT r.source_id AS id, r.status, r.at, r.error,
+        SELECT r.id,
+               CASE WHEN 'failed' = ANY(r.statuses) THEN 'failed'
+                    WHEN r.statuses <@ ARRAY['none', 'pending'] THEN 'pending'
+                    WHEN NOT r.statuses <@ ARRAY['done', 'gone'] THEN 'in_progress'
+                    WHEN 'gone' = ANY(r.statuses) THEN 'gone'
+                    ELSE 'completed' END AS status,
+               r.at, r.error,
                CASE WHEN r.main_status = 'done' THEN (
                    SELECT coalesce(
                        (SELECT c.url FROM copies c WHERE c.ledger_id = l.id AND c.destination = 'drive'),
@@ -304,11 +333,11 @@ _SYNC_BULK = f"""
                %(media)s || r.main_media_id AS media_url
         FROM r
     )
-    UPDATE {{0}} a SET backup_status = v.status, backup_drive_url = v.drive_url,
-                       backup_storage_url = v.storage_url, backed_up_at = v.at,
-                       backup_error = v.error, backup_media_url = v.media_url
+    UPDATE public.{table} a
+    SET backup_status = v.status, backup_drive_url = v.drive_url, backup_storage_url = v.storage_url,
+        backed_up_at = v.at, backup_error = v.error, backup_media_url = v.media_url
     FROM v
-    WHERE a.id = v.id::{{1}}
+    WHERE a.id = v.id
       AND (a.backup_status, a.backup_drive_url, a.backup_storage_url, a.backed_up_at,
            a.backup_error, a.backup_media_url)
           IS DISTINCT FROM (v.status, v.drive_url, v.storage_url, v.at, v.error, v.media_url)
