@@ -19,7 +19,7 @@ from typing import Any
 import psycopg2.extensions
 from psycopg2 import sql
 
-from core.kinds import APP_TABLES, columns_of, priority_sql
+from core.kinds import APP_TABLES, KIND_NAMES, columns_of, priority_sql
 from core.media_links import media_url, public_url_from_env
 from db.connection import Connection, Row, fetch_all, fetch_one
 from db.ledger import NEW_FILE_INSERT, PRIORITY_ORDER, NewFile
@@ -77,6 +77,50 @@ def insert_from_app(conn: Connection, kinds: Sequence[str], limit: int, expiry_d
     # The query above read falback_app_files: no need to ask whether it exists.
     _sync(conn, [(r["source_table"], r["source_id"]) for r in [*linked, *created]])
     return created
+
+
+def backfill_from_app(
+    conn: Connection, kinds: Sequence[str], limit: int, expiry_days: int
+) -> dict[str, tuple[int, int]]:
+    """`insert_from_app` for a backfill: the same ledger rows created, the same links and
+    the same app rows brought up to date, but what comes back is the number and expected
+    bytes of the rows created, per kind (most valuable first), rather than a row per file:
+    the app rows to sync come out of the INSERT as one array per table."""
+    params = {"kinds": list(kinds), "limit": limit, "days": expiry_days, "bulk": _BULK_ROWS}
+    with conn.cursor() as cur:
+        cur.execute(_LINK_UNLINKED, params)
+        few = [(r["source_table"], r["source_id"]) for r in fetch_all(cur)]
+    with conn.cursor(cursor_factory=psycopg2.extensions.cursor) as cur:
+        cur.execute(_CREATED_COUNTED, params)
+        results = cur.fetchall()
+    per_kind: dict[str, tuple[int, int]] = {}
+    public_url = public_url_from_env()
+    with conn.cursor() as cur:
+        for kind, table, files, size, ids_literal, ids in results:
+            if kind is not None:
+                per_kind[kind] = (files, size)
+            elif ids_literal is not None:
+                _sync_bulk(cur, table, ids_literal, public_url)
+            else:
+                few.extend((table, row_id) for row_id in ids)
+    _sync(conn, few)
+    return dict(sorted(per_kind.items(), key=lambda item: KIND_NAMES.index(item[0])))
+
+
+# The backfill's INSERT, its rows counted per kind and their app rows' ids gathered per
+# table: as a text[] literal to pass straight back from `bulk` rows on, else as a list.
+_CREATED_COUNTED = f"""
+    WITH created AS ({BARE_INSERT_FROM_APP} RETURNING kind, expected_size, source_table, source_id)
+    SELECT kind, NULL AS source_table, count(*) AS files,
+           coalesce(sum(expected_size), 0)::bigint AS bytes, NULL::text AS ids_literal,
+           NULL::text[] AS ids
+    FROM created GROUP BY kind
+    UNION ALL
+    SELECT NULL, source_table, NULL, NULL,
+           CASE WHEN count(DISTINCT source_id) >= %(bulk)s THEN array_agg(DISTINCT source_id)::text END,
+           CASE WHEN count(DISTINCT source_id) < %(bulk)s THEN array_agg(DISTINCT source_id) END
+    FROM created WHERE source_table IS NOT NULL GROUP BY source_table
+"""
 
 
 # A URL already in the ledger (a webhook reported it before the app row existed) is linked
@@ -185,7 +229,7 @@ def _sync(conn: Connection, rows: Iterable[tuple[str | None, str | None]]) -> No
     with conn.cursor() as cur:
         for table, ids in by_table.items():
             if len(ids) >= _BULK_ROWS:
-                _sync_bulk(cur, table, list(ids), public_url)
+                _sync_bulk(cur, table, _text_array(ids), public_url)
                 continue
             cur.execute(_ROW_FILES, (list(ids), table))
             files: dict[str, list[Row]] = {}
@@ -203,9 +247,9 @@ def _sync(conn: Connection, rows: Iterable[tuple[str | None, str | None]]) -> No
                 cur.execute(b";".join(statements))
 
 
-# From this many rows of one table (a backfill, a first sweep), `_sync_bulk`: one read
-# joining the whole view and one UPDATE ... FROM (VALUES ...) per page, instead of a
-# function call (a subtransaction) and a statement per row.
+# From this many rows of one table (a backfill, a first sweep), `_sync_bulk`: one UPDATE
+# reading the app table as a whole, instead of a function call (a subtransaction) and a
+# statement per row.
 _BULK_ROWS = 200
 
 
@@ -214,19 +258,18 @@ def _dicts(cur: Any) -> list[Row]:
     return [dict(zip(names, values, strict=True)) for values in cur.fetchall()]
 
 
-def _sync_bulk(cur: Any, table: str, ids: list[str], public_url: str | None) -> None:
-    """`_columns` for many rows of one table, computed and written by Postgres in one
-    statement: nothing read back, no values built here."""
+def _sync_bulk(cur: Any, table: str, ids: str, public_url: str | None) -> None:
+    """`_columns` for many rows of one table (`ids`: a text[] literal), computed and
+    written by Postgres in one statement: nothing read back, no values built here."""
     cur.execute("SELECT to_regclass(%s) IS NOT NULL AS present", (f"public.{table}",))
     if not fetch_one(cur)["present"]:  # type: ignore[index]
         return  # a link to an app table this database does not have
-    # The ids as one array literal: a list would go in as ARRAY['1', '2', ...], 100,000
-    # constants for Postgres to parse and plan.
-    cur.execute(_sync_bulk_sql(table), {"ids": _text_array(ids), "media": media_url("", public_url)})
+    cur.execute(_sync_bulk_sql(table), {"ids": ids, "media": media_url("", public_url)})
 
 
 def _text_array(values: Iterable[str]) -> str:
-    """A text[] literal ('{"a","b"}') of any strings."""
+    """A text[] literal ('{"a","b"}') of any strings: a list would go in as ARRAY['1',
+    '2', ...], 100,000 constants for Postgres to parse and plan."""
     return "{" + ",".join('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values) + "}"
 
 

@@ -165,3 +165,39 @@ def test_text_and_uuid_ids(text_id_database: str) -> None:
         images = columns(conn, "gen_images")
         assert {v[0] for v in images.values()} == {"pending"}
         assert sum(1 for v in images.values() if v[5]) == len(uuids) // 2
+
+
+def test_a_backfill_counts_what_it_created_and_syncs_the_rows(conn: Connection) -> None:
+    """Hundreds of rows: counted per kind, most valuable first; rows already in the ledger
+    (a relay's, a webhook's) are neither counted nor left out of sync; a second run adds
+    nothing and writes no app row."""
+    ids = [str(i) for i in range(1, app_rows._BULK_ROWS + 51)]
+    fill_videos(conn, ids)
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT f.kind, count(*) AS n FROM falback_app_files f"
+            " WHERE NOT EXISTS (SELECT 1 FROM ledger l WHERE l.source_url = f.url) GROUP BY f.kind"
+        )
+        missing = {r["kind"]: r["n"] for r in fetch_all(cur)}
+    conn.commit()
+
+    per_kind = app_rows.backfill_from_app(conn, ["upscale", "regular"], 10_000, 7)
+    conn.commit()
+
+    # fill_videos gives no sizes: no bytes.
+    assert per_kind == {"upscale": (missing["upscale"], 0), "regular": (missing["regular"], 0)}
+    assert list(per_kind) == ["upscale", "regular"]
+    backfilled = columns(conn, "gen_videos")
+    assert {v[0] for v in backfilled.values()} >= {"pending", "in_progress", "failed"}
+    one_by_one, _ = synced_both_ways(conn, ids)
+    assert backfilled == one_by_one
+
+    with conn.cursor() as cur:
+        cur.execute("SELECT xmin::text AS x FROM gen_videos ORDER BY id")
+        before = fetch_all(cur)
+    conn.commit()
+    assert app_rows.backfill_from_app(conn, ["upscale", "regular"], 10_000, 7) == {}
+    conn.commit()
+    with conn.cursor() as cur:
+        cur.execute("SELECT xmin::text AS x FROM gen_videos ORDER BY id")
+        assert fetch_all(cur) == before
