@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import select
 from collections.abc import Iterator
 
 import psycopg2
@@ -154,7 +155,7 @@ def test_text_and_uuid_ids(text_id_database: str) -> None:
         one_by_one, all_at_once = synced_both_ways(conn, ids)
         assert all_at_once == one_by_one and len(all_at_once) == len(ids)
 
-        uuids = [f"00000000-0000-0000-0000-{i:012d}" for i in range(app_rows._BULK_ROWS + 1)]
+        uuids = [f"00000000-0000-0000-0000-{i:012d}" for i in range(2 * app_rows._BULK_ROWS + 2)]
         for n, row_id in enumerate(uuids):
             execute(
                 conn, "INSERT INTO gen_images (id, image_url) VALUES (%s, %s)", row_id, f"https://cdn/{n}.png"
@@ -165,6 +166,15 @@ def test_text_and_uuid_ids(text_id_database: str) -> None:
         images = columns(conn, "gen_images")
         assert {v[0] for v in images.values()} == {"pending"}
         assert sum(1 for v in images.values() if v[5]) == len(uuids) // 2
+
+        # A backfill of the other half: the ids cast to the key's type, uuid.
+        assert (
+            app_rows.backfill_from_app(conn, ["image", "upscale", "regular"], 10_000, 7)["image"][0]
+            == len(uuids) // 2
+        )
+        conn.commit()
+        images = columns(conn, "gen_images")
+        assert {v[0] for v in images.values()} == {"pending"} and all(v[5] for v in images.values())
 
 
 def test_a_backfill_counts_what_it_created_and_syncs_the_rows(conn: Connection) -> None:
@@ -201,3 +211,22 @@ def test_a_backfill_counts_what_it_created_and_syncs_the_rows(conn: Connection) 
     with conn.cursor() as cur:
         cur.execute("SELECT xmin::text AS x FROM gen_videos ORDER BY id")
         assert fetch_all(cur) == before
+
+
+def test_the_bulk_update_does_not_wake_the_relay(conn: Connection, database_url: str) -> None:
+    """Only backup_* columns are written: the app tables' NOTIFY triggers stay quiet."""
+    ids = [str(i) for i in range(1, app_rows._BULK_ROWS + 11)]
+    fill_videos(conn, ids)
+    listener = psycopg2.connect(database_url)
+    listener.autocommit = True
+    listener.cursor().execute("LISTEN falback_media")
+    try:
+        assert app_rows.backfill_from_app(conn, ["upscale", "regular"], 10_000, 7)
+        conn.commit()
+        assert len({v[0] for v in columns(conn, "gen_videos").values()}) > 1
+        listener.poll()
+        while select.select([listener], [], [], 0.3)[0]:
+            listener.poll()
+        assert listener.notifies == []
+    finally:
+        listener.close()
