@@ -2,8 +2,9 @@
 backup_* columns kept in step with their files' ledger rows.
 
 The app tables (gen_videos, gen_images) are the user's; falback reads them through the
-views and functions of migrations/repeatable/compat.sql and writes only the backup_*
-columns that compat step added.
+views and functions of migrations/repeatable/compat.sql (the bulk sync alone reads their
+file columns directly, as core.kinds names them) and writes only the backup_* columns
+that compat step added.
 
 Every function here that creates or links ledger rows for app rows also recomputes those
 rows' backup_* columns (`sync_app_rows`): a file linked after it was copied (the app wrote
