@@ -2,8 +2,9 @@
 backup_* columns kept in step with their files' ledger rows.
 
 The app tables (gen_videos, gen_images) are the user's; falback reads them through the
-views and functions of migrations/repeatable/compat.sql and writes only the backup_*
-columns that compat step added.
+views and functions of migrations/repeatable/compat.sql (the bulk sync alone reads their
+file columns directly, as core.kinds names them) and writes only the backup_* columns
+that compat step added.
 
 Every function here that creates or links ledger rows for app rows also recomputes those
 rows' backup_* columns (`sync_app_rows`): a file linked after it was copied (the app wrote
@@ -17,10 +18,9 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import psycopg2.extensions
-import psycopg2.extras
 from psycopg2 import sql
 
-from core.kinds import APP_TABLES, priority_sql
+from core.kinds import APP_TABLES, KIND_NAMES, columns_of, priority_sql
 from core.media_links import media_url, public_url_from_env
 from db.connection import Connection, Row, fetch_all, fetch_one
 from db.ledger import NEW_FILE_INSERT, PRIORITY_ORDER, NewFile
@@ -78,6 +78,50 @@ def insert_from_app(conn: Connection, kinds: Sequence[str], limit: int, expiry_d
     # The query above read falback_app_files: no need to ask whether it exists.
     _sync(conn, [(r["source_table"], r["source_id"]) for r in [*linked, *created]])
     return created
+
+
+def backfill_from_app(
+    conn: Connection, kinds: Sequence[str], limit: int, expiry_days: int
+) -> dict[str, tuple[int, int]]:
+    """`insert_from_app` for a backfill: the same ledger rows created, the same links and
+    the same app rows brought up to date, but what comes back is the number and expected
+    bytes of the rows created, per kind (most valuable first), rather than a row per file:
+    the app rows to sync come out of the INSERT as one array per table."""
+    params = {"kinds": list(kinds), "limit": limit, "days": expiry_days, "bulk": _BULK_ROWS}
+    with conn.cursor() as cur:
+        cur.execute(_LINK_UNLINKED, params)
+        few = [(r["source_table"], r["source_id"]) for r in fetch_all(cur)]
+    with conn.cursor(cursor_factory=psycopg2.extensions.cursor) as cur:
+        cur.execute(_CREATED_COUNTED, params)
+        results = cur.fetchall()
+    per_kind: dict[str, tuple[int, int]] = {}
+    public_url = public_url_from_env()
+    with conn.cursor() as cur:
+        for kind, table, files, size, ids_literal, ids in results:
+            if kind is not None:
+                per_kind[kind] = (files, size)
+            elif ids_literal is not None:
+                _sync_bulk(cur, table, ids_literal, public_url)
+            else:
+                few.extend((table, row_id) for row_id in ids)
+    _sync(conn, few)
+    return dict(sorted(per_kind.items(), key=lambda item: KIND_NAMES.index(item[0])))
+
+
+# The backfill's INSERT, its rows counted per kind and their app rows' ids gathered per
+# table: as a text[] literal to pass straight back from `bulk` rows on, else as a list.
+_CREATED_COUNTED = f"""
+    WITH created AS ({BARE_INSERT_FROM_APP} RETURNING kind, expected_size, source_table, source_id)
+    SELECT kind, NULL AS source_table, count(*) AS files,
+           coalesce(sum(expected_size), 0)::bigint AS bytes, NULL::text AS ids_literal,
+           NULL::text[] AS ids
+    FROM created GROUP BY kind
+    UNION ALL
+    SELECT NULL, source_table, NULL, NULL,
+           CASE WHEN count(DISTINCT source_id) >= %(bulk)s THEN array_agg(DISTINCT source_id)::text END,
+           CASE WHEN count(DISTINCT source_id) < %(bulk)s THEN array_agg(DISTINCT source_id) END
+    FROM created WHERE source_table IS NOT NULL GROUP BY source_table
+"""
 
 
 # A URL already in the ledger (a webhook reported it before the app row existed) is linked
@@ -186,7 +230,7 @@ def _sync(conn: Connection, rows: Iterable[tuple[str | None, str | None]]) -> No
     with conn.cursor() as cur:
         for table, ids in by_table.items():
             if len(ids) >= _BULK_ROWS:
-                _sync_bulk(cur, table, list(ids), public_url)
+                _sync_bulk(cur, table, _text_array(ids), public_url)
                 continue
             cur.execute(_ROW_FILES, (list(ids), table))
             files: dict[str, list[Row]] = {}
@@ -204,9 +248,9 @@ def _sync(conn: Connection, rows: Iterable[tuple[str | None, str | None]]) -> No
                 cur.execute(b";".join(statements))
 
 
-# From this many rows of one table (a backfill, a first sweep), `_sync_bulk`: one read
-# joining the whole view and one UPDATE ... FROM (VALUES ...) per page, instead of a
-# function call (a subtransaction) and a statement per row.
+# From this many rows of one table (a backfill, a first sweep), `_sync_bulk`: one UPDATE
+# reading the app table as a whole, instead of a function call (a subtransaction) and a
+# statement per row.
 _BULK_ROWS = 200
 
 
@@ -215,27 +259,19 @@ def _dicts(cur: Any) -> list[Row]:
     return [dict(zip(names, values, strict=True)) for values in cur.fetchall()]
 
 
-def _sync_bulk(cur: Any, table: str, ids: list[str], public_url: str | None) -> None:
-    with cur.connection.cursor(cursor_factory=psycopg2.extensions.cursor) as plain:
-        plain.execute(_ROW_FILES_BULK, (ids, table))
-        rows = _dicts(plain)
-    files: dict[str, list[Row]] = {}
-    for f in rows:
-        files.setdefault(f["row_id"], []).append(f)
-    cur.execute(
-        "SELECT format_type(atttypid, NULL) AS id_type FROM pg_attribute"
-        " WHERE attrelid = %s::regclass AND attname = 'id'",
-        (f"public.{table}",),
-    )
-    id_type = fetch_one(cur)["id_type"]  # type: ignore[index]
-    update = sql.SQL(_UPDATE_COLUMNS_BULK).format(sql.Identifier(table), sql.SQL(id_type)).as_string(cur)
-    psycopg2.extras.execute_values(
-        cur,
-        update,
-        [(row_id, *_columns(row_files, public_url)) for row_id, row_files in files.items()],
-        template="(%s, %s, %s, %s, %s::timestamptz, %s, %s)",
-        page_size=5000,
-    )
+def _sync_bulk(cur: Any, table: str, ids: str, public_url: str | None) -> None:
+    """`_columns` for many rows of one table (`ids`: a text[] literal), computed and
+    written by Postgres in one statement: nothing read back, no values built here."""
+    cur.execute("SELECT to_regclass(%s) IS NOT NULL AS present", (f"public.{table}",))
+    if not fetch_one(cur)["present"]:  # type: ignore[index]
+        return  # a link to an app table this database does not have
+    cur.execute(_sync_bulk_sql(table), {"ids": ids, "media": media_url("", public_url)})
+
+
+def _text_array(values: Iterable[str]) -> str:
+    """A text[] literal ('{"a","b"}') of any strings: a list would go in as ARRAY['1',
+    '2', ...], 100,000 constants for Postgres to parse and plan."""
+    return "{" + ",".join('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values) + "}"
 
 
 # Each row's files with their ledger rows, the row's main file (highest priority) first,
@@ -255,16 +291,6 @@ _ROW_FILES = f"""
     LEFT JOIN ledger l ON l.source_url = f.url
     ORDER BY ids.n, {priority_sql("f.kind")}
 """
-# `_ROW_FILES` for many rows: the view joined as a whole (one scan of the app table), since
-# filtering it by source_id one row at a time could not use the primary key.
-_ROW_FILES_BULK = f"""
-    SELECT f.source_id AS row_id, f.variant, l.status, l.done_at, l.last_error, l.media_id,{_COPY_LINKS}
-    FROM falback_app_files f
-    JOIN unnest(%s::text[]) AS ids(id) ON ids.id = f.source_id
-    LEFT JOIN ledger l ON l.source_url = f.url
-    WHERE f.source_table = %s
-    ORDER BY f.source_id, {priority_sql("f.kind")}
-"""
 # Most calls (every link, every claim) find the row as it was: skipping those spares the
 # user's table a locked, rewritten row.
 _UPDATE_COLUMNS = (
@@ -274,17 +300,92 @@ _UPDATE_COLUMNS = (
     " backup_media_url)"
     " IS DISTINCT FROM (%s::text, %s::text, %s::text, %s::timestamptz, %s::text, %s::text)"
 )
-# The same for many rows; the ids are cast to the key's type ({1}) so the primary key is used.
-_UPDATE_COLUMNS_BULK = (
-    "UPDATE {0} a SET backup_status = v.status, backup_drive_url = v.drive_url,"
-    " backup_storage_url = v.storage_url, backed_up_at = v.at, backup_error = v.error,"
-    " backup_media_url = v.media_url"
-    " FROM (VALUES %s) AS v(id, status, drive_url, storage_url, at, error, media_url)"
-    " WHERE a.id = v.id::{1} AND"
-    " (a.backup_status, a.backup_drive_url, a.backup_storage_url, a.backed_up_at, a.backup_error,"
-    " a.backup_media_url)"
-    " IS DISTINCT FROM (v.status, v.drive_url, v.storage_url, v.at, v.error, v.media_url)"
-)
+
+
+def _sync_bulk_sql(table: str) -> sql.Composed:
+    """`_columns` in SQL for many rows of `table`, and the UPDATE that writes them where a
+    value changed. Each row is read once with its file columns (core.kinds, in order of
+    importance: the main file is the first with a URL), each file's ledger row joined by
+    URL; no view, no grouping. The copy links are looked up for a main file that is done.
+    """
+    files = columns_of(table)
+    urls = [sql.SQL("a.{}").format(sql.Identifier(c.url_column)) for c in files]
+    ledgers = [sql.Identifier(f"l{n}") for n in range(len(files))]
+
+    def each(template: str, **extra: sql.Composable) -> list[sql.Composed]:
+        return [
+            sql.SQL(template).format(url=url, l=led, variant=sql.Literal(f"{c.kind}: "), **extra)
+            for url, led, c in zip(urls, ledgers, files, strict=True)
+        ]
+
+    def main(column: str) -> sql.Composed:
+        cases = each("WHEN {url} IS NOT NULL THEN {l}.{column}", column=sql.Identifier(column))
+        return sql.SQL("CASE {} END").format(sql.SQL(" ").join(cases))
+
+    return sql.SQL(_SYNC_BULK).format(
+        table=sql.Identifier(table),
+        statuses=sql.SQL(", ").join(
+            each("CASE WHEN {url} IS NOT NULL THEN coalesce({l}.status, 'none') END")
+        ),
+        main_id=main("id"),
+        main_status=main("status"),
+        main_media_id=main("media_id"),
+        done_at=sql.SQL(", ").join(each("CASE WHEN {url} IS NOT NULL THEN {l}.done_at END")),
+        errors=sql.SQL(", ").join(
+            each(
+                "CASE WHEN {url} IS NOT NULL AND {l}.status IN ('failed', 'gone')"
+                " THEN {variant} || coalesce({l}.last_error, 'None') END"
+            )
+        ),
+        joins=sql.SQL(" ").join(each("LEFT JOIN ledger {l} ON {l}.source_url = {url}::text")),
+        any_url=sql.SQL(" OR ").join(sql.SQL("{} IS NOT NULL").format(url) for url in urls),
+    )
+
+
+# The rules of `_columns`; a file with no ledger row counts as 'none'. The ids are
+# matched as text (an id not of the key's type matches nothing).
+_SYNC_BULK = """
+    WITH r AS (
+        SELECT a.id,
+               array_remove(ARRAY[{statuses}], NULL) AS statuses,
+               {main_id} AS main_id, {main_status} AS main_status, {main_media_id} AS main_media_id,
+               greatest({done_at}) AS at,
+               nullif(array_to_string(ARRAY[{errors}], '; '), '') AS error
+        FROM public.{table} a
+        JOIN unnest(%(ids)s::text[]) AS ids(id) ON ids.id = a.id::text
+        {joins}
+        WHERE {any_url}
+    ), v AS (
+        SELECT r.id,
+               CASE WHEN 'failed' = ANY(r.statuses) THEN 'failed'
+                    WHEN r.statuses <@ ARRAY['none', 'pending'] THEN 'pending'
+                    WHEN NOT r.statuses <@ ARRAY['done', 'gone'] THEN 'in_progress'
+                    WHEN 'gone' = ANY(r.statuses) THEN 'gone'
+                    ELSE 'completed' END AS status,
+               r.at, r.error,
+               CASE WHEN r.main_status = 'done' THEN (
+                   SELECT coalesce(
+                       (SELECT c.url FROM copies c WHERE c.ledger_id = l.id AND c.destination = 'drive'),
+                       CASE WHEN l.destination = 'drive' THEN l.destination_url END)
+                   FROM ledger l WHERE l.id = r.main_id) END AS drive_url,
+               CASE WHEN r.main_status = 'done' THEN (
+                   SELECT coalesce(
+                       (SELECT c.url FROM copies c WHERE c.ledger_id = l.id AND c.destination <> 'drive'
+                        ORDER BY c.destination = 's3' DESC LIMIT 1),
+                       CASE WHEN l.destination <> 'drive' THEN l.destination_url END)
+                   FROM ledger l WHERE l.id = r.main_id) END AS storage_url,
+               %(media)s || r.main_media_id AS media_url
+        FROM r
+    )
+    UPDATE public.{table} a
+    SET backup_status = v.status, backup_drive_url = v.drive_url, backup_storage_url = v.storage_url,
+        backed_up_at = v.at, backup_error = v.error, backup_media_url = v.media_url
+    FROM v
+    WHERE a.id = v.id
+      AND (a.backup_status, a.backup_drive_url, a.backup_storage_url, a.backed_up_at,
+           a.backup_error, a.backup_media_url)
+          IS DISTINCT FROM (v.status, v.drive_url, v.storage_url, v.at, v.error, v.media_url)
+"""
 
 
 def _columns(files: list[Row], public_url: str | None) -> tuple[Any, ...]:

@@ -18,7 +18,7 @@ from core.config import Config
 from core.kinds import BACKFILL_TYPES
 from db import app_rows
 from db.connection import Connection
-from jobs.dispatch import top_up_for
+from jobs.dispatch import top_up
 
 
 class BackfillError(ValueError):
@@ -70,17 +70,14 @@ def backfill(
             "no app tables found (gen_videos / gen_images); run `falback migrate` after they exist"
         )
     summary = BackfillSummary(type_, limit, dry_run)
-    rows = app_rows.insert_from_app(conn, kinds, limit, config.expiry_days)
-    summary.new_ledger_rows = len(rows)
-    for row in rows:
-        kind = summary.per_kind.setdefault(row["kind"], {"files": 0, "bytes": 0})
-        kind["files"] += 1
-        kind["bytes"] += row["expected_size"] or 0
-    summary.files = len(rows)
-    summary.bytes = sum(k["bytes"] for k in summary.per_kind.values())
+    per_kind = app_rows.backfill_from_app(conn, kinds, limit, config.expiry_days)
+    summary.per_kind = {kind: {"files": files, "bytes": size} for kind, (files, size) in per_kind.items()}
+    summary.files = summary.new_ledger_rows = sum(files for files, _ in per_kind.values())
+    summary.bytes = sum(size for _, size in per_kind.values())
     if dry_run:
         conn.rollback()
         return summary
     conn.commit()  # the backlog is safe before Redis is asked
-    summary.dispatched = len(top_up_for(conn, redis, config, [(r["id"], r["kind"]) for r in rows]))
+    if per_kind:
+        summary.dispatched = len(top_up(conn, redis, config, list(per_kind)))
     return summary
