@@ -1,6 +1,6 @@
 """The copies table: one row per verified copy of a ledger file at one destination.
 
-Copies are recorded by db/ledger.py, in the statements that check the row's claim."""
+Copies are recorded by db/attempts.py, in the statements that check the row's claim."""
 
 from __future__ import annotations
 

@@ -25,7 +25,7 @@ import psycopg2
 from rq import Retry, get_current_job
 
 from core.config import Config
-from db import app_rows, drive_state, ledger
+from db import app_rows, attempts, drive_state, ledger
 from db.connection import Connection
 from jobs import every_destination, outcomes
 from jobs.errors import SourceGone
@@ -61,7 +61,7 @@ def backup_file(context: WorkerContext, ledger_id: int) -> str | Retry:
         # The lease outlives the job's own timeout (set when it was enqueued, perhaps under
         # another configuration), so a live attempt never loses its row to a sweep.
         timeout = job.timeout if job and job.timeout else config.job_timeout_seconds
-        claim = ledger.claim_attempt(conn, ledger_id, owner, int(timeout) + 60, config.destination_names)
+        claim = attempts.claim_attempt(conn, ledger_id, owner, int(timeout) + 60, config.destination_names)
         row = claim.row
         if row is None:
             if claim.missing and len(claim.paused) == len(claim.missing):
@@ -103,7 +103,7 @@ def _record_after_reconnect(
             delay = min(delay * 2, 5.0)
 
 
-def _settle(conn: Connection, config: Config, claim: ledger.Claim, logger: _Ids) -> str | Retry:
+def _settle(conn: Connection, config: Config, claim: attempts.Claim, logger: _Ids) -> str | Retry:
     """Run the attempt on a claimed row and record its outcome.
 
     Everything after the claim happens inside this one try, so whatever it raises ends as

@@ -19,7 +19,7 @@ from rq.timeouts import BaseTimeoutException
 
 from core.config import Config
 from core.logs import redact
-from db import copies, drive_state, ledger
+from db import attempts, copies, drive_state
 from db.connection import Connection
 from jobs.destinations import named
 from jobs.errors import DestinationPaused, PermanentError, SourceGone
@@ -47,7 +47,7 @@ class Attempt:
 def copy_missing(
     conn: Connection,
     config: Config,
-    claim: ledger.Claim,
+    claim: attempts.Claim,
     owner: str,
     logger: logging.LoggerAdapter,  # type: ignore[type-arg]
 ) -> Attempt:
@@ -88,7 +88,7 @@ def copy_missing(
             logger.info("copy verified at %s: %s (%d bytes)", name, stored.id, stored.size)
             if name == todo[-1] and not attempt.errors and not attempt.paused:
                 attempt.last = copy  # the file is done: recorded with it
-            elif ledger.record_copy(conn, row.id, owner, copy):
+            elif attempts.record_copy(conn, row.id, owner, copy):
                 conn.commit()
             else:
                 conn.rollback()

@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from rq import Retry
 
 from core.config import Config
-from db import app_rows, copies, ledger
+from db import app_rows, attempts, copies, ledger
 from db.connection import Connection
 from jobs.blob_source import BLOB_PREFIX, is_blob_url
 from jobs.errors import CopyError, SourceGone, VerifyError
@@ -40,7 +40,7 @@ def done(
     """Every destination holds a copy (`last` the one still to record): the row done, in
     one statement, with the first configured destination's copy in its own columns."""
     blob = row.source_url.removeprefix(BLOB_PREFIX) if is_blob_url(row.source_url) else None
-    result = ledger.record_done(conn, row.id, owner(row), config.destination_names, last=last, blob=blob)
+    result = attempts.record_done(conn, row.id, owner(row), config.destination_names, last=last, blob=blob)
     if result.copies == 0:  # every destination held a copy a moment ago: one was forgotten since
         raise VerifyError("no copy is recorded any more; copying again")
     if result.kept is None:
@@ -80,7 +80,7 @@ def retry(
     retry_after = getattr(error, "retry_after", None)
     if retry_after:
         delay = max(delay, math.ceil(retry_after))
-    due = ledger.record_retry(conn, row.id, owner(row), message, delay)
+    due = attempts.record_retry(conn, row.id, owner(row), message, delay)
     if due is None:
         return lost(conn, logger)
     app_rows.sync_app_row(conn, row.source_table, row.source_id)
@@ -106,7 +106,7 @@ def missing(
     for FALBACK_MISSING_RETRY_SECONDS from the first such answer; 'gone' once that time or
     the window is over."""
     conn.rollback()
-    seen = ledger.mark_missing(conn, row.id, owner(row))
+    seen = attempts.mark_missing(conn, row.id, owner(row))
     if seen is None:
         return lost(conn, logger)
     since, now = seen
@@ -130,7 +130,7 @@ def missing(
         f"{error}, before fal's window ends ({row.expires_at:%Y-%m-%d %H:%M} UTC):"
         f" retrying until {deadline:%Y-%m-%d %H:%M:%S} UTC"
     )
-    due = ledger.record_retry(conn, row.id, owner(row), message, delay, refund_attempt=True)
+    due = attempts.record_retry(conn, row.id, owner(row), message, delay, refund_attempt=True)
     if due is None:
         return lost(conn, logger)
     app_rows.sync_app_row(conn, row.source_table, row.source_id)
@@ -157,7 +157,7 @@ def pause(conn: Connection, row: ledger.LedgerRow, until: datetime, reason: str,
     """A destination still to copy to is paused (its pause already recorded for every
     job): the row waits for it, and gets this attempt back."""
     conn.rollback()
-    ledger.record_paused(conn, row.id, owner(row), reason, until)
+    attempts.record_paused(conn, row.id, owner(row), reason, until)
     app_rows.sync_app_row(conn, row.source_table, row.source_id)
     conn.commit()
     logger.warning("waiting for a paused destination until %s: %s", until, reason)
@@ -188,7 +188,7 @@ def finish(conn: Connection, row: ledger.LedgerRow, status: str, error: str, log
 
 
 def final(conn: Connection, row: ledger.LedgerRow, status: str, error: str, logger: Logger) -> str:
-    if not ledger.record_final(conn, row.id, owner(row), status, error):
+    if not attempts.record_final(conn, row.id, owner(row), status, error):
         return lost(conn, logger)
     app_rows.sync_app_row(conn, row.source_table, row.source_id)
     conn.commit()

@@ -12,7 +12,7 @@ from redis import Redis
 from rq import Queue
 
 from core.config import Config
-from db import copies, ledger
+from db import attempts, copies
 from db.connection import Connection, fetch_all
 from jobs.backfill import backfill
 from jobs.queues import BACKUP_FUNC, enqueue_batch, enqueue_one, job_id
@@ -38,15 +38,15 @@ def test_claim_is_exclusive(config: Config, conn: Connection, cdn: FakeCdn, redi
     add_image(conn, cdn, 1)
     backfill_all(config, conn, redis)
     row_id = ledger_rows(conn)[0]["id"]
-    first = ledger.claim(conn, row_id, "worker-a", 60)
-    second = ledger.claim(conn, row_id, "worker-b", 60)
+    first = attempts.claim(conn, row_id, "worker-a", 60)
+    second = attempts.claim(conn, row_id, "worker-b", 60)
     conn.commit()
     assert first is not None and first.attempts == 1
     assert second is None
     # A lease that ran out belongs to a dead worker: the row can be taken again.
     with conn.cursor() as cur:
         cur.execute("UPDATE ledger SET lease_expires_at = now() - interval '1 second'")
-    third = ledger.claim(conn, row_id, "worker-c", 60)
+    third = attempts.claim(conn, row_id, "worker-c", 60)
     conn.commit()
     assert third is not None and third.attempts == 2
 
@@ -295,15 +295,15 @@ def test_a_worker_that_lost_its_claim_cannot_record(
     add_image(conn, cdn, 1)
     backfill_all(config, conn, redis)
     row_id = ledger_rows(conn)[0]["id"]
-    assert ledger.claim(conn, row_id, "worker-a", 60) is not None
+    assert attempts.claim(conn, row_id, "worker-a", 60) is not None
     with conn.cursor() as cur:
         cur.execute("UPDATE ledger SET lease_expires_at = now() - interval '1 second'")
-    assert ledger.claim(conn, row_id, "worker-b", 60) is not None
+    assert attempts.claim(conn, row_id, "worker-b", 60) is not None
     late_copy = copies.NewCopy("local", "x", "file:///x", 1, "0" * 32)
-    assert not ledger.record_copy(conn, row_id, "worker-a", late_copy)
-    assert ledger.record_done(conn, row_id, "worker-a", ["local"], last=late_copy).kept is None
-    assert not ledger.record_final(conn, row_id, "worker-a", "failed", "late")
-    assert ledger.record_retry(conn, row_id, "worker-a", "late", 10) is None
+    assert not attempts.record_copy(conn, row_id, "worker-a", late_copy)
+    assert attempts.record_done(conn, row_id, "worker-a", ["local"], last=late_copy).kept is None
+    assert not attempts.record_final(conn, row_id, "worker-a", "failed", "late")
+    assert attempts.record_retry(conn, row_id, "worker-a", "late", 10) is None
     conn.commit()
     [row] = ledger_rows(conn)
     assert (row["status"], row["claimed_by"], row["last_error"]) == ("copying", "worker-b", None)
@@ -316,12 +316,12 @@ def test_a_retry_is_not_claimed_before_its_backoff_ends(
     add_image(conn, cdn, 1)
     backfill_all(config, conn, redis)
     row_id = ledger_rows(conn)[0]["id"]
-    assert ledger.claim(conn, row_id, "worker-a", 60) is not None
-    assert ledger.record_retry(conn, row_id, "worker-a", "source answered 503", 60)
-    assert ledger.claim(conn, row_id, "duplicate-job", 60) is None
+    assert attempts.claim(conn, row_id, "worker-a", 60) is not None
+    assert attempts.record_retry(conn, row_id, "worker-a", "source answered 503", 60)
+    assert attempts.claim(conn, row_id, "duplicate-job", 60) is None
     with conn.cursor() as cur:
         cur.execute("UPDATE ledger SET next_attempt_at = now()")
-    assert ledger.claim(conn, row_id, "the-retry", 60) is not None
+    assert attempts.claim(conn, row_id, "the-retry", 60) is not None
     conn.commit()
 
 

@@ -16,7 +16,7 @@ import pytest
 from redis import Redis
 
 from core.config import Config
-from db import drive_state, ledger
+from db import attempts, drive_state
 from db.connection import Connection, connect, fetch_all
 from jobs import backup
 from jobs.backfill import backfill
@@ -211,7 +211,7 @@ def test_a_copy_that_does_not_match_is_trashed_and_made_again(
     copy, not delete it (that needs a Manager)."""
     add_video(conn, cdn, 1, size=6 * CHUNK + 1)
     backfill(drive_config, conn, redis, "all", 10)
-    row = ledger.claim(conn, only_row(conn)["id"], "test", 60)
+    row = attempts.claim(conn, only_row(conn)["id"], "test", 60)
     conn.commit()
     assert row is not None
     destination = from_config(drive_config, conn)
@@ -260,7 +260,7 @@ def test_concurrent_attempts_on_one_row_make_one_file(
     worker): both use the row's one reserved id, so Drive ends with one file."""
     add_video(conn, cdn, 1, size=8 * CHUNK + 3, slow_delay=0.002)
     backfill(drive_config, conn, redis, "all", 10)
-    row = ledger.claim(conn, only_row(conn)["id"], "test", 60)
+    row = attempts.claim(conn, only_row(conn)["id"], "test", 60)
     conn.commit()
     assert row is not None
     results: list[object] = []

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from db import app_rows, blobs, copies, drive_state, ledger
+from db import app_rows, attempts, blobs, copies, drive_state, ledger
 from db.connection import Connection
 from tests.fakes.cdn import FakeCdn
 from tests.support.rows import add_video, ledger_rows
@@ -96,13 +96,13 @@ def test_the_claim_says_which_copies_are_missing_and_which_of_them_wait(conn: Co
     until = datetime.now(UTC) + timedelta(hours=1)
     drive_state.pause(conn, "drive", until, "daily upload cap")
     conn.commit()
-    claim = ledger.claim_attempt(conn, row_id, "worker-a", 60, ["drive", "s3", "local"])
+    claim = attempts.claim_attempt(conn, row_id, "worker-a", 60, ["drive", "s3", "local"])
     conn.commit()
     assert claim.row is not None and claim.row.attempts == 1 and claim.row.claimed_by == "worker-a"
     assert claim.missing == ["drive", "local"] and claim.paused == {"drive": until}
     assert claim.app_files
     # The row has a live owner: never taken, whatever is missing.
-    again = ledger.claim_attempt(conn, row_id, "worker-b", 60, ["drive", "s3", "local"])
+    again = attempts.claim_attempt(conn, row_id, "worker-b", 60, ["drive", "s3", "local"])
     assert again.row is None and again.missing == ["drive", "local"]
 
 
@@ -112,26 +112,26 @@ def test_no_claim_when_every_missing_copy_is_at_a_paused_destination(conn: Conne
     until = datetime.now(UTC) + timedelta(hours=1)
     drive_state.pause(conn, "drive", until, "daily upload cap")
     conn.commit()
-    claim = ledger.claim_attempt(conn, row_id, "worker-a", 60, ["drive", "s3"])
+    claim = attempts.claim_attempt(conn, row_id, "worker-a", 60, ["drive", "s3"])
     conn.commit()
     assert claim.row is None and claim.missing == ["drive"] and claim.paused == {"drive": until}
     [row] = ledger_rows(conn)
     assert (row["status"], row["attempts"], row["claimed_by"]) == ("pending", 0, None)
     drive_state.resume(conn, "drive")
     conn.commit()
-    claim = ledger.claim_attempt(conn, row_id, "worker-a", 60, ["drive", "s3"])
+    claim = attempts.claim_attempt(conn, row_id, "worker-a", 60, ["drive", "s3"])
     conn.commit()
     assert claim.row is not None and claim.missing == ["drive"] and claim.paused == {}
 
 
 def test_done_records_the_last_copy_and_keeps_the_first_preference(conn: Connection) -> None:
     row_id = new_row(conn)
-    assert ledger.claim(conn, row_id, "worker-a", 60) is not None
+    assert attempts.claim(conn, row_id, "worker-a", 60) is not None
     s3 = copies.NewCopy("s3", "key", "s3://b/key", 10, "2" * 32)
-    assert ledger.record_copy(conn, row_id, "worker-a", s3)
+    assert attempts.record_copy(conn, row_id, "worker-a", s3)
     conn.commit()
     drive = copies.NewCopy("drive", "file-id", "https://drive/file-id", 10, "2" * 32)
-    done = ledger.record_done(conn, row_id, "worker-a", ["drive", "s3"], last=drive)
+    done = attempts.record_done(conn, row_id, "worker-a", ["drive", "s3"], last=drive)
     conn.commit()
     assert done.kept == drive and done.copies == 2
     [row] = ledger_rows(conn)
@@ -150,8 +150,8 @@ def test_done_records_the_last_copy_and_keeps_the_first_preference(conn: Connect
 def test_done_with_a_destination_dropped_from_the_list_keeps_its_copy(conn: Connection) -> None:
     row_id = new_row(conn)
     add_copy(conn, row_id, "local")
-    assert ledger.claim(conn, row_id, "worker-a", 60) is not None
-    done = ledger.record_done(conn, row_id, "worker-a", ["drive"])
+    assert attempts.claim(conn, row_id, "worker-a", 60) is not None
+    done = attempts.record_done(conn, row_id, "worker-a", ["drive"])
     conn.commit()
     assert done.kept is not None and done.kept.destination == "local"
     assert ledger_rows(conn)[0]["destination"] == "local"
@@ -159,8 +159,8 @@ def test_done_with_a_destination_dropped_from_the_list_keeps_its_copy(conn: Conn
 
 def test_done_without_any_copy_changes_nothing(conn: Connection) -> None:
     row_id = new_row(conn)
-    assert ledger.claim(conn, row_id, "worker-a", 60) is not None
-    done = ledger.record_done(conn, row_id, "worker-a", ["local"])
+    assert attempts.claim(conn, row_id, "worker-a", 60) is not None
+    done = attempts.record_done(conn, row_id, "worker-a", ["local"])
     conn.commit()
     assert done.kept is None and done.copies == 0
     assert ledger_rows(conn)[0]["status"] == "copying"
@@ -171,8 +171,8 @@ def test_done_drops_the_inline_file_the_source_was(conn: Connection) -> None:
     row_id = new_row(conn, f"blob:sha256:{sha}")
     blobs.insert_blob(conn, sha, "image/png", b"png")
     conn.commit()
-    assert ledger.claim(conn, row_id, "worker-a", 60) is not None
+    assert attempts.claim(conn, row_id, "worker-a", 60) is not None
     local = copies.NewCopy("local", "a.png", "file:///a.png", 3, "3" * 32)
-    assert ledger.record_done(conn, row_id, "worker-a", ["local"], last=local, blob=sha).kept == local
+    assert attempts.record_done(conn, row_id, "worker-a", ["local"], last=local, blob=sha).kept == local
     conn.commit()
     assert blobs.blob_size(conn, sha) is None

@@ -19,7 +19,7 @@ from redis import Redis
 
 from core.config import Config
 from core.logs import REDACTED, add_secrets, redact, setup_logging
-from db import ledger
+from db import attempts
 from db.connection import Connection
 from jobs.backfill import backfill
 from jobs.queues import worker_queues
@@ -75,9 +75,9 @@ def test_the_ledger_stores_errors_redacted(
     add_signed_video(conn, cdn, 10)
     backfill(config, conn, redis, "all", 10)
     row_id = ledger_rows(conn)[0]["id"]
-    assert ledger.claim(conn, row_id, "w", 60)
+    assert attempts.claim(conn, row_id, "w", 60)
     leak = f"could not reach https://v3b.fal.media/x.mp4?token={TOKEN}; Authorization: Bearer {TOKEN}"
-    assert ledger.record_retry(conn, row_id, "w", leak, 60)
+    assert attempts.record_retry(conn, row_id, "w", leak, 60)
     conn.commit()
     stored = ledger_rows(conn)[0]["last_error"]
     assert TOKEN not in stored and stored.count(REDACTED) == 2

@@ -16,7 +16,7 @@ import requests
 from redis import Redis
 
 from core.config import Config
-from db import ledger
+from db import attempts, ledger
 from db.connection import Connection
 from jobs.destinations import from_config
 from jobs.destinations import s3 as s3_module
@@ -79,7 +79,7 @@ def test_a_second_attempt_finds_the_object_and_uploads_nothing(
     s3_config: Config, conn: Connection, cdn: FakeCdn, redis: Redis, s3: Bucket
 ) -> None:
     ledger_id = one_file(s3_config, conn, cdn, redis, 2 * PART + 10)
-    row = ledger.claim(conn, ledger_id, "worker-a", 600)
+    row = attempts.claim(conn, ledger_id, "worker-a", 600)
     conn.commit()
     assert row is not None
     destination = from_config(s3_config, conn)
