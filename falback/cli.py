@@ -17,7 +17,7 @@ from redis import Redis
 from core.config import Config, ConfigError
 from core.kinds import BACKFILL_TYPES
 from core.logs import setup_logging
-from db import app_rows, figures, ledger
+from db import app_sync, figures, ledger
 from db.connection import connection
 from db.migrate import migrate
 from falback import recovery
@@ -168,7 +168,7 @@ def _retry_failed(config: Config, type_: str) -> int:
     with connection(config.database_url) as conn:
         rows = ledger.reset_failed(conn, BACKFILL_TYPES[type_])
         for row in rows:
-            app_rows.sync_app_row(conn, row["source_table"], row["source_id"])
+            app_sync.sync_app_row(conn, row["source_table"], row["source_id"])
         conn.commit()
         print(f"{len(rows)} failed file(s) back to pending")
         dispatched = top_up_for(

@@ -16,7 +16,7 @@ from redis import Redis
 
 from core.config import Config
 from core.kinds import BACKFILL_TYPES
-from db import app_rows
+from db import app_rows, app_sync
 from db.connection import Connection
 from jobs.dispatch import top_up
 
@@ -65,7 +65,7 @@ def backfill(
     dry_run: bool = False,
 ) -> BackfillSummary:
     kinds = BACKFILL_TYPES[type_]
-    if not app_rows.app_files_exist(conn):
+    if not app_sync.app_files_exist(conn):
         raise BackfillError(
             "no app tables found (gen_videos / gen_images); run `falback migrate` after they exist"
         )

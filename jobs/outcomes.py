@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from rq import Retry
 
 from core.config import Config
-from db import app_rows, attempts, copies, ledger
+from db import app_sync, attempts, copies, ledger
 from db.connection import Connection
 from jobs.blob_source import BLOB_PREFIX, is_blob_url
 from jobs.errors import CopyError, SourceGone, VerifyError
@@ -46,7 +46,7 @@ def done(
     if result.kept is None:
         return lost(conn, logger)
     if result.app_files:
-        app_rows.sync_app_row_seen(conn, row.source_table, row.source_id)
+        app_sync.sync_app_row_seen(conn, row.source_table, row.source_id)
     conn.commit()
     kept = result.kept
     logger.info(
@@ -83,7 +83,7 @@ def retry(
     due = attempts.record_retry(conn, row.id, owner(row), message, delay)
     if due is None:
         return lost(conn, logger)
-    app_rows.sync_app_row(conn, row.source_table, row.source_id)
+    app_sync.sync_app_row(conn, row.source_table, row.source_id)
     conn.commit()
     # A CopyError is classified and its message says it all; anything else is a bug
     # whose traceback is wanted.
@@ -133,7 +133,7 @@ def missing(
     due = attempts.record_retry(conn, row.id, owner(row), message, delay, refund_attempt=True)
     if due is None:
         return lost(conn, logger)
-    app_rows.sync_app_row(conn, row.source_table, row.source_id)
+    app_sync.sync_app_row(conn, row.source_table, row.source_id)
     conn.commit()
     logger.warning("missing, retrying in %ds: %s", math.ceil(delay), message)
     return later(due)
@@ -158,7 +158,7 @@ def pause(conn: Connection, row: ledger.LedgerRow, until: datetime, reason: str,
     job): the row waits for it, and gets this attempt back."""
     conn.rollback()
     attempts.record_paused(conn, row.id, owner(row), reason, until)
-    app_rows.sync_app_row(conn, row.source_table, row.source_id)
+    app_sync.sync_app_row(conn, row.source_table, row.source_id)
     conn.commit()
     logger.warning("waiting for a paused destination until %s: %s", until, reason)
     return later(until)
@@ -190,7 +190,7 @@ def finish(conn: Connection, row: ledger.LedgerRow, status: str, error: str, log
 def final(conn: Connection, row: ledger.LedgerRow, status: str, error: str, logger: Logger) -> str:
     if not attempts.record_final(conn, row.id, owner(row), status, error):
         return lost(conn, logger)
-    app_rows.sync_app_row(conn, row.source_table, row.source_id)
+    app_sync.sync_app_row(conn, row.source_table, row.source_id)
     conn.commit()
     logger.warning("%s: %s", status, error)
     return status

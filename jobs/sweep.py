@@ -40,7 +40,7 @@ from rq.job import JobStatus
 
 from core.config import Config
 from core.kinds import KIND_NAMES
-from db import app_rows, deliveries, ledger, sweeps
+from db import app_rows, app_sync, deliveries, ledger, sweeps
 from db.connection import Connection, Row, connection
 from jobs.dispatch import top_up
 from jobs.fal_results import enqueue_fetch
@@ -99,7 +99,7 @@ def _sweep(config: Config, conn: Connection, redis: Redis, limit: int) -> SweepC
     counts = SweepCounts()
 
     created: list[tuple[int, str]] = []
-    if app_rows.app_files_exist(conn):
+    if app_sync.app_files_exist(conn):
         new_rows = app_rows.insert_from_app(conn, KIND_NAMES, limit, config.expiry_days)
         created = [(r["id"], r["kind"]) for r in new_rows]
     conn.commit()  # new rows are safe as 'pending': the backlog the top-up below takes from
@@ -131,7 +131,7 @@ def _sweep(config: Config, conn: Connection, redis: Redis, limit: int) -> SweepC
 
     gave_up = sweeps.fail_expired_leases(conn, config.max_attempts, limit)
     for row in gave_up:
-        app_rows.sync_app_row(conn, row["source_table"], row["source_id"])
+        app_sync.sync_app_row(conn, row["source_table"], row["source_id"])
     # Committed before enqueueing: if Redis fails now, the rows are 'queued' without a
     # job, which (c) repairs next pass.
     expired = [(r["id"], r["kind"]) for r in sweeps.requeue_expired_leases(conn, limit)]

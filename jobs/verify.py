@@ -19,7 +19,7 @@ from redis import Redis
 
 from core.config import Config
 from core.logs import redact
-from db import app_rows, copies, recovery
+from db import app_sync, copies, recovery
 from db.connection import Connection
 from db.recovery import FileCopy
 from jobs.destinations.readback import CopyReader
@@ -187,7 +187,7 @@ def _requeue(
     if not ids:
         return []
     reopened = recovery.reopen(conn, ids, "falback verify found a copy missing or wrong; copying it again")
-    app_rows.sync_app_rows(conn, [(r["source_table"], r["source_id"]) for r in reopened])
+    app_sync.sync_app_rows(conn, [(r["source_table"], r["source_id"]) for r in reopened])
     conn.commit()
     items = sorted((int(r["id"]), str(r["kind"])) for r in reopened)
     # Back in the backlog; the top-up replaces a finished job of an earlier copy, whose id

@@ -35,7 +35,7 @@ from werkzeug.datastructures import Headers
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from core.kinds import APP_TABLES, columns_of
-from db import app_rows, ledger
+from db import app_rows, app_sync, ledger
 from db.connection import Row
 from jobs.dispatch import top_up_for
 from jobs.fal.plan import storable
@@ -85,7 +85,7 @@ def receive() -> tuple[Response, int]:
     try:
         conn = get_db()
         rows: list[Row] = []
-        if app_rows.app_files_exist(conn):
+        if app_sync.app_files_exist(conn):
             rows = app_rows.upsert_app_row(conn, event.table, event.id, config.expiry_days)
         if not rows:
             # Not visible here (yet): a replica behind, or app tables in another database.

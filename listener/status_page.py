@@ -14,7 +14,7 @@ import logging
 from flask import Blueprint, Response, jsonify, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response as BaseResponse
 
-from db import app_rows, figures, ledger
+from db import app_sync, figures, ledger
 from jobs.dispatch import top_up_for
 from jobs.queues import counts as queue_counts
 from listener.auth import admin_denied, same_origin
@@ -59,7 +59,7 @@ def retry() -> BaseResponse | tuple[Response, int]:
     conn = get_db()
     rows = ledger.reset_failed_with_reason(conn, reason or None)  # "": no reason recorded
     for row in rows:
-        app_rows.sync_app_row(conn, row["source_table"], row["source_id"])
+        app_sync.sync_app_row(conn, row["source_table"], row["source_id"])
     conn.commit()
     top_up_for(conn, get_redis(), get_config(), [(r["id"], r["kind"]) for r in rows])
     log.info("status page: %d failed file(s) back to the queue (reason %r)", len(rows), reason[:200])

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import psycopg2
 import pytest
 
-from db import app_rows
+from db import app_rows, app_sync
 from db.connection import Connection, connection, fetch_all
 from db.migrate import migrate
 from tests.support.servers import Servers
@@ -78,11 +78,11 @@ def fill_videos(conn: Connection, ids: list[str]) -> None:
 def synced_both_ways(conn: Connection, ids: list[str]) -> tuple[dict[str, tuple[object, ...]], ...]:
     """The columns synced one row at a time, then (cleared) all rows at once."""
     for row_id in ids:
-        app_rows.sync_app_row(conn, "gen_videos", row_id)
+        app_sync.sync_app_row(conn, "gen_videos", row_id)
     conn.commit()
     one_by_one = columns(conn, "gen_videos")
     execute(conn, "UPDATE gen_videos SET backup_status = NULL, backup_media_url = 'old', backup_error = 'x'")
-    app_rows.sync_app_rows(conn, [("gen_videos", row_id) for row_id in ids])
+    app_sync.sync_app_rows(conn, [("gen_videos", row_id) for row_id in ids])
     conn.commit()
     return one_by_one, columns(conn, "gen_videos")
 
@@ -94,7 +94,7 @@ def test_many_rows_get_the_columns_one_row_gets(conn: Connection, monkeypatch: p
 
     one_by_one, all_at_once = synced_both_ways(conn, ids)
 
-    assert len(all_at_once) == len(ids) > app_rows._BULK_ROWS
+    assert len(all_at_once) == len(ids) > app_sync.BULK_ROWS
     assert all_at_once == one_by_one
     statuses = {v[0] for v in all_at_once.values()}
     assert statuses == {"pending", "in_progress", "failed", "gone", "completed"}
@@ -104,16 +104,16 @@ def test_many_rows_get_the_columns_one_row_gets(conn: Connection, monkeypatch: p
 
 
 def test_written_only_when_a_value_changed(conn: Connection) -> None:
-    ids = [str(i) for i in range(1, app_rows._BULK_ROWS + 11)]
+    ids = [str(i) for i in range(1, app_sync.BULK_ROWS + 11)]
     fill_videos(conn, ids)
-    app_rows.sync_app_rows(conn, [("gen_videos", row_id) for row_id in ids])
+    app_sync.sync_app_rows(conn, [("gen_videos", row_id) for row_id in ids])
     conn.commit()
     with conn.cursor() as cur:
         cur.execute("SELECT xmin::text AS x FROM gen_videos ORDER BY id")
         before = fetch_all(cur)
     conn.commit()
 
-    app_rows.sync_app_rows(conn, [("gen_videos", row_id) for row_id in ids])
+    app_sync.sync_app_rows(conn, [("gen_videos", row_id) for row_id in ids])
     conn.commit()
 
     with conn.cursor() as cur:
@@ -155,13 +155,13 @@ def test_text_and_uuid_ids(text_id_database: str) -> None:
         one_by_one, all_at_once = synced_both_ways(conn, ids)
         assert all_at_once == one_by_one and len(all_at_once) == len(ids)
 
-        uuids = [f"00000000-0000-0000-0000-{i:012d}" for i in range(2 * app_rows._BULK_ROWS + 2)]
+        uuids = [f"00000000-0000-0000-0000-{i:012d}" for i in range(2 * app_sync.BULK_ROWS + 2)]
         for n, row_id in enumerate(uuids):
             execute(
                 conn, "INSERT INTO gen_images (id, image_url) VALUES (%s, %s)", row_id, f"https://cdn/{n}.png"
             )
             add_file(conn, f"https://cdn/{n}.png", n, "pending" if n % 2 else None, ())
-        app_rows.sync_app_rows(conn, [("gen_images", row_id) for row_id in [*uuids, "not-a-uuid"]])
+        app_sync.sync_app_rows(conn, [("gen_images", row_id) for row_id in [*uuids, "not-a-uuid"]])
         conn.commit()
         images = columns(conn, "gen_images")
         assert {v[0] for v in images.values()} == {"pending"}
@@ -181,7 +181,7 @@ def test_a_backfill_counts_what_it_created_and_syncs_the_rows(conn: Connection) 
     """Hundreds of rows: counted per kind, most valuable first; rows already in the ledger
     (a relay's, a webhook's) are neither counted nor left out of sync; a second run adds
     nothing and writes no app row."""
-    ids = [str(i) for i in range(1, app_rows._BULK_ROWS + 51)]
+    ids = [str(i) for i in range(1, app_sync.BULK_ROWS + 51)]
     fill_videos(conn, ids)
     with conn.cursor() as cur:
         cur.execute(
@@ -215,7 +215,7 @@ def test_a_backfill_counts_what_it_created_and_syncs_the_rows(conn: Connection) 
 
 def test_the_bulk_update_does_not_wake_the_relay(conn: Connection, database_url: str) -> None:
     """Only backup_* columns are written: the app tables' NOTIFY triggers stay quiet."""
-    ids = [str(i) for i in range(1, app_rows._BULK_ROWS + 11)]
+    ids = [str(i) for i in range(1, app_sync.BULK_ROWS + 11)]
     fill_videos(conn, ids)
     listener = psycopg2.connect(database_url)
     listener.autocommit = True

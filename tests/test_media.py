@@ -14,7 +14,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from core.config import Config
-from db import app_rows
+from db import app_rows, app_sync
 from db.connection import Connection
 from db.migrate import MIGRATIONS_DIR, migrate
 from tests.support.drive import Drive
@@ -224,7 +224,7 @@ def test_backup_media_url_follows_the_main_file(
     [row] = query(conn, "SELECT backup_media_url FROM gen_videos")
     assert row["backup_media_url"] == f"/media/{upscale['media_id']}"
     monkeypatch.setenv("FALBACK_PUBLIC_URL", "https://falback.example.com/")
-    app_rows.sync_app_row(conn, "gen_videos", video)
+    app_sync.sync_app_row(conn, "gen_videos", video)
     conn.commit()
     [row] = query(conn, "SELECT backup_media_url FROM gen_videos")
     assert row["backup_media_url"] == f"https://falback.example.com/media/{upscale['media_id']}"

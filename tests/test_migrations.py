@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import psycopg2
 import pytest
 
-from db import app_rows, attempts
+from db import app_rows, app_sync, attempts
 from db.connection import connection, fetch_all
 from db.migrate import apply_sample_schema, migrate, numbered_migrations
 from tests.support.servers import Servers
@@ -96,7 +96,7 @@ def test_linked_rows_work_without_app_tables_in_this_database(empty_database: st
             ],
             7,
         )
-        app_rows.sync_app_row(conn, "gen_videos", "7")  # nothing to keep in step; no error
+        app_sync.sync_app_row(conn, "gen_videos", "7")  # nothing to keep in step; no error
         assert attempts.claim(conn, row["id"], "worker", 60) is not None
 
 
@@ -124,4 +124,4 @@ def test_app_tables_with_other_column_types(empty_database: str) -> None:
         uuid = "00000000-0000-0000-0000-000000000001"
         assert len(app_rows.upsert_app_row(conn, "gen_images", uuid, 7)) == 1
         assert app_rows.upsert_app_row(conn, "gen_images", "not-a-uuid", 7) == []
-        app_rows.sync_app_row(conn, "gen_videos", "v1")
+        app_sync.sync_app_row(conn, "gen_videos", "v1")

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 import psycopg2
 
-from db import app_rows, blobs, ledger
+from db import app_sync, blobs, ledger
 from db.connection import Connection, Row
 from jobs.blob_source import blob_url
 from jobs.fal.kinds import MediaKind
@@ -159,7 +159,7 @@ def _sync_linked(conn: Connection, plan: Plan) -> None:
     with conn.cursor() as cur:
         cur.execute("SAVEPOINT app_row_sync")
         try:
-            app_rows.sync_app_rows(conn, linked)
+            app_sync.sync_app_rows(conn, linked)
         except (psycopg2.OperationalError, psycopg2.InterfaceError):
             raise  # the connection itself: the caller's 503 path
         except psycopg2.Error as e:
