@@ -55,7 +55,15 @@ def done_count(conn: Connection) -> int:
     return n
 
 
-def run_falback(config: Config, url: str, workers: int, files: int) -> float:
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """User and system CPU seconds a live process has used (/proc/<pid>/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
+def run_falback(config: Config, url: str, workers: int, files: int) -> tuple[float, float, float]:
+    """Seconds until every row is done, and the workers' user and system CPU seconds."""
     assert config.redis_url
     redis = Redis.from_url(config.redis_url)
     redis.flushall()
@@ -79,9 +87,14 @@ def run_falback(config: Config, url: str, workers: int, files: int) -> float:
         with connection(url) as conn:
             start = time.perf_counter()
             backfill(config, conn, redis, "all", files)
+            before = [cpu_seconds(p.pid) for p in procs]
             while done_count(conn) < files:
                 time.sleep(0.05)
-            return time.perf_counter() - start
+            took = time.perf_counter() - start
+            after = [cpu_seconds(p.pid) for p in procs]
+            user = sum(a[0] - b[0] for a, b in zip(after, before, strict=True))
+            system = sum(a[1] - b[1] for a, b in zip(after, before, strict=True))
+            return took, user, system
     finally:
         for p in procs:
             os.killpg(p.pid, signal.SIGTERM)
@@ -155,10 +168,11 @@ def main() -> None:
         fair = curl_to_files(urls, root / "curl")
         print(f"fair baseline, curl 4 in parallel to files, fsync, md5sum: {fair:.2f} s")
         for workers in (int(w) for w in args.workers.split(",")):
-            took = run_falback(config, url, workers, len(files))
+            took, user, system = run_falback(config, url, workers, len(files))
             print(
                 f"falback, {workers} worker(s): {took:.2f} s -> ratio (curl / falback)"
-                f" {curl / took:.2f} against /dev/null, {fair / took:.2f} against the fair baseline"
+                f" {curl / took:.2f} against /dev/null, {fair / took:.2f} against the fair baseline;"
+                f" the workers' CPU: {user:.1f} s user, {system:.1f} s system"
             )
     finally:
         cdn.stop()
