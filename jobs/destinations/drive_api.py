@@ -56,11 +56,14 @@ class DriveApi:
         params: Mapping[str, str | int] | None = None,
         body: Mapping[str, Any] | None = None,
         check: Callable[[dict[str, Any]], None] | None = None,
+        all_drives: bool = True,
     ) -> dict[str, Any]:
         """One metadata request (`path` under /drive/v3) with our retries; its JSON answer.
-        `check` may reject an answer with a retryable DriveFailure, to be asked again."""
+        `check` may reject an answer with a retryable DriveFailure, to be asked again.
+        `all_drives` off for the methods that take no supportsAllDrives (generateIds,
+        about), as the discovery client never sent it there."""
         url = self.base_url + path
-        query = {**_ALL_DRIVES, **{k: str(v) for k, v in (params or {}).items()}}
+        query = {**(_ALL_DRIVES if all_drives else {}), **{k: str(v) for k, v in (params or {}).items()}}
 
         def once() -> dict[str, Any]:
             response = self.uploads.call(method, url, doing, retry=False, params=query, json=body)
@@ -121,6 +124,7 @@ class DriveApi:
             "/files/generateIds",
             "reserve a file id",
             params={"count": 1, "space": "drive", "type": "files"},
+            all_drives=False,
         )
         return str(answer["ids"][0])
 
@@ -172,7 +176,9 @@ class DriveApi:
         )
 
     def about(self, fields: str = "user(emailAddress)") -> dict[str, Any]:
-        return self.execute("GET", "/about", "ask who the token acts for", params={"fields": fields})
+        return self.execute(
+            "GET", "/about", "ask who the token acts for", params={"fields": fields}, all_drives=False
+        )
 
 
 def _file(file_id: str) -> str:
