@@ -5,11 +5,15 @@ process, seeds the user's 507 files as app rows (devkit.demo.seed_dataset: 12 up
 videos, 85 regular videos, 410 images), then, in the same run:
 
 - baseline: `curl` fetching every file to /dev/null, 4 in parallel (xargs -P 4);
+- fair baseline: the same `curl`s writing each file into a folder on the backups' file
+  system, then `sync FILE` (fsync) and `md5sum FILE` (a read-back and a hash), as a
+  falback copy is durable and checked before it counts;
 - falback: 1, then 4 `falback worker` processes started and idle, then a backfill of all
   507 (one INSERT ... SELECT and a top-up: what a burst of webhooks amounts to once their
   rows are in), timed until every ledger row is `done` in the local folder.
 
-Prints the times and the ratio curl time / falback time (1.0: as fast as curl).
+Prints the times and both ratios, curl time / falback time (1.0: as fast as curl): one
+against curl to /dev/null, one against the fair baseline.
 
     .venv/bin/python bench/burst.py [--scale 100] [--workers 1,4]
 """
@@ -51,7 +55,15 @@ def done_count(conn: Connection) -> int:
     return n
 
 
-def run_falback(config: Config, url: str, workers: int, files: int) -> float:
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """User and system CPU seconds a live process has used (/proc/<pid>/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
+def run_falback(config: Config, url: str, workers: int, files: int) -> tuple[float, float, float]:
+    """Seconds until every row is done, and the workers' user and system CPU seconds."""
     assert config.redis_url
     redis = Redis.from_url(config.redis_url)
     redis.flushall()
@@ -75,15 +87,37 @@ def run_falback(config: Config, url: str, workers: int, files: int) -> float:
         with connection(url) as conn:
             start = time.perf_counter()
             backfill(config, conn, redis, "all", files)
+            before = [cpu_seconds(p.pid) for p in procs]
             while done_count(conn) < files:
                 time.sleep(0.05)
-            return time.perf_counter() - start
+            took = time.perf_counter() - start
+            after = [cpu_seconds(p.pid) for p in procs]
+            user = sum(a[0] - b[0] for a, b in zip(after, before, strict=True))
+            system = sum(a[1] - b[1] for a, b in zip(after, before, strict=True))
+            return took, user, system
     finally:
         for p in procs:
             os.killpg(p.pid, signal.SIGTERM)
         for p in procs:
             p.wait(30)
         redis.close()
+
+
+def curl_to_files(urls: list[str], folder: Path) -> float:
+    """Seconds for `curl` to write every file into `folder` (the backups' file system), 4 in
+    parallel, each then fsynced (`sync FILE`) and read back through `md5sum`; the files
+    are removed afterwards, so the page cache they took is free for the next run."""
+    folder.mkdir()
+    script = 'f="$0/${1##*/}" && curl -s --fail -o "$f" "$1" && sync "$f" && md5sum "$f" >/dev/null'
+    start = time.perf_counter()
+    subprocess.run(
+        ["xargs", "-P", "4", "-n", "1", "sh", "-c", script, str(folder)],
+        input="\n".join(urls).encode(),
+        check=True,
+    )
+    took = time.perf_counter() - start
+    shutil.rmtree(folder)
+    return took
 
 
 def main() -> None:
@@ -130,10 +164,16 @@ def main() -> None:
             check=True,
         )
         curl = time.perf_counter() - start
-        print(f"baseline, curl 4 in parallel: {curl:.2f} s")
+        print(f"baseline, curl 4 in parallel to /dev/null: {curl:.2f} s")
+        fair = curl_to_files(urls, root / "curl")
+        print(f"fair baseline, curl 4 in parallel to files, fsync, md5sum: {fair:.2f} s")
         for workers in (int(w) for w in args.workers.split(",")):
-            took = run_falback(config, url, workers, len(files))
-            print(f"falback, {workers} worker(s): {took:.2f} s -> ratio (curl / falback) {curl / took:.2f}")
+            took, user, system = run_falback(config, url, workers, len(files))
+            print(
+                f"falback, {workers} worker(s): {took:.2f} s -> ratio (curl / falback)"
+                f" {curl / took:.2f} against /dev/null, {fair / took:.2f} against the fair baseline;"
+                f" the workers' CPU: {user:.1f} s user, {system:.1f} s system"
+            )
     finally:
         cdn.stop()
         redis_server.stop()

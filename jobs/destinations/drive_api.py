@@ -1,52 +1,38 @@
-"""Drive v3 metadata calls through google-api-python-client, and the upload protocol
-(drive_resumable.py) beside it on the same credentials.
+"""Drive v3 metadata calls, and the upload protocol (drive_resumable.py) beside them, over
+one google-auth requests session (tokens added, and refreshed on a 401).
 
-The client is built from the discovery document bundled with the library
-(static_discovery: no network at start-up) and pointed at `settings.api_base_url`
-(Google, or the emulator in tests). Each call runs once per try (`execute(num_retries=0)`);
-retries, Retry-After and the upload-cap check are ours (drive_errors.with_retries), the
-same as for uploads. Every call names supportsAllDrives so shared-drive items are seen.
+The metadata calls are Drive's plain REST requests (GET/POST/PATCH on
+`settings.api_base_url`/drive/v3/..., JSON in and out), not google-api-python-client:
+that client builds its methods from a discovery document in every process that makes
+one (about 1.5 MiB each), and with httplib2 it added about 6 MiB of imports to every
+worker, for seven requests. Each call runs once per try; retries, Retry-After and the
+upload-cap check are ours (drive_errors.with_retries), the same as for uploads. Every
+call names supportsAllDrives so shared-drive items are seen.
 """
 
 from __future__ import annotations
 
-import http.client
 from collections.abc import Callable, Mapping
 from typing import Any
+from urllib.parse import quote
 
-import httplib2
-from google.auth.exceptions import GoogleAuthError
-from googleapiclient.discovery import build
-from googleapiclient.errors import HttpError
+import requests
 
 from core.drive_settings import DriveSettings
 from jobs.destinations import drive_auth
-from jobs.destinations.drive_errors import (
-    DriveApiError,
-    DriveIncomplete,
-    unreachable,
-    with_retries,
-)
+from jobs.destinations.drive_errors import DriveApiError, DriveIncomplete, with_retries
 from jobs.destinations.drive_resumable import FILE_FIELDS, ResumableClient
 
 FOLDER_MIME = "application/vnd.google-apps.folder"
-_TRANSPORT_ERRORS = (httplib2.HttpLib2Error, http.client.HTTPException, OSError)
+_ALL_DRIVES = {"supportsAllDrives": "true"}
 
 
 class DriveApi:
     def __init__(self, settings: DriveSettings, database_url: str | None = None) -> None:
         self.settings = settings
         self.credentials: Any = drive_auth.credentials(settings, database_url)
-        self._http = drive_auth.authorized_http(settings, self.credentials)
-        self.service: Any = build(
-            "drive",
-            "v3",
-            http=self._http,
-            static_discovery=True,
-            cache_discovery=False,
-            client_options={"api_endpoint": f"{settings.api_base_url}/drive/v3/"},
-        )
         self.uploads = ResumableClient(settings, self.credentials)
+        self.base_url = f"{settings.api_base_url}/drive/v3"
         self._label = ""
 
     @property
@@ -60,26 +46,28 @@ class DriveApi:
 
     def close(self) -> None:
         self.uploads.close()
-        self.service.close()
 
     def execute(
-        self, doing: str, request: Callable[[], Any], check: Callable[[dict[str, Any]], None] | None = None
+        self,
+        method: str,
+        path: str,
+        doing: str,
+        *,
+        params: Mapping[str, str | int] | None = None,
+        body: Mapping[str, Any] | None = None,
+        check: Callable[[dict[str, Any]], None] | None = None,
+        all_drives: bool = True,
     ) -> dict[str, Any]:
-        """`request()` builds one googleapiclient HttpRequest; run it with our retries.
-        `check` may reject an answer with a retryable DriveFailure, to be asked again."""
+        """One metadata request (`path` under /drive/v3) with our retries; its JSON answer.
+        `check` may reject an answer with a retryable DriveFailure, to be asked again.
+        `all_drives` off for the methods that take no supportsAllDrives (generateIds,
+        about), as the discovery client never sent it there."""
+        url = self.base_url + path
+        query = {**(_ALL_DRIVES if all_drives else {}), **{k: str(v) for k, v in (params or {}).items()}}
 
         def once() -> dict[str, Any]:
-            try:
-                result = request().execute(num_retries=0)
-            except HttpError as e:
-                raise DriveApiError.from_body(
-                    e.resp.status, e.content, e.resp, doing, e.resp.reason or ""
-                ) from None
-            except GoogleAuthError as e:
-                raise drive_auth.failure(e, self.settings) from None
-            except _TRANSPORT_ERRORS as e:
-                raise unreachable(doing, e) from None
-            answer = dict(result) if isinstance(result, dict) else {}
+            response = self.uploads.call(method, url, doing, retry=False, params=query, json=body)
+            answer = _json(response, doing)
             if check is not None:
                 check(answer)
             return answer
@@ -95,10 +83,7 @@ class DriveApi:
         `trashed_too`, an untrashed one)."""
         wanted = fields if trashed_too or "trashed" in fields.split(",") else f"{fields},trashed"
         try:
-            found = self.execute(
-                "look up a file",
-                lambda: self.service.files().get(fileId=file_id, fields=wanted, supportsAllDrives=True),
-            )
+            found = self.execute("GET", _file(file_id), "look up a file", params={"fields": wanted})
         except DriveApiError as e:
             if e.status == 404:
                 return None
@@ -111,8 +96,8 @@ class DriveApi:
         """Files matching `q` in the one corpus that holds the backups: the shared drive
         `drive_id`, else the user's own (Drive: prefer `drive` or `user` to `allDrives`).
         An incomplete search that found nothing is retried, never taken for "none"."""
-        where: dict[str, Any] = (
-            {"corpora": "drive", "driveId": drive_id, "includeItemsFromAllDrives": True}
+        where: dict[str, str] = (
+            {"corpora": "drive", "driveId": drive_id, "includeItemsFromAllDrives": "true"}
             if drive_id
             else {"corpora": "user"}
         )
@@ -125,22 +110,21 @@ class DriveApi:
                 )
 
         answer = self.execute(
+            "GET",
+            "/files",
             "search files",
-            lambda: self.service.files().list(
-                q=q,
-                pageSize=page_size,
-                fields=f"incompleteSearch,files({fields})",
-                supportsAllDrives=True,
-                **where,
-            ),
-            complete,
+            params={"q": q, "pageSize": page_size, "fields": f"incompleteSearch,files({fields})", **where},
+            check=complete,
         )
         return list(answer.get("files", []))
 
     def generate_id(self) -> str:
         answer = self.execute(
+            "GET",
+            "/files/generateIds",
             "reserve a file id",
-            lambda: self.service.files().generateIds(count=1, space="drive", type="files"),
+            params={"count": 1, "space": "drive", "type": "files"},
+            all_drives=False,
         )
         return str(answer["ids"][0])
 
@@ -157,8 +141,7 @@ class DriveApi:
         }
         try:
             return self.execute(
-                f"create the folder {name!r}",
-                lambda: self.service.files().create(body=body, fields="id,name", supportsAllDrives=True),
+                "POST", "/files", f"create the folder {name!r}", params={"fields": "id,name"}, body=body
             )
         except DriveApiError as e:
             made = self.get_file(folder_id, "id,name") if e.status == 409 else None
@@ -172,10 +155,11 @@ class DriveApi:
         Manager (organizer). A file already gone is fine."""
         try:
             self.execute(
+                "PATCH",
+                _file(file_id),
                 "move a file to the trash",
-                lambda: self.service.files().update(
-                    fileId=file_id, body={"trashed": True}, fields="id,trashed", supportsAllDrives=True
-                ),
+                params={"fields": "id,trashed"},
+                body={"trashed": True},
             )
         except DriveApiError as e:
             if e.status != 404:
@@ -184,11 +168,27 @@ class DriveApi:
     def share_with_anyone(self, file_id: str) -> None:
         body = {"type": "anyone", "role": "reader", "allowFileDiscovery": False}
         self.execute(
+            "POST",
+            _file(file_id) + "/permissions",
             "share the file by link",
-            lambda: self.service.permissions().create(
-                fileId=file_id, body=body, fields="id", supportsAllDrives=True
-            ),
+            params={"fields": "id"},
+            body=body,
         )
 
     def about(self, fields: str = "user(emailAddress)") -> dict[str, Any]:
-        return self.execute("ask who the token acts for", lambda: self.service.about().get(fields=fields))
+        return self.execute(
+            "GET", "/about", "ask who the token acts for", params={"fields": fields}, all_drives=False
+        )
+
+
+def _file(file_id: str) -> str:
+    return "/files/" + quote(file_id, safe="")
+
+
+def _json(response: requests.Response, doing: str) -> dict[str, Any]:
+    """A metadata answer's JSON object; an unreadable one is Drive's error, not ours."""
+    try:
+        answer = response.json()
+    except ValueError:
+        raise DriveApiError(response.status_code, "badJson", "the answer was not JSON", doing) from None
+    return dict(answer) if isinstance(answer, dict) else {}

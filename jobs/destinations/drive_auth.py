@@ -10,11 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import google_auth_httplib2
 from google.auth.exceptions import GoogleAuthError, RefreshError
 from google.auth.transport.requests import AuthorizedSession
 from google.oauth2 import service_account
-from googleapiclient.http import build_http
 
 from core.drive_settings import DriveSettings
 from jobs.destinations.drive_errors import (
@@ -52,16 +50,6 @@ def session(settings: DriveSettings, creds: Any) -> AuthorizedSession:
     authed = AuthorizedSession(creds)  # type: ignore[no-untyped-call]
     authed.headers["User-Agent"] = USER_AGENT
     return authed
-
-
-def authorized_http(settings: DriveSettings, creds: Any) -> Any:
-    """The httplib2 transport for google-api-python-client: build_http() (it keeps 308
-    from being followed as a redirect), our timeout, no redirects (a token must not
-    follow one elsewhere), wrapped by google-auth-httplib2 for tokens and 401 refreshes."""
-    http = build_http()
-    http.timeout = settings.timeout
-    http.follow_redirects = False
-    return google_auth_httplib2.AuthorizedHttp(creds, http=http)
 
 
 def explain(error: GoogleAuthError, settings: DriveSettings) -> str:

@@ -1,9 +1,9 @@
-"""Drive failures as plain exceptions, and the one bounded retry loop both transports use.
+"""Drive failures as plain exceptions, and the one bounded retry loop every call uses.
 
-Metadata calls go through google-api-python-client (httplib2) and uploads through
-google-auth's requests session; each turns its own errors into these classes first, so
-retry, pause and give-up are decided in one place (drive_advice.py says what they mean
-for a job).
+Metadata calls and uploads both go over google-auth's requests session
+(drive_resumable.ResumableClient.call), which turns its errors into these classes first,
+so retry, pause and give-up are decided in one place (drive_advice.py says what they
+mean for a job).
 """
 
 from __future__ import annotations

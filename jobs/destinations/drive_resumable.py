@@ -81,7 +81,9 @@ class ResumableClient:
 
         return with_retries(self.settings, self.label, once) if retry else once()
 
-    def multipart(self, metadata: Mapping[str, Any], data: bytes, mime_type: str) -> dict[str, Any]:
+    def multipart(
+        self, metadata: Mapping[str, Any], data: bytes | memoryview, mime_type: str
+    ) -> dict[str, Any]:
         """One request with metadata and content (small files: at most one chunk)."""
         boundary = "falback-" + secrets.token_hex(12)
         body = b"".join(

@@ -209,9 +209,10 @@ class DriveUpload:
 
     def _create_at_once(self) -> None:
         try:
-            self.file = self.api.uploads.multipart(
-                self.metadata, bytes(self.buffer), self.metadata["mimeType"]
-            )
+            # A view, released on leaving (even in an error's traceback): the request's
+            # body is the one copy of the file's bytes.
+            with memoryview(self.buffer) as data:
+                self.file = self.api.uploads.multipart(self.metadata, data, self.metadata["mimeType"])
         except DriveApiError as e:
             self._created_elsewhere(e)
 

@@ -1,8 +1,16 @@
 """A local folder as the destination: the embedded default when Drive is not configured.
 
 Layout: `<backup_dir>/<kind>/<YYYY-MM>/<ledger id>-<name>`. A file is written under a
-temporary name and renamed into place only after its size and MD5, read back from disk,
-match what was streamed from the source; so a file at its final path is always whole.
+temporary name and renamed into place only once it is durable (fsync) and what landed
+on disk has been checked against what was streamed from the source; so a file at its
+final path is always whole.
+
+The check: each piece is read back from the file right after it is written and compared
+byte for byte with the piece the source sent, and the finished file's size must be the
+streamed size. The file then holds exactly the bytes whose MD5 was computed while
+streaming (jobs/transfer.py), so that MD5 is the MD5 of what landed, without hashing the
+file a second time (a second MD5 pass cost as much CPU as the whole rest of a local copy).
+The read-back sees the same page cache a read after the fsync would.
 
 A full disk (or quota) pauses the folder for FALBACK_DISK_FULL_PAUSE seconds, as Drive's daily cap pauses
 Drive: every file waits without spending an attempt, instead of each one burning its
@@ -76,33 +84,45 @@ class LocalUpload:
         self.folder = folder
         self.path = path
         self.temp = path.with_name(f".{path.name}.{os.getpid()}.part")
-        self.file = self.temp.open("wb")
+        # Unbuffered, read and write: each piece goes to the file as it comes (no copy
+        # into a write buffer) and is read back through the same descriptor.
+        self.file = open(self.temp, "w+b", buffering=0)  # noqa: SIM115 - closed in finish/abandon
+        self.written = 0  # bytes written and read back so far
 
     def write(self, chunk: bytes) -> None:
         with _pause_when_full(self.folder.root, self.folder.full_pause):
-            self.file.write(chunk)
+            fd, start = self.file.fileno(), self.written
+            view = memoryview(chunk)
+            while view:
+                view = view[os.pwrite(fd, view, start + len(chunk) - len(view)) :]
+            landed = os.pread(fd, len(chunk), start)
+        if landed != chunk:
+            raise VerifyError(
+                f"the local copy does not hold what the source sent: bytes {start} to"
+                f" {start + len(chunk) - 1} read back differently from {self.temp}"
+            )
+        self.written += len(chunk)
 
     def finish(self, size: int, md5: str) -> StoredFile:
         with _pause_when_full(self.folder.root, self.folder.full_pause):
             return self._finish(size, md5)
 
     def _finish(self, size: int, md5: str) -> StoredFile:
-        self.file.flush()
         os.fsync(self.file.fileno())
+        on_disk = os.fstat(self.file.fileno()).st_size
         self.file.close()
-        written_size, written_md5 = _measure(self.temp)
-        if (written_size, written_md5) != (size, md5):
+        if (on_disk, self.written) != (size, size):
             self.temp.unlink(missing_ok=True)
             raise VerifyError(
-                f"local copy does not match the source: {written_size} bytes md5 {written_md5},"
-                f" expected {size} bytes md5 {md5}"
+                f"local copy does not match the source: {on_disk} bytes on disk and {self.written}"
+                f" written and read back, expected {size} bytes md5 {md5}"
             )
         os.replace(self.temp, self.path)
         return self.folder._stored(self.path, size, md5)
 
     def abandon(self) -> None:
         try:
-            self.file.close()  # flushing what is buffered fails again on a full disk
+            self.file.close()
         except OSError:
             pass
         self.temp.unlink(missing_ok=True)
