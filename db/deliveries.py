@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -49,10 +50,12 @@ _RECORD = f"""
 # The same as a prepared statement of the session: parsed and planned once per connection,
 # which is most of what Postgres spends on a webhook otherwise.
 _PARAMETERS = tuple(dict.fromkeys(re.findall(r"%\((\w+)\)s", _RECORD)))
-_PREPARED_NAME = "falback_record_delivery"
-_PREPARE = f"PREPARE {_PREPARED_NAME} AS " + re.sub(
-    r"%\((\w+)\)s", lambda m: f"${_PARAMETERS.index(m[1]) + 1}", _RECORD
-)
+_PREPARED_SQL = re.sub(r"%\((\w+)\)s", lambda m: f"${_PARAMETERS.index(m[1]) + 1}", _RECORD)
+# Named after its text: behind a transaction pooler a server session is shared by every
+# client, a previous release's processes too (a rolling deploy), and a statement of the
+# same name but another text must never run in this one's place.
+_PREPARED_NAME = "falback_record_delivery_" + hashlib.sha256(_PREPARED_SQL.encode()).hexdigest()[:16]
+_PREPARE = f"PREPARE {_PREPARED_NAME} AS {_PREPARED_SQL}"
 _EXECUTE = f"EXECUTE {_PREPARED_NAME} (" + ", ".join(f"%({name})s" for name in _PARAMETERS) + ")"
 
 

@@ -37,14 +37,14 @@ def record(conn: Connection, request_id: str) -> tuple[int | None, list[str]]:
 def test_alone_it_is_prepared_once_per_session_and_again_after_a_reset(conn: Connection) -> None:
     first, kinds = record(conn, "req-1")
     assert first is not None and kinds == ["regular", "upscale"]
-    assert prepared(conn) == ["falback_record_delivery"]
+    assert prepared(conn) == [deliveries._PREPARED_NAME]
     assert record(conn, "req-2")[1] == ["regular", "upscale"]
     assert record(conn, "req-1") == (None, [])  # a repeat writes nothing
     with conn.cursor() as cur:
         cur.execute("DEALLOCATE ALL")  # what a pooler's reset of its server connection does
     conn.commit()
     assert record(conn, "req-3")[1] == ["regular", "upscale"]
-    assert prepared(conn) == ["falback_record_delivery"]
+    assert prepared(conn) == [deliveries._PREPARED_NAME]
     with conn.cursor() as cur:
         cur.execute("SELECT count(*) AS n FROM ledger")
         assert fetch_all(cur)[0]["n"] == 6
@@ -58,3 +58,17 @@ def test_in_a_transaction_it_is_plain_text_and_rolls_back_with_it(conn: Connecti
     with conn.cursor() as cur:
         cur.execute("SELECT count(*) AS n FROM fal_deliveries")
         assert fetch_all(cur)[0]["n"] == 0
+
+
+def test_a_statement_of_the_same_name_from_another_version_is_not_executed(conn: Connection) -> None:
+    # Behind a transaction pooler, one server session serves every client, including
+    # processes of the previous release during a rolling deploy: a statement that session
+    # prepared for them, under the name this release would use, must not run for this one.
+    # "falback_record_delivery": the name the release before this one prepared it under.
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("PREPARE falback_record_delivery (text) AS SELECT NULL::bigint AS delivery_id")
+    conn.autocommit = False
+    delivery_id, kinds = record(conn, "req-v")
+    assert delivery_id is not None and kinds == ["regular", "upscale"]
+    assert deliveries._PREPARED_NAME.startswith("falback_record_delivery_")
