@@ -7,14 +7,18 @@ row, many rows (a backfill, a first sweep) one UPDATE per table computed by Post
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import logging
+from collections.abc import Iterable, Sequence
 from typing import Any
 
+import psycopg2
 from psycopg2 import sql
 
 from core.kinds import APP_TABLES, columns_of, priority_sql
 from core.media_links import media_url, public_url_from_env
 from db.connection import Connection, Row, fetch_all, fetch_one
+
+log = logging.getLogger(__name__)
 
 
 def app_files_exist(conn: Connection) -> bool:
@@ -238,3 +242,36 @@ def sync_app_row_seen(conn: Connection, source_table: str | None, source_id: str
     exist (the backup job's claim and done): one round trip fewer."""
     if source_table is not None:
         sync_known(conn, [(source_table, source_id)])
+
+
+def sync_guarded(
+    conn: Connection, rows: Sequence[tuple[str | None, str | None]], *, seen: bool = False
+) -> bool:
+    """`sync_app_rows` (`seen`: as `sync_app_row_seen`) in a savepoint, for a caller whose
+    own change in the same transaction must stand whatever the user's table does (a
+    trigger or constraint refusing the write, a lock timeout, a changed schema): a ledger
+    row claimed, done or retried, signed files recorded. Returns whether the app rows were
+    brought up to date; if not, the next change of their files syncs them again. A broken
+    connection is raised as it is."""
+    linked = [(table, row_id) for table, row_id in rows if table is not None]
+    if not linked:
+        return True
+    with conn.cursor() as cur:
+        cur.execute("SAVEPOINT app_row_sync")
+        try:
+            if seen:
+                sync_known(conn, linked)
+            else:
+                sync_app_rows(conn, linked)
+        except (psycopg2.OperationalError, psycopg2.InterfaceError):
+            raise
+        except psycopg2.Error as e:
+            cur.execute("ROLLBACK TO SAVEPOINT app_row_sync")
+            log.warning(
+                "app row %s %s not brought up to date: %s: %s",
+                *linked[0],
+                type(e).__name__,
+                " ".join(str(e).split())[:300],
+            )
+            return False
+    return True  # the savepoint ends with the caller's transaction: no RELEASE round trip

@@ -72,7 +72,7 @@ def backup_file(context: WorkerContext, ledger_id: int) -> str | Retry:
             logger.info("not claimable (finished, or another worker holds it)")
             return "skipped"
         if claim.app_files:  # the user's app shows the file being copied
-            app_sync.sync_app_row_seen(conn, row.source_table, row.source_id)
+            app_sync.sync_guarded(conn, [(row.source_table, row.source_id)], seen=True)
         conn.commit()
         try:
             return _settle(conn, config, claim, logger)

@@ -4,7 +4,8 @@ done, retry (transient: 'retrying' with backoff, 'failed' once the attempts are 
 missing (404/410: 'gone', or retried inside fal's window), pause (a destination refuses
 uploads for now), final ('failed' or 'gone'). Each names the claim's owner: when the
 lease ran out and another attempt took the row, nothing is recorded (`lost`). Each keeps
-the app row's backup_* columns in step in the same transaction, and returns what the job
+the app row's backup_* columns in step in the same transaction (in a savepoint: the
+user's table refusing the write never undoes the outcome), and returns what the job
 returns to RQ: the row's status, or a Retry for the moment the ledger says it is due.
 """
 
@@ -46,7 +47,7 @@ def done(
     if result.kept is None:
         return lost(conn, logger)
     if result.app_files:
-        app_sync.sync_app_row_seen(conn, row.source_table, row.source_id)
+        app_sync.sync_guarded(conn, [(row.source_table, row.source_id)], seen=True)
     conn.commit()
     kept = result.kept
     logger.info(
@@ -83,7 +84,7 @@ def retry(
     due = attempts.record_retry(conn, row.id, owner(row), message, delay)
     if due is None:
         return lost(conn, logger)
-    app_sync.sync_app_row(conn, row.source_table, row.source_id)
+    app_sync.sync_guarded(conn, [(row.source_table, row.source_id)])
     conn.commit()
     # A CopyError is classified and its message says it all; anything else is a bug
     # whose traceback is wanted.
@@ -133,7 +134,7 @@ def missing(
     due = attempts.record_retry(conn, row.id, owner(row), message, delay, refund_attempt=True)
     if due is None:
         return lost(conn, logger)
-    app_sync.sync_app_row(conn, row.source_table, row.source_id)
+    app_sync.sync_guarded(conn, [(row.source_table, row.source_id)])
     conn.commit()
     logger.warning("missing, retrying in %ds: %s", math.ceil(delay), message)
     return later(due)
@@ -158,7 +159,7 @@ def pause(conn: Connection, row: ledger.LedgerRow, until: datetime, reason: str,
     job): the row waits for it, and gets this attempt back."""
     conn.rollback()
     attempts.record_paused(conn, row.id, owner(row), reason, until)
-    app_sync.sync_app_row(conn, row.source_table, row.source_id)
+    app_sync.sync_guarded(conn, [(row.source_table, row.source_id)])
     conn.commit()
     logger.warning("waiting for a paused destination until %s: %s", until, reason)
     return later(until)
@@ -190,7 +191,7 @@ def finish(conn: Connection, row: ledger.LedgerRow, status: str, error: str, log
 def final(conn: Connection, row: ledger.LedgerRow, status: str, error: str, logger: Logger) -> str:
     if not attempts.record_final(conn, row.id, owner(row), status, error):
         return lost(conn, logger)
-    app_sync.sync_app_row(conn, row.source_table, row.source_id)
+    app_sync.sync_guarded(conn, [(row.source_table, row.source_id)])
     conn.commit()
     logger.warning("%s: %s", status, error)
     return status

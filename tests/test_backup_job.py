@@ -17,6 +17,7 @@ from db.connection import Connection, fetch_all
 from jobs.backfill import backfill
 from jobs.queues import BACKUP_FUNC, enqueue_batch, enqueue_one, job_id
 from tests.fakes.cdn import FakeCdn
+from tests.support.app_rows import backup_columns, execute
 from tests.support.processes import falback
 from tests.support.rows import USER_FAILED_QUERY, add_image, add_video, ledger_rows
 from tests.support.workers import run_worker, run_worker_process
@@ -357,3 +358,26 @@ def test_retry_failed_gives_failed_files_new_attempts(
     assert by_kind["regular"]["status"] == "done" and by_kind["regular"]["attempts"] == 1
     assert by_kind["image"]["status"] == "failed"
     assert app_row(conn, "gen_videos", video_id)["backup_status"] == "completed"
+
+
+def test_an_app_row_that_refuses_every_write_does_not_keep_its_file_from_being_backed_up(
+    config: Config, conn: Connection, cdn: FakeCdn, redis: Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The user's table refusing the backup_* update (here a trigger; a lock timeout or a
+    changed schema alike) must not undo the claim or the done: the file is backed up, its
+    app row is left as it was, and a warning says so."""
+    add_video(conn, cdn, 1)
+    backfill(config, conn, redis, "all", 10)
+    execute(
+        conn,
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS"
+        " $$BEGIN RAISE EXCEPTION 'read-only'; END$$;"
+        " CREATE TRIGGER refuse BEFORE UPDATE ON gen_videos FOR EACH ROW EXECUTE FUNCTION refuse()",
+    )
+    run_worker(config)
+    [row] = ledger_rows(conn)
+    assert (row["status"], row["attempts"]) == ("done", 1)
+    assert (
+        backup_columns(conn, int(row["source_id"]))["backup_status"] == "pending"
+    )  # as the backfill left it
+    assert "not brought up to date: RaiseException: read-only" in caplog.text

@@ -102,8 +102,8 @@ def test_a_small_file_costs_one_claim_and_one_done_statement(
     config: Config, conn: Connection, cdn: FakeCdn, redis: Redis
 ) -> None:
     """One statement claims the row and says what is missing and paused; one records the
-    copy, the row's done and its preferred copy; each with the app row's sync and one
-    commit."""
+    copy, the row's done and its preferred copy; each with the app row's sync (in a
+    savepoint: SAVEPOINT, the row's files, its update) and one commit."""
     add_image(conn, cdn, 1)
     backfill(config, conn, redis, "all", 10)
     [row] = ledger_rows(conn)
@@ -112,7 +112,7 @@ def test_a_small_file_costs_one_claim_and_one_done_statement(
     claim, done = ledger_writes(tally)
     assert tally.statements[0] == claim and "destination_pauses" in claim
     assert "INSERT INTO copies" in done and "status = 'done'" in done
-    assert tally.commits == 2 and len(tally.statements) <= 6
+    assert tally.commits == 2 and len(tally.statements) <= 8
     [finished] = ledger_rows(conn)
     assert finished["status"] == "done" and finished["destination"] == "local"
 

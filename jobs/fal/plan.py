@@ -21,8 +21,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-import psycopg2
-
 from db import app_sync, blobs, ledger
 from db.connection import Connection, Row
 from jobs.blob_source import blob_url
@@ -151,21 +149,9 @@ def recorded(conn: Connection, plan: Plan, created: Sequence[Row]) -> list[tuple
 
 def _sync_linked(conn: Connection, plan: Plan) -> None:
     """The link is an unsigned hint naming a row of the user's table: whatever goes wrong
-    there (a lock timeout, a changed schema) must not undo the signed files, so it runs
-    in a savepoint. The row's next backup job syncs it again."""
-    linked = [(f.source_table, f.source_id) for f in plan.files if f.source_table]
-    if not linked:
-        return
-    with conn.cursor() as cur:
-        cur.execute("SAVEPOINT app_row_sync")
-        try:
-            app_sync.sync_app_rows(conn, linked)
-        except (psycopg2.OperationalError, psycopg2.InterfaceError):
-            raise  # the connection itself: the caller's 503 path
-        except psycopg2.Error as e:
-            cur.execute("ROLLBACK TO SAVEPOINT app_row_sync")
-            log.warning("app row %s %s not brought up to date: %s", *linked[0], type(e).__name__)
-        cur.execute("RELEASE SAVEPOINT app_row_sync")
+    there must not undo the signed files (app_sync.sync_guarded). The row's next backup
+    job syncs it again."""
+    app_sync.sync_guarded(conn, [(f.source_table, f.source_id) for f in plan.files if f.source_table])
 
 
 def _linked_refs(media: Sequence[MediaRef], link: AppLink | None) -> list[MediaRef]:
