@@ -75,3 +75,27 @@ def test_a_copy_that_sent_less_than_the_source_has_is_refused(tmp_path: Path) ->
     with pytest.raises(VerifyError):
         upload.finish(2000, "0" * 32)
     assert list(folder.path_for(_row(3)).parent.iterdir()) == []
+
+
+def test_the_file_and_then_its_folder_are_fsynced_before_the_copy_counts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rename lives in the folder's own entry: without an fsync of the folder a power
+    loss could undo it while the ledger says done."""
+    synced: list[str] = []
+    fsync = os.fsync
+
+    def recorded(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recorded)
+    folder = LocalFolder(tmp_path)
+    upload = folder.open(_row(2), None)
+    upload.write(b"x" * 1000)
+    upload.finish(1000, hashlib.md5(b"x" * 1000, usedforsecurity=False).hexdigest())
+    path = folder.path_for(_row(2))
+    assert synced[-1] == str(path.parent)  # the folder, after the rename
+    assert Path(synced[-2]).parent == path.parent and synced[-2] != str(
+        path
+    )  # the file, under its temporary name

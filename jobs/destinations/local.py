@@ -118,6 +118,7 @@ class LocalUpload:
                 f" written and read back, expected {size} bytes md5 {md5}"
             )
         os.replace(self.temp, self.path)
+        _sync_folder(self.path.parent)  # the rename itself survives a power loss
         return self.folder._stored(self.path, size, md5)
 
     def abandon(self) -> None:
@@ -126,6 +127,14 @@ class LocalUpload:
         except OSError:
             pass
         self.temp.unlink(missing_ok=True)
+
+
+def _sync_folder(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _measure(path: Path) -> tuple[int, str]:
