@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from redis import Redis
+from redis import Redis, RedisError
 
 from core.config import Config
 from core.logs import redact
@@ -191,8 +191,12 @@ def _requeue(
     conn.commit()
     items = sorted((int(r["id"]), str(r["kind"])) for r in reopened)
     # Back in the backlog; the top-up replaces a finished job of an earlier copy, whose id
-    # would otherwise block the new one.
-    top_up_for(conn, redis, config, items)
+    # would otherwise block the new one (with Redis away, the sweep's top-up does).
+    try:
+        top_up_for(conn, redis, config, items)
+    except RedisError as e:
+        conn.rollback()
+        log.warning("verify: redis unavailable (%s); the reopened files wait in the backlog", e)
     log.info("verify: ledger %s back in the backlog", ", ".join(str(i) for i, _ in items) or "none")
     return [i for i, _ in items]
 

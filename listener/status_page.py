@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 
 from flask import Blueprint, Response, jsonify, redirect, render_template, request, url_for
+from redis import RedisError
 from werkzeug.wrappers import Response as BaseResponse
 
 from db import app_sync, figures, ledger
@@ -61,6 +62,11 @@ def retry() -> BaseResponse | tuple[Response, int]:
     for row in rows:
         app_sync.sync_app_row(conn, row["source_table"], row["source_id"])
     conn.commit()
-    top_up_for(conn, get_redis(), get_config(), [(r["id"], r["kind"]) for r in rows])
+    try:
+        top_up_for(conn, get_redis(), get_config(), [(r["id"], r["kind"]) for r in rows])
+    except RedisError as e:
+        # The rows are back in the backlog, committed; the next top-up or sweep takes them.
+        conn.rollback()
+        log.warning("status page: redis unavailable (%s); the retried files wait in the backlog", e)
     log.info("status page: %d failed file(s) back to the queue (reason %r)", len(rows), reason[:200])
     return redirect(url_for("status_page.status", retried=len(rows)), code=303)

@@ -20,7 +20,7 @@ from tests.fakes.cdn import FakeCdn
 from tests.support.browser import launch_chromium
 from tests.support.gunicorn import gunicorn
 from tests.support.rows import add_image, ledger_rows
-from tests.support.web import ADMIN_TOKEN, admin_headers
+from tests.support.web import ADMIN_TOKEN, admin_headers, create_app_for
 from tests.support.workers import run_worker
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
@@ -230,3 +230,16 @@ def test_the_page_in_a_real_browser(
         finally:
             browser.close()
     assert sum(r["status"] == "failed" for r in ledger_rows(conn)) == 1
+
+
+def test_retry_with_redis_down_puts_the_files_back_in_the_backlog(config: Config, conn: Connection) -> None:
+    seed_ledger(conn)
+    client = create_app_for(config.replace(redis_url="redis://127.0.0.1:1/0")).test_client()
+    done = client.post(
+        "/status/retry",
+        data={"reason": "host x is not allowed"},
+        headers={**admin_headers(), "Sec-Fetch-Site": "same-origin"},
+    )
+    assert done.status_code == 303
+    statuses = {r["source_url"][-5:]: r["status"] for r in ledger_rows(conn)}
+    assert (statuses["c.png"], statuses["d.png"]) == ("pending", "pending")  # for the next top-up
