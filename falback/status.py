@@ -3,14 +3,13 @@
 
 from __future__ import annotations
 
-import time
-
 from rich.console import Console
 from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 
 from core.config import Config
+from core.lifecycle import GracefulStop
 from db import figures
 from db.connection import connection
 from falback.drive_status import drive_lines
@@ -96,12 +95,15 @@ def watch(config: Config, interval: float) -> int:
         console=console,
     )
     tasks: dict[str, TaskID] = {}
-    with (
-        connection(config.database_url, application_name="falback-status") as conn,
-        Live(console=console, refresh_per_second=4) as live,
-    ):
-        try:
-            while True:
+    # Ctrl-C sets a flag the loop checks, rather than raising KeyboardInterrupt wherever
+    # it lands: inside rich's Live it could leave its lock held and the exit hanging.
+    stop = GracefulStop().install()
+    try:
+        with (
+            connection(config.database_url, application_name="falback-status") as conn,
+            Live(console=console, refresh_per_second=4) as live,
+        ):
+            while not stop.requested:
                 found = figures.collect(conn, at_risk_limit=AT_RISK_SHOWN)
                 conn.rollback()
                 for k in found.kinds:
@@ -120,6 +122,7 @@ def watch(config: Config, interval: float) -> int:
                 grid.add_row(progress)
                 grid.add_row(footer)
                 live.update(grid)
-                time.sleep(interval)
-        except KeyboardInterrupt:
-            return 0
+                stop.wait(interval)
+        return 0
+    finally:
+        stop.close()

@@ -10,7 +10,8 @@ import sys
 import time
 
 from core.config import Config
-from db.connection import Connection
+from db.connection import Connection, fetch_all
+from tests.support.wait import wait_for
 
 
 def seed(conn: Connection) -> None:
@@ -57,6 +58,14 @@ def test_status_shows_what_is_at_risk_and_why(config: Config, conn: Connection) 
     assert "ALARM: drive is paused until" in result.stdout
 
 
+def watching(conn: Connection) -> bool:
+    with conn.cursor() as cur:
+        cur.execute("SELECT count(*) AS n FROM pg_stat_activity WHERE application_name = 'falback-status'")
+        n = fetch_all(cur)[0]["n"]
+    conn.rollback()
+    return bool(n)
+
+
 def test_watch_draws_progress_bars_until_interrupted(config: Config, conn: Connection) -> None:
     seed(conn)
     process = subprocess.Popen(
@@ -66,9 +75,12 @@ def test_watch_draws_progress_bars_until_interrupted(config: Config, conn: Conne
         stderr=subprocess.PIPE,
         text=True,
     )
-    time.sleep(3)
+    # Watching once its connection is open (a busy machine can take seconds to start it),
+    # and a few frames later.
+    wait_for(lambda: watching(conn), 30, "falback status --watch connected")
+    time.sleep(1)
     process.send_signal(signal.SIGINT)
-    out, err = process.communicate(timeout=20)
+    out, err = process.communicate(timeout=30)
     assert process.returncode == 0, err
     assert "upscale" in out and "1/2" in out and "━" in out  # rich's bar
     assert "at risk: 2 file(s) not yet safe" in out
