@@ -4,7 +4,7 @@ Starts embedded Postgres and Redis in a temporary folder, fills gen_videos with 
 upscaled videos, then, in the same run:
 
 - baseline: the backfill's own statement alone (ledger rows from falback_app_files, most
-  valuable and oldest first, as db/app_rows.insert_from_app runs it), rolled back, then
+  valuable and oldest first, as db/app_rows.backfill_from_app runs it), rolled back, then
   the ledger vacuumed;
 - falback: `backfill --type upscale --limit N` through the same code path as the CLI and
   the HTTP endpoint (the rows, the app rows' backup_* columns, the dispatch of a window).

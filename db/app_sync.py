@@ -237,22 +237,16 @@ def _columns(files: list[Row], public_url: str | None) -> tuple[Any, ...]:
     )
 
 
-def sync_app_row_seen(conn: Connection, source_table: str | None, source_id: str | None) -> None:
-    """`sync_app_row` for a caller whose own statement has just seen falback_app_files
-    exist (the backup job's claim and done): one round trip fewer."""
-    if source_table is not None:
-        sync_known(conn, [(source_table, source_id)])
-
-
 def sync_guarded(
     conn: Connection, rows: Sequence[tuple[str | None, str | None]], *, seen: bool = False
 ) -> bool:
-    """`sync_app_rows` (`seen`: as `sync_app_row_seen`) in a savepoint, for a caller whose
-    own change in the same transaction must stand whatever the user's table does (a
-    trigger or constraint refusing the write, a lock timeout, a changed schema): a ledger
-    row claimed, done or retried, signed files recorded. Returns whether the app rows were
-    brought up to date; if not, the next change of their files syncs them again. A broken
-    connection is raised as it is."""
+    """`sync_app_rows` in a savepoint, for a caller whose own change in the same
+    transaction must stand whatever the user's table does (a trigger or constraint
+    refusing the write, a lock timeout, a changed schema): a ledger row claimed, done or
+    retried, signed files recorded. `seen`: the caller's own statement has just seen
+    falback_app_files exist (the backup job's claim and done), one round trip fewer.
+    Returns whether the app rows were brought up to date; if not, the next change of
+    their files syncs them again. A broken connection is raised as it is."""
     linked = [(table, row_id) for table, row_id in rows if table is not None]
     if not linked:
         return True

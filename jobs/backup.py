@@ -25,7 +25,7 @@ import psycopg2
 from rq import Retry, get_current_job
 
 from core.config import Config
-from db import app_sync, attempts, drive_state, ledger
+from db import attempts, drive_state, ledger
 from db.connection import Connection
 from jobs import every_destination, outcomes
 from jobs.errors import SourceGone
@@ -72,7 +72,7 @@ def backup_file(context: WorkerContext, ledger_id: int) -> str | Retry:
             logger.info("not claimable (finished, or another worker holds it)")
             return "skipped"
         if claim.app_files:  # the user's app shows the file being copied
-            app_sync.sync_guarded(conn, [(row.source_table, row.source_id)], seen=True)
+            outcomes.keep_app_row(conn, row, seen=True)
         conn.commit()
         try:
             return _settle(conn, config, claim, logger)

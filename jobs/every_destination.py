@@ -31,7 +31,6 @@ from jobs.transfer import copy_file
 class Attempt:
     """What one attempt achieved, destination by destination."""
 
-    made: list[str] = field(default_factory=list)
     paused: dict[str, datetime] = field(default_factory=dict)  # destination -> until
     # Destination and what it raised, in the order tried.
     errors: list[tuple[str, Exception]] = field(default_factory=list)
@@ -94,7 +93,6 @@ def copy_missing(
                 conn.rollback()
                 attempt.lost = True
                 return attempt
-            attempt.made.append(name)
     finally:
         fetcher.close()
     return attempt

@@ -47,7 +47,7 @@ def done(
     if result.kept is None:
         return lost(conn, logger)
     if result.app_files:
-        app_sync.sync_guarded(conn, [(row.source_table, row.source_id)], seen=True)
+        keep_app_row(conn, row, seen=True)
     conn.commit()
     kept = result.kept
     logger.info(
@@ -84,7 +84,7 @@ def retry(
     due = attempts.record_retry(conn, row.id, owner(row), message, delay)
     if due is None:
         return lost(conn, logger)
-    app_sync.sync_guarded(conn, [(row.source_table, row.source_id)])
+    keep_app_row(conn, row)
     conn.commit()
     # A CopyError is classified and its message says it all; anything else is a bug
     # whose traceback is wanted.
@@ -134,7 +134,7 @@ def missing(
     due = attempts.record_retry(conn, row.id, owner(row), message, delay, refund_attempt=True)
     if due is None:
         return lost(conn, logger)
-    app_sync.sync_guarded(conn, [(row.source_table, row.source_id)])
+    keep_app_row(conn, row)
     conn.commit()
     logger.warning("missing, retrying in %ds: %s", math.ceil(delay), message)
     return later(due)
@@ -159,10 +159,16 @@ def pause(conn: Connection, row: ledger.LedgerRow, until: datetime, reason: str,
     job): the row waits for it, and gets this attempt back."""
     conn.rollback()
     attempts.record_paused(conn, row.id, owner(row), reason, until)
-    app_sync.sync_guarded(conn, [(row.source_table, row.source_id)])
+    keep_app_row(conn, row)
     conn.commit()
     logger.warning("waiting for a paused destination until %s: %s", until, reason)
     return later(until)
+
+
+def keep_app_row(conn: Connection, row: ledger.LedgerRow, *, seen: bool = False) -> None:
+    """The row's app row brought up to date in the caller's transaction, never undoing
+    it (app_sync.sync_guarded)."""
+    app_sync.sync_guarded(conn, [(row.source_table, row.source_id)], seen=seen)
 
 
 def owner(row: ledger.LedgerRow) -> str:
@@ -191,7 +197,7 @@ def finish(conn: Connection, row: ledger.LedgerRow, status: str, error: str, log
 def final(conn: Connection, row: ledger.LedgerRow, status: str, error: str, logger: Logger) -> str:
     if not attempts.record_final(conn, row.id, owner(row), status, error):
         return lost(conn, logger)
-    app_sync.sync_guarded(conn, [(row.source_table, row.source_id)])
+    keep_app_row(conn, row)
     conn.commit()
     logger.warning("%s: %s", status, error)
     return status

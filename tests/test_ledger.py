@@ -90,12 +90,18 @@ def add_copy(conn: Connection, ledger_id: int, destination: str) -> None:
     conn.commit()
 
 
-def test_the_claim_says_which_copies_are_missing_and_which_of_them_wait(conn: Connection) -> None:
+def copied_to_s3_with_drive_paused(conn: Connection) -> tuple[int, datetime]:
+    """A new row with its S3 copy made, and Drive paused for an hour: (row id, until)."""
     row_id = new_row(conn)
     add_copy(conn, row_id, "s3")
     until = datetime.now(UTC) + timedelta(hours=1)
     drive_state.pause(conn, "drive", until, "daily upload cap")
     conn.commit()
+    return row_id, until
+
+
+def test_the_claim_says_which_copies_are_missing_and_which_of_them_wait(conn: Connection) -> None:
+    row_id, until = copied_to_s3_with_drive_paused(conn)
     claim = attempts.claim_attempt(conn, row_id, "worker-a", 60, ["drive", "s3", "local"])
     conn.commit()
     assert claim.row is not None and claim.row.attempts == 1 and claim.row.claimed_by == "worker-a"
@@ -107,11 +113,7 @@ def test_the_claim_says_which_copies_are_missing_and_which_of_them_wait(conn: Co
 
 
 def test_no_claim_when_every_missing_copy_is_at_a_paused_destination(conn: Connection) -> None:
-    row_id = new_row(conn)
-    add_copy(conn, row_id, "s3")
-    until = datetime.now(UTC) + timedelta(hours=1)
-    drive_state.pause(conn, "drive", until, "daily upload cap")
-    conn.commit()
+    row_id, until = copied_to_s3_with_drive_paused(conn)
     claim = attempts.claim_attempt(conn, row_id, "worker-a", 60, ["drive", "s3"])
     conn.commit()
     assert claim.row is None and claim.missing == ["drive"] and claim.paused == {"drive": until}
