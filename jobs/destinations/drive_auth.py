@@ -44,9 +44,9 @@ def credentials(settings: DriveSettings, database_url: str | None = None) -> Any
 
 
 def session(settings: DriveSettings, creds: Any) -> AuthorizedSession:
-    """A requests session for the upload protocol that adds a fresh token to every request
-    (and refreshes it on a 401). Bodies are always bytes, so the resend after a refresh
-    is safe."""
+    """A requests session for every Drive call (metadata and uploads) that adds a fresh
+    token to each request (and refreshes it on a 401). Bodies are always bytes, so the
+    resend after a refresh is safe."""
     authed = AuthorizedSession(creds)  # type: ignore[no-untyped-call]
     authed.headers["User-Agent"] = USER_AGENT
     return authed
